@@ -1,0 +1,342 @@
+"""The catalog: runs, batches and files, written by the driver only.
+
+DuckDB lets one read-write process own a database file, and while it does no other
+process may open it, not even read-only. The catalog is the one thing written during a
+run *and* read from other terminals (`status`, `runs`), so it lives in SQLite in WAL
+mode: a single writer (the driver) and any number of concurrent readers, ~1 ms a commit.
+DuckDB stays the staging and query layer (see `staging.py`). Every write here is one
+transaction; a batch's commit record is the only thing that makes its output visible.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchrun.errors import CatalogError, RunNotFoundError
+from batchrun.states import BatchState, FileState, RunState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, job TEXT NOT NULL, table_name TEXT NOT NULL,
+    job_file TEXT NOT NULL, staging_dir TEXT NOT NULL, config_json TEXT NOT NULL,
+    schema_json TEXT, state TEXT NOT NULL, pid INTEGER, host TEXT,
+    created_at REAL NOT NULL, started_at REAL, finished_at REAL, message TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    run_id TEXT NOT NULL, batch_id TEXT NOT NULL, seq INTEGER NOT NULL, source TEXT,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    n_files INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    rows_staged INTEGER, rows_rejected INTEGER, output_path TEXT, rejects_path TEXT,
+    worker INTEGER, queued_at REAL, started_at REAL, finished_at REAL,
+    last_error TEXT, error_kind TEXT,
+    PRIMARY KEY (run_id, batch_id)
+);
+CREATE TABLE IF NOT EXISTS files (
+    run_id TEXT NOT NULL, path TEXT NOT NULL, batch_id TEXT NOT NULL, source TEXT,
+    size INTEGER NOT NULL, mtime REAL NOT NULL, state TEXT NOT NULL,
+    rows_staged INTEGER, rows_rejected INTEGER, error TEXT,
+    PRIMARY KEY (run_id, path)
+);
+CREATE INDEX IF NOT EXISTS files_by_batch ON files (run_id, batch_id);
+"""
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+    mtime: float
+    source: str
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    batch_id: str
+    seq: int
+    source: str
+    files: tuple[PlannedFile, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What a worker did with one file of its batch."""
+
+    path: str
+    rows_staged: int = 0
+    rows_rejected: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The small object a worker returns: counts, paths and timings, never rows."""
+
+    batch_id: str
+    worker: int
+    output_path: str | None
+    rejects_path: str | None
+    rows_staged: int
+    rows_rejected: int
+    bytes_read: int
+    started_at: float
+    finished_at: float
+    files: tuple[FileOutcome, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    job: str
+    table: str
+    job_file: str
+    staging_dir: str
+    config: dict[str, Any]
+    schema: dict[str, str] | None
+    state: RunState
+    pid: int | None
+    host: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    message: str | None
+
+
+class Catalog:
+    """A SQLite catalog in the state dir. Cheap to open; open one per process."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "catalog.sqlite"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise CatalogError(f"cannot open catalog {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write. BEGIN IMMEDIATE takes the write lock up front."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog {self.path} is not writable: {exc}") from None
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        cursor = self._db.execute(sql, tuple(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]  # type: ignore[misc]
+
+    # -- planning ---------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, batches: list[PlannedBatch]) -> None:
+        """Write the whole plan in one transaction, before anything is dispatched."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run.run_id, run.job, run.table, run.job_file, run.staging_dir,
+                 json.dumps(run.config), json.dumps(run.schema), run.state.value, run.pid,
+                 run.host, run.created_at, run.started_at, run.finished_at, run.message),
+            )
+            db.executemany(
+                "INSERT INTO batches (run_id, batch_id, seq, source, state, n_files, bytes)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(run.run_id, b.batch_id, b.seq, b.source, BatchState.PENDING.value,
+                  len(b.files), b.bytes) for b in batches],
+            )
+            db.executemany(
+                "INSERT INTO files (run_id, path, batch_id, source, size, mtime, state)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(run.run_id, f.path, b.batch_id, f.source, f.size, f.mtime,
+                  FileState.PENDING.value) for b in batches for f in b.files],
+            )
+
+    # -- run lifecycle ------------------------------------------------------------
+
+    def set_run_state(self, run_id: str, state: RunState, *, pid: int | None = None,
+                      host: str | None = None, message: str | None = None) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            if state is RunState.RUNNING:
+                db.execute(
+                    "UPDATE runs SET state=?, pid=?, host=?, finished_at=NULL, message=NULL,"
+                    " started_at=COALESCE(started_at, ?) WHERE run_id=?",
+                    (state.value, pid, host, now, run_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE runs SET state=?, finished_at=?, message=? WHERE run_id=?",
+                    (state.value, now, message, run_id),
+                )
+
+    def reset_unfinished_batches(self, run_id: str) -> int:
+        """Before a resume: running and failed batches go back to pending."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE batches SET state=?, worker=NULL WHERE run_id=? AND state IN (?,?)",
+                (BatchState.PENDING.value, run_id, BatchState.RUNNING.value,
+                 BatchState.FAILED.value),
+            )
+            db.execute(
+                "UPDATE files SET state=?, error=NULL WHERE run_id=? AND batch_id IN"
+                " (SELECT batch_id FROM batches WHERE run_id=? AND state=?)",
+                (FileState.PENDING.value, run_id, run_id, BatchState.PENDING.value),
+            )
+            return cursor.rowcount
+
+    # -- dispatch and commit ----------------------------------------------------------
+
+    def record_progress(self, run_id: str, dispatched: list[tuple[str, int]],
+                        results: list[BatchResult], failures: list[tuple[str, str, str]]) -> None:
+        """One transaction per scheduler round: newly dispatched, committed and failed batches.
+
+        `dispatched` holds (batch_id, worker); `failures` holds (batch_id, error, kind).
+        A result for a batch that is already committed is ignored (idempotent commit).
+        """
+        now = time.time()
+        with self.transaction() as db:
+            for batch_id, worker in dispatched:
+                db.execute(
+                    "UPDATE batches SET state=?, worker=?, attempts=attempts+1, queued_at=?"
+                    " WHERE run_id=? AND batch_id=? AND state<>?",
+                    (BatchState.RUNNING.value, worker, now, run_id, batch_id,
+                     BatchState.COMMITTED.value),
+                )
+            for result in results:
+                self._commit_batch(db, run_id, result)
+            for batch_id, error, kind in failures:
+                db.execute(
+                    "UPDATE batches SET state=?, last_error=?, error_kind=?, finished_at=?"
+                    " WHERE run_id=? AND batch_id=? AND state<>?",
+                    (BatchState.FAILED.value, error, kind, now, run_id, batch_id,
+                     BatchState.COMMITTED.value),
+                )
+                db.execute(
+                    "UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
+                    (FileState.FAILED.value, error, run_id, batch_id),
+                )
+
+    def requeue(self, run_id: str, batch_id: str, error: str, kind: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE batches SET state=?, last_error=?, error_kind=? WHERE run_id=?"
+                " AND batch_id=? AND state<>?",
+                (BatchState.PENDING.value, error, kind, run_id, batch_id,
+                 BatchState.COMMITTED.value),
+            )
+
+    @staticmethod
+    def _commit_batch(db: sqlite3.Connection, run_id: str, result: BatchResult) -> None:
+        cursor = db.execute(
+            "UPDATE batches SET state=?, rows_staged=?, rows_rejected=?, output_path=?,"
+            " rejects_path=?, worker=?, started_at=?, finished_at=?"
+            " WHERE run_id=? AND batch_id=? AND state<>?",
+            (BatchState.COMMITTED.value, result.rows_staged, result.rows_rejected,
+             result.output_path, result.rejects_path, result.worker, result.started_at,
+             result.finished_at, run_id, result.batch_id, BatchState.COMMITTED.value),
+        )
+        if cursor.rowcount == 0:
+            return
+        db.executemany(
+            "UPDATE files SET state=?, rows_staged=?, rows_rejected=?, error=?"
+            " WHERE run_id=? AND path=?",
+            [(FileState.FAILED.value if f.error else FileState.COMMITTED.value,
+              f.rows_staged, f.rows_rejected, f.error, run_id, f.path) for f in result.files],
+        )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> RunRecord:
+        found = self.rows("SELECT * FROM runs WHERE run_id=?", (run_id,))
+        if not found:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.path.parent}")
+        return _run_record(found[0])
+
+    def latest_run_id(self, job: str | None = None) -> str:
+        sql = "SELECT run_id FROM runs {} ORDER BY created_at DESC, run_id DESC LIMIT 1"
+        found = (self.rows(sql.format("WHERE job=?"), (job,)) if job
+                 else self.rows(sql.format("")))
+        if not found:
+            raise RunNotFoundError(f"no runs yet in {self.path.parent}")
+        return str(found[0]["run_id"])
+
+    def run_ids(self, limit: int | None = None) -> list[str]:
+        sql = "SELECT run_id FROM runs ORDER BY created_at DESC, run_id DESC"
+        rows = self.rows(sql + (f" LIMIT {int(limit)}" if limit else ""))
+        return [str(row["run_id"]) for row in rows]
+
+    def batches(self, run_id: str, state: BatchState | None = None) -> list[dict[str, Any]]:
+        if state is None:
+            return self.rows("SELECT * FROM batches WHERE run_id=? ORDER BY seq", (run_id,))
+        return self.rows("SELECT * FROM batches WHERE run_id=? AND state=? ORDER BY seq",
+                         (run_id, state.value))
+
+    def files_of(self, run_id: str, batch_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM files WHERE run_id=? AND batch_id=? ORDER BY path",
+                         (run_id, batch_id))
+
+    def failed_files(self, run_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT path, batch_id, error FROM files WHERE run_id=? AND state=?"
+                         " ORDER BY path", (run_id, FileState.FAILED.value))
+
+    def committed_outputs(self, run_id: str) -> tuple[list[str], list[str]]:
+        rows = self.rows("SELECT output_path, rejects_path FROM batches WHERE run_id=?"
+                         " AND state=? ORDER BY seq", (run_id, BatchState.COMMITTED.value))
+        outputs = [r["output_path"] for r in rows if r["output_path"]]
+        rejects = [r["rejects_path"] for r in rows if r["rejects_path"]]
+        return outputs, rejects
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        """Batch, file and row totals of one run, in one read."""
+        batch = self.rows(
+            "SELECT count(*) total, sum(state='committed') committed, sum(state='failed')"
+            " failed, sum(state='pending') pending, sum(state='running') running,"
+            " coalesce(sum(rows_staged),0) staged, coalesce(sum(attempts),0) attempts"
+            " FROM batches WHERE run_id=?", (run_id,))[0]
+        files = self.rows(
+            "SELECT count(*) total, sum(state='committed') committed, sum(state='failed')"
+            " failed, coalesce(sum(size),0) bytes,"
+            " coalesce(sum(CASE WHEN state='committed' THEN rows_rejected END),0) rejected"
+            " FROM files WHERE run_id=?", (run_id,))[0]
+        return {
+            "batches_total": batch["total"], "batches_committed": batch["committed"] or 0,
+            "batches_failed": batch["failed"] or 0, "batches_pending": batch["pending"] or 0,
+            "batches_running": batch["running"] or 0, "attempts": batch["attempts"],
+            "files_total": files["total"], "files_committed": files["committed"] or 0,
+            "files_failed": files["failed"] or 0, "bytes_total": files["bytes"],
+            "rows_staged": batch["staged"], "rows_rejected": files["rejected"],
+        }
+
+
+def _run_record(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"], job=row["job"], table=row["table_name"],
+        job_file=row["job_file"], staging_dir=row["staging_dir"],
+        config=json.loads(row["config_json"]),
+        schema=json.loads(row["schema_json"]) if row["schema_json"] else None,
+        state=RunState(row["state"]), pid=row["pid"], host=row["host"],
+        created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], message=row["message"],
+    )

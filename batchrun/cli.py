@@ -1,0 +1,337 @@
+"""The command line: parse, call the library, render, map errors to exit codes.
+
+This is the only module that imports click or prints. Exit codes are named below and
+documented in the README.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchrun import logs
+from batchrun.catalog import Catalog
+from batchrun.config import load_job
+from batchrun.driver import StopToken
+from batchrun.errors import (BatchrunError, ConfigError, EnvironmentProblem, RunActiveError,
+                             RunNotFoundError)
+from batchrun.report import run_status, runs_status
+from batchrun.runner import RunOutcome, resume_run, start_run
+from batchrun.staging import query_connection
+from batchrun.states import RunState
+
+EXIT_OK = 0
+"""Every batch committed, every file staged."""
+EXIT_PARTIAL = 1
+"""The run finished but some files or batches failed; `resume` can retry them."""
+EXIT_USAGE = 2
+"""Bad command line, bad job file, unknown run; nothing was started."""
+EXIT_LOCKED = 3
+"""Another run of the same job is active."""
+EXIT_ENVIRONMENT = 4
+"""The environment refused: Ray unreachable, state dir not writable."""
+EXIT_SIGINT = 130
+"""Interrupted by SIGINT (Ctrl-C); resumable."""
+EXIT_SIGTERM = 143
+"""Stopped by SIGTERM; resumable."""
+
+DEFAULT_STATE_DIR = ".batchrun"
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR, envvar="BATCHRUN_STATE_DIR", show_default=True,
+    help="Where the catalog, locks and logs live [env BATCHRUN_STATE_DIR].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+workers_option = click.option("--workers", type=click.IntRange(min=1), envvar="BATCHRUN_WORKERS",
+                              help="Override execution.workers [env BATCHRUN_WORKERS].")
+address_option = click.option("--address", envvar="BATCHRUN_ADDRESS",
+                              help="Ray cluster to join, e.g. auto or 127.0.0.1:6379 "
+                                   "[env BATCHRUN_ADDRESS].")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="batchrun")
+def cli() -> None:
+    """Stage large, messy file sets into one clean table, exactly once, resumably."""
+    logs.silence_default_sink()
+
+
+@cli.command()
+@click.argument("job_file", type=click.Path(path_type=Path))
+@workers_option
+@address_option
+@click.option("--staging-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="BATCHRUN_STAGING_DIR", help="Override staging.dir [env BATCHRUN_STAGING_DIR].")
+@state_dir_option
+@json_option
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+def run(job_file: Path, workers: int | None, address: str | None, staging_dir: Path | None,
+        state_dir: Path, as_json: bool, progress: bool | None) -> None:
+    """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
+    overrides = {"execution.workers": workers, "execution.address": address,
+                 "staging.dir": str(staging_dir.resolve()) if staging_dir else None}
+    job = load_job(job_file, overrides)
+    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
+        outcome = start_run(job, state_dir, stop=StopToken(), on_progress=view.advance,
+                            on_planned=view.planned)
+    _finish(outcome, state_dir, as_json)
+
+
+@cli.command()
+@click.argument("run_id", default="latest")
+@workers_option
+@address_option
+@state_dir_option
+@json_option
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+def resume(run_id: str, workers: int | None, address: str | None, state_dir: Path,
+           as_json: bool, progress: bool | None) -> None:
+    """Finish a failed or killed run; committed batches are never redone."""
+    run_id = _resolve_run(state_dir, run_id)
+    overrides = {"execution.workers": workers, "execution.address": address}
+    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
+        status = run_status(Catalog(state_dir), run_id)
+        view.planned({"run_id": run_id, "batches": status["batches"]["total"]})
+        view.advance({"committed": status["batches"]["committed"], "rows": status["rows"]["staged"]})
+        outcome = resume_run(run_id, state_dir, overrides, stop=StopToken(),
+                             on_progress=view.advance)
+    if outcome.already_done and not as_json:
+        err.print(f"run {run_id} already succeeded; nothing to resume")
+    _finish(outcome, state_dir, as_json)
+
+
+@cli.command()
+@click.argument("run_id", default="latest")
+@state_dir_option
+@json_option
+def status(run_id: str, state_dir: Path, as_json: bool) -> None:
+    """Show one run (default: the latest); works while the run is going."""
+    run_id = _resolve_run(state_dir, run_id)
+    report = run_status(Catalog(state_dir), run_id, detail=True)
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        _render_status(report)
+
+
+@cli.command()
+@state_dir_option
+@json_option
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N runs.")
+def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
+    """Run history, newest first."""
+    history = runs_status(Catalog(state_dir), limit)
+    if as_json:
+        out.print_json(json.dumps(history))
+        return
+    table = Table("run", "job", "state", "batches", "files failed", "rows staged",
+                  "rows rejected", "started", "duration")
+    for r in history:
+        table.add_row(r["run_id"], r["job"], _state_text(r["state"]),
+                      f"{r['batches']['committed']}/{r['batches']['total']}",
+                      str(r["files"]["failed"]), f"{r['rows']['staged']:,}",
+                      f"{r['rows']['rejected']:,}", (r["started_at"] or "")[:19],
+                      f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "")
+    out.print(table)
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--run", "run_id", default="latest", help="Run whose staged table to query.")
+@state_dir_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
+    """Run SQL over a run's staged table and its <table>__rejects view (DuckDB)."""
+    import duckdb
+
+    catalog = Catalog(state_dir)
+    run_id = _resolve_run(state_dir, run_id)
+    record = catalog.run(run_id)
+    outputs, rejects = catalog.committed_outputs(run_id)
+    db = query_connection(record.table, record.schema or {}, outputs, rejects)
+    try:
+        result = db.sql(sql)
+    except duckdb.Error as exc:
+        raise click.UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+    if result is None:
+        return
+    names, rows = result.columns, result.fetchall()
+    _render_rows(names, rows, fmt)
+
+
+def _render_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "json":
+        out.print_json(json.dumps([dict(zip(names, r)) for r in rows], default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows(rows)
+    else:
+        table = Table(*names)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path),
+                default=Path("configs/data/suppliers"))
+@click.option("--suppliers", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--files-per-supplier", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--file-mb", type=click.FloatRange(min=0.001), default=2.0, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+def demo(out_dir: Path, suppliers: int, files_per_supplier: int, file_mb: float, seed: int) -> None:
+    """Generate the seed-shaped supplier-orders data set (configs/demo.toml reads it)."""
+    from batchrun.demo import DemoSpec, generate
+
+    truth = generate(DemoSpec(out_dir=out_dir, suppliers=suppliers,
+                              files_per_supplier=files_per_supplier,
+                              file_bytes=int(file_mb * 1e6), seed=seed))
+    err.print(f"wrote {len(truth.files)} files, {truth.total_rows:,} rows to {out_dir}")
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+class _ProgressView:
+    """A rich progress bar on stderr, fed by the library's progress callbacks."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("batches"),
+                                 TextColumn("{task.fields[rows]:,} rows"), TimeElapsedColumn(),
+                                 console=err, transient=False)
+        self.task: Any = None
+
+    def __enter__(self) -> _ProgressView:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def planned(self, event: dict[str, Any]) -> None:
+        if self.enabled:
+            self.task = self.progress.add_task(event["run_id"], total=event["batches"], rows=0)
+
+    def advance(self, event: dict[str, Any]) -> None:
+        if self.enabled and self.task is not None:
+            done = event.get("committed", 0) + event.get("failed", 0)
+            rows = self.progress.tasks[0].fields["rows"] + event.get("rows", 0)
+            self.progress.update(self.task, advance=done, rows=rows)
+
+
+def _progress_enabled(flag: bool | None, as_json: bool) -> bool:
+    return flag if flag is not None else (err.is_terminal and not as_json)
+
+
+def _finish(outcome: RunOutcome, state_dir: Path, as_json: bool) -> None:
+    report = run_status(Catalog(state_dir), outcome.run_id, detail=True)
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        _render_summary(report)
+    code = _exit_code(outcome)
+    if code != EXIT_OK:
+        err.print(f"resume with: {_resume_command(outcome.run_id, state_dir)}")
+    sys.exit(code)
+
+
+def _exit_code(outcome: RunOutcome) -> int:
+    if outcome.state is RunState.SUCCEEDED:
+        return EXIT_OK
+    stopped = outcome.schedule.stopped_by if outcome.schedule else None
+    if stopped == signal.SIGTERM:
+        return EXIT_SIGTERM
+    if stopped is not None:
+        return EXIT_SIGINT
+    return EXIT_PARTIAL
+
+
+def _resume_command(run_id: str, state_dir: Path) -> str:
+    command = f"batchrun resume {run_id}"
+    if os.path.abspath(state_dir) != os.path.abspath(DEFAULT_STATE_DIR):
+        command += f" --state-dir {state_dir}"
+    return command
+
+
+def _render_summary(report: dict[str, Any]) -> None:
+    b, f, r = report["batches"], report["files"], report["rows"]
+    err.print(f"run {report['run_id']} {_state_text(report['state'])}: "
+              f"{b['committed']}/{b['total']} batches, {r['staged']:,} rows staged, "
+              f"{r['rejected']:,} rejected, {f['failed']} file(s) quarantined "
+              f"in {report['duration_s'] or 0:.1f}s")
+    if f["failed"]:
+        err.print(f"list them with: batchrun status {report['run_id']}")
+
+
+def _render_status(report: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    b, f, r = report["batches"], report["files"], report["rows"]
+    for key, value in [
+        ("run", report["run_id"]), ("job", f"{report['job']} ({report['job_file']})"),
+        ("state", _state_text(report["state"])),
+        ("batches", f"{b['committed']} committed, {b['running']} running, {b['pending']} "
+                    f"pending, {b['failed']} failed, of {b['total']}"),
+        ("files", f"{f['committed']} committed, {f['failed']} failed, of {f['total']}"),
+        ("rows", f"{r['staged']:,} staged, {r['rejected']:,} rejected"),
+        ("started", report["started_at"] or "-"), ("finished", report["finished_at"] or "-"),
+        ("staging", report["staging_dir"]), ("message", report["message"] or "-"),
+    ]:
+        table.add_row(f"[bold]{key}", str(value))
+    out.print(table)
+    for failed in report.get("failed_files", []):
+        out.print(f"  [red]failed[/] {failed['path']}: {failed['error']}")
+    for failed in report.get("failed_batches", []):
+        out.print(f"  [red]failed batch[/] {failed['batch_id']} after {failed['attempts']} "
+                  f"attempt(s): {failed['last_error']}")
+
+
+def _state_text(state: str) -> str:
+    color = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}.get(state, "cyan")
+    return f"[{color}]{state}[/]"
+
+
+def _resolve_run(state_dir: Path, run_id: str) -> str:
+    return Catalog(state_dir).latest_run_id() if run_id == "latest" else run_id
+
+
+def main() -> None:
+    """Entry point: run the click group and turn library errors into exit codes."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(EXIT_SIGINT)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (ConfigError, RunNotFoundError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_USAGE)
+    except RunActiveError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_LOCKED)
+    except EnvironmentProblem as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_ENVIRONMENT)
+    except BatchrunError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_ENVIRONMENT)

@@ -1,0 +1,266 @@
+"""The job file: a typed model of the TOML contract, validated at load time.
+
+Every key is documented on its field. A bad job file raises `ConfigError` naming the
+file, the key and what was expected, before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from batchrun.errors import ConfigError
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SCALAR_TYPES = ("string", "int32", "int64", "float64", "bool", "date", "timestamp")
+_DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def parse_size(value: Any) -> int:
+    """'256MB' → 256_000_000; plain integers are bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+    if not match or match.group(2).upper() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as '256MB' or a number of bytes, got {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def parse_duration(value: Any) -> float:
+    """'200ms' → 0.2, '30s' → 30.0; plain numbers are seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", str(value))
+    if not match:
+        raise ValueError(f"expected a duration such as '200ms' or '30s', got {value!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobSection(_Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    """Identity of the job across runs (locks and history are per job)."""
+    table: Annotated[str, Field(pattern=_IDENTIFIER)]
+    """Name of the staging table (a SQL identifier)."""
+
+
+class CsvOptions(_Section):
+    delimiter: Annotated[str, Field(min_length=1, max_length=4)] = ","
+    """A single character, or "auto" to sniff it from the header line."""
+    encoding: str = "utf-8"
+    """Text encoding; a UTF-8 byte-order mark is tolerated."""
+    header: bool = True
+    """Whether the first line names the columns."""
+
+
+class SourceSection(_Section):
+    paths: Annotated[list[str], Field(min_length=1)]
+    """Glob patterns, relative to the job file's folder; ** recurses."""
+    format: Literal["csv", "jsonl", "parquet"] = "csv"
+    """Input format; .gz and .zst compressed csv/jsonl are read transparently."""
+    csv: CsvOptions = CsvOptions()
+
+
+class BatchSection(_Section):
+    max_files: Annotated[int, Field(ge=1)] = 50
+    """A batch closes when it holds this many files ..."""
+    max_bytes: int = parse_size("256MB")
+    """... or this many bytes of input, whichever comes first."""
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_size(value)
+
+
+class ExecutionSection(_Section):
+    workers: Annotated[int, Field(ge=1, le=1024)] = 2
+    """Number of worker actors; 1 means strictly sequential."""
+    address: str | None = None
+    """Ray cluster to join ("auto", "ray://host:10001", "host:6379"); None starts a local one."""
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    """Batches dispatched but not yet finished; default 2 × workers."""
+    max_retries: Annotated[int, Field(ge=0)] = 3
+    """Attempts per batch after the first when a worker dies or an I/O error is transient."""
+    drain_timeout: float = 30.0
+    """On SIGINT/SIGTERM, how long to wait for in-flight batches before abandoning them."""
+
+    @field_validator("drain_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class StagingSection(_Section):
+    dir: str = "staging"
+    """Staging root, relative to the job file's folder."""
+
+
+class ValidationSection(_Section):
+    max_reject_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    """A file with a larger share of rejected rows is quarantined whole; 1.0 never does."""
+    on_unknown_columns: Literal["reject_file", "ignore"] = "reject_file"
+    """A file with columns the schema does not name is quarantined, or they are dropped."""
+    on_missing_columns: Literal["reject_file", "null"] = "reject_file"
+    """A file lacking a schema column is quarantined, or the column is NULL (not if required)."""
+    max_failed_files: Annotated[int, Field(ge=0)] = 0
+    """Stop dispatching once this many files have failed; 0 means no limit."""
+
+
+class ColumnSpec(_Section):
+    type: str
+    """string | int32 | int64 | float64 | decimal(p,s) | bool | date | timestamp"""
+    format: str | None = None
+    """strptime format for date/timestamp columns, e.g. "%Y-%m-%d %H:%M:%S"."""
+    required: bool = False
+    """An empty or missing cell is a reject (rule `required`)."""
+    min: float | int | str | None = None
+    """Smallest allowed value (numbers, dates, timestamps)."""
+    max: float | int | str | None = None
+    """Largest allowed value."""
+    allowed: list[str | int | float] | None = None
+    """The only values allowed (rule `allowed`)."""
+    pattern: str | None = None
+    """A regular expression the whole raw cell must match (rule `pattern`)."""
+    max_length: Annotated[int, Field(ge=1)] | None = None
+    """Longest allowed string, in characters (rule `max_length`)."""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        value = value.strip().lower()
+        decimal = _DECIMAL.match(value)
+        if decimal:
+            precision, scale = int(decimal.group(1)), int(decimal.group(2))
+            if not 1 <= precision <= 38 or scale > precision:
+                raise ValueError("decimal(p,s) needs 1 <= p <= 38 and s <= p")
+            return f"decimal({precision},{scale})"
+        if value not in _SCALAR_TYPES:
+            raise ValueError(f"expected one of {', '.join(_SCALAR_TYPES)}, decimal(p,s)")
+        return value
+
+
+class SchemaSection(_Section):
+    columns: dict[str, ColumnSpec]
+    """Typed columns; their order is the output order."""
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, value: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
+        if not value:
+            raise ValueError("expected at least one column")
+        for name in value:
+            if name.startswith("_"):
+                raise ValueError(f"column {name!r}: names starting with '_' are reserved")
+        return value
+
+
+class JobConfig(_Section):
+    job: JobSection
+    source: SourceSection
+    batch: BatchSection = BatchSection()
+    execution: ExecutionSection = ExecutionSection()
+    staging: StagingSection = StagingSection()
+    validation: ValidationSection = ValidationSection()
+    schema_: SchemaSection | None = Field(default=None, alias="schema")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def in_flight_cap(self) -> int:
+        return self.execution.max_in_flight or 2 * self.execution.workers
+
+
+class Job(BaseModel):
+    """A loaded job: the validated config plus where it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: JobConfig
+    path: Path
+    """Absolute path of the job file."""
+    staging_dir: Path
+    """Absolute staging root (job key, or an override)."""
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        return self.config.job.name
+
+    @property
+    def table(self) -> str:
+        return self.config.job.table
+
+
+def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
+    """Read, validate and resolve a job file. `overrides` maps dotted keys to values."""
+    job_path = Path(path).expanduser().resolve()
+    raw = _read_toml(job_path)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    try:
+        config = JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(str(path), exc) from None
+    staging = Path(config.staging.dir).expanduser()
+    staging_dir = staging if staging.is_absolute() else job_path.parent / staging
+    return Job(config=config, path=job_path, staging_dir=staging_dir.resolve())
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "job file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "", "expected a TOML job file, got a directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML ({exc})") from None
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def _config_error(where: str, exc: ValidationError) -> ConfigError:
+    """Turn pydantic's first error into one line: file, dotted key, what was expected."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]).replace("schema_", "schema")
+    kind, given = error["type"], error.get("input")
+    if kind == "missing":
+        return ConfigError(where, key, "missing required key")
+    if kind == "extra_forbidden":
+        return ConfigError(where, key, "unknown key")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if "got " not in message:
+        message = f"{message} (got {given!r})"
+    return ConfigError(where, key, message)

@@ -1,0 +1,379 @@
+"""Deterministic generator of a seed-shaped "supplier orders" demo data set.
+
+Layout written under ``out_dir``::
+
+    supplier_00/orders_0000.csv
+    supplier_00/orders_0001.csv.gz      # every ``gzip_every``-th file (global index)
+    ...
+    supplier_19/orders_0004.csv
+    _truth.json                         # DemoTruth: rows per file, totals, id range
+
+Every data file has a header row and these columns, in order:
+
+============  ==========================================================
+order_id      int64, globally unique, consecutive across files taken in
+              sorted relative-path order, starting at 1
+supplier_id   ``SUP-007`` (same number as the ``supplier_07`` folder)
+sku           ``SKU-`` + 6 digits (leading zeros kept), from a fixed catalogue
+quantity      int 1..500, skewed towards small orders
+unit_price    decimal with exactly 2 decimals, 0.50..999.99
+currency      USD, EUR, GBP or JPY
+order_ts      ``YYYY-MM-DD HH:MM:SS`` within 2025, ascending inside a file
+warehouse     ``WH-01`` .. ``WH-12``
+status        new, shipped, cancelled or returned
+notes         free text, often with commas and double quotes
+              (``fragile, "handle with care"``), empty for about a third of
+              rows; a ``quoted_newline_rate`` fraction of rows carry an
+              embedded ``\\n`` inside the quoted field
+============  ==========================================================
+
+Files are written by ``pyarrow.csv.write_csv``: RFC-4180 output, ``\\n`` line ends.
+Arrow quotes *every* string value and the header names (not only values that
+contain commas, quotes or newlines); numbers, decimals and timestamps are
+unquoted; inner quotes are doubled; empty notes are empty (null) fields.
+
+``file_bytes`` is the target size of the *uncompressed* CSV text, so a
+``.csv.gz`` file holds the same number of rows as a plain file of the same
+spec and is much smaller on disk.
+
+Generation is vectorised (numpy + pyarrow compute, one loop step per file,
+files spread over a few threads) and deterministic: the same spec gives
+byte-identical files.  Each file draws from its own
+``SeedSequence(seed, spawn_key=(global_index + 1,))`` stream, so thread
+scheduling cannot change the output, and a file's content does not depend on
+how many files come before it (only its order ids and row count do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+__all__ = ["COLUMNS", "TRUTH_FILE", "DemoSpec", "DemoTruth", "generate", "load_truth"]
+
+TRUTH_FILE = "_truth.json"
+COLUMNS: tuple[str, ...] = (
+    "order_id",
+    "supplier_id",
+    "sku",
+    "quantity",
+    "unit_price",
+    "currency",
+    "order_ts",
+    "warehouse",
+    "status",
+    "notes",
+)
+
+_CURRENCIES = pa.array(["USD", "EUR", "GBP", "JPY"])
+_CURRENCY_P = np.array([0.50, 0.25, 0.15, 0.10])
+_STATUSES = pa.array(["new", "shipped", "cancelled", "returned"])
+_STATUS_P = np.array([0.30, 0.55, 0.08, 0.07])
+_WAREHOUSES = pa.array([f"WH-{i:02d}" for i in range(1, 13)])
+_NOTES = pa.array(
+    [
+        'fragile, "handle with care"',
+        "leave at dock 3",
+        'customer said "ASAP"',
+        "split shipment, part 1 of 2",
+        "split shipment, part 2 of 2",
+        "gift wrap",
+        'call before delivery, ask for "Sam"',
+        "backorder; ETA 2 weeks",
+        'damaged box, "repacked" at hub',
+        "no signature required",
+        'use side entrance, code "4410"',
+        "price match applied, see ticket",
+        "pallet, forklift needed",
+        'label reads "THIS SIDE UP"',
+        "reship of cancelled order",
+        "duty paid by sender",
+        'ref: PO 88-12, "urgent"',
+        "partial refund, 10%",
+    ]
+)
+_NEWLINE_TAILS = pa.array(
+    [
+        "\nsecond line: recount on arrival",
+        '\nnote 2: "keep dry", store indoors',
+        "\nupdated: address changed, see portal",
+    ]
+)
+_NULL_NOTE = pa.scalar(None, pa.string())
+
+_SKU_CATALOGUE = 5_000
+_SKU_STRIDE = 7_919  # prime, coprime to 10**6: catalogue numbers spread over 000000..999999
+_EMPTY_NOTE_RATE = 0.33
+_YEAR_START = np.datetime64("2025-01-01T00:00:00", "s")
+_YEAR_SECONDS = 365 * 86_400
+_SAMPLE_ROWS = 4_000
+_ROW_JITTER = 0.03  # rows per file vary by up to +-3 % around the size target
+_MAX_WORKERS = 4  # files are independent; Arrow's CSV writer and gzip release the GIL
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """What to generate; ``file_bytes`` is the uncompressed CSV size target."""
+
+    out_dir: Path
+    suppliers: int = 20
+    files_per_supplier: int = 5
+    file_bytes: int = 2_000_000
+    seed: int = 42
+    gzip_every: int = 0
+    quoted_newline_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.suppliers < 1 or self.files_per_supplier < 1:
+            raise ValueError("suppliers and files_per_supplier must be >= 1")
+        if self.file_bytes < 1:
+            raise ValueError("file_bytes must be >= 1")
+        if self.gzip_every < 0:
+            raise ValueError("gzip_every must be >= 0")
+        if not 0.0 <= self.quoted_newline_rate <= 1.0:
+            raise ValueError("quoted_newline_rate must be within [0, 1]")
+
+
+@dataclass(frozen=True)
+class DemoTruth:
+    """Ground truth of a generated data set, as stored in ``_truth.json``."""
+
+    files: dict[str, int]
+    total_rows: int
+    first_order_id: int
+    last_order_id: int
+
+    def to_json(self) -> str:
+        payload = {
+            "files": dict(sorted(self.files.items())),
+            "total_rows": self.total_rows,
+            "first_order_id": self.first_order_id,
+            "last_order_id": self.last_order_id,
+        }
+        return json.dumps(payload, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> DemoTruth:
+        raw = json.loads(text)
+        return cls(
+            files={str(k): int(v) for k, v in raw["files"].items()},
+            total_rows=int(raw["total_rows"]),
+            first_order_id=int(raw["first_order_id"]),
+            last_order_id=int(raw["last_order_id"]),
+        )
+
+
+@dataclass(frozen=True)
+class _FilePlan:
+    rel_path: str
+    supplier: int
+    global_index: int
+    gzip: bool
+    rows: int
+    first_id: int
+
+
+@dataclass(frozen=True)
+class _RowCost:
+    header_bytes: int
+    bytes_without_id: float  # mean bytes per row, order_id digits excluded
+
+
+def generate(spec: DemoSpec) -> DemoTruth:
+    """Write the data set described by ``spec`` and return its truth."""
+    plans = _plan_files(spec, _estimate_row_cost(spec))
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_files(spec.out_dir, {p.rel_path for p in plans})
+    workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1, len(plans)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda plan: _write_file(spec, plan), plans))  # re-raises errors
+    truth = _truth_from_plans(plans)
+    _write_text_atomic(spec.out_dir / TRUTH_FILE, truth.to_json())
+    return truth
+
+
+def load_truth(out_dir: Path) -> DemoTruth:
+    """Read ``out_dir/_truth.json`` written by :func:`generate`."""
+    return DemoTruth.from_json((Path(out_dir) / TRUTH_FILE).read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _file_rng(seed: int, global_index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(global_index + 1,)))
+
+
+def _sample_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+
+
+def _digits(ids: np.ndarray) -> np.ndarray:
+    """Decimal digit count of positive integers."""
+    return np.floor(np.log10(ids.astype(np.float64))).astype(np.int64) + 1
+
+
+def _estimate_row_cost(spec: DemoSpec) -> _RowCost:
+    """Measure header size and mean row size on a sample written to memory."""
+    sample_plan = _FilePlan("", 0, -1, False, _SAMPLE_ROWS, 1)
+    table = _make_table(_sample_rng(spec.seed), sample_plan, spec)
+    header_bytes = _csv_size(table.slice(0, 0))
+    body_bytes = _csv_size(table) - header_bytes
+    id_digits = int(_digits(np.arange(1, _SAMPLE_ROWS + 1)).sum())
+    return _RowCost(header_bytes, (body_bytes - id_digits) / _SAMPLE_ROWS)
+
+
+def _csv_size(table: pa.Table) -> int:
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink)
+    return int(sink.getvalue().size)
+
+
+def _rows_for(target_body: float, cost: _RowCost, first_id: int) -> int:
+    """Rows whose CSV body is ~target_body bytes, counting order_id digits exactly."""
+    rows = max(1, round(target_body / (cost.bytes_without_id + len(str(first_id)))))
+    for _ in range(3):  # refine: id width may grow inside the file
+        ids = np.arange(first_id, first_id + rows)
+        size = rows * cost.bytes_without_id + float(_digits(ids).sum())
+        rows = max(1, round(rows * target_body / size))
+    return rows
+
+
+def _file_names(spec: DemoSpec) -> list[tuple[int, int, str]]:
+    """(supplier, file index, stem) in sorted path order; widths keep sorting numeric."""
+    s_width = max(2, len(str(spec.suppliers - 1)))
+    f_width = max(4, len(str(spec.files_per_supplier - 1)))
+    return [
+        (s, f, f"supplier_{s:0{s_width}d}/orders_{f:0{f_width}d}.csv")
+        for s in range(spec.suppliers)
+        for f in range(spec.files_per_supplier)
+    ]
+
+
+def _plan_files(spec: DemoSpec, cost: _RowCost) -> list[_FilePlan]:
+    names = _file_names(spec)
+    jitter = np.random.default_rng(spec.seed).uniform(1 - _ROW_JITTER, 1 + _ROW_JITTER, len(names))
+    target_body = max(1.0, float(spec.file_bytes - cost.header_bytes))
+    plans: list[_FilePlan] = []
+    next_id = 1
+    for g, (supplier, _, stem) in enumerate(names):
+        gz = spec.gzip_every > 0 and (g + 1) % spec.gzip_every == 0
+        rows = _rows_for(target_body * float(jitter[g]), cost, next_id)
+        rel = stem + ".gz" if gz else stem
+        plans.append(_FilePlan(rel, supplier, g, gz, rows, next_id))
+        next_id += rows
+    return plans
+
+
+def _truth_from_plans(plans: list[_FilePlan]) -> DemoTruth:
+    total = sum(p.rows for p in plans)
+    return DemoTruth(
+        files={p.rel_path: p.rows for p in plans},
+        total_rows=total,
+        first_order_id=plans[0].first_id,
+        last_order_id=plans[0].first_id + total - 1,
+    )
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _make_table(rng: np.random.Generator, plan: _FilePlan, spec: DemoSpec) -> pa.Table:
+    """One file's rows; draws from ``rng`` in a fixed order (determinism)."""
+    n = plan.rows
+    columns: list[pa.Array] = [
+        pa.array(np.arange(plan.first_id, plan.first_id + n, dtype=np.int64)),
+        pa.array([f"SUP-{plan.supplier:03d}"]).take(pa.array(np.zeros(n, dtype=np.int64))),
+        _sku_column(rng, n),
+        pa.array(np.minimum(rng.geometric(1 / 25, n), 500).astype(np.int64)),
+        _price_column(rng, n),
+        _choice_column(rng, _CURRENCIES, n, _CURRENCY_P),
+        _timestamp_column(rng, n),
+        _choice_column(rng, _WAREHOUSES, n),
+        _choice_column(rng, _STATUSES, n, _STATUS_P),
+        _notes_column(rng, n, spec.quoted_newline_rate),
+    ]
+    return pa.table(columns, names=list(COLUMNS))
+
+
+def _choice_column(
+    rng: np.random.Generator, values: pa.Array, n: int, p: np.ndarray | None = None
+) -> pa.Array:
+    return values.take(pa.array(rng.choice(len(values), size=n, p=p)))
+
+
+def _sku_column(rng: np.random.Generator, n: int) -> pa.Array:
+    numbers = (rng.integers(0, _SKU_CATALOGUE, n) * _SKU_STRIDE + 4_217) % 1_000_000
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width=6, padding="0")
+    return pc.binary_join_element_wise("SKU-", digits, "")
+
+
+def _price_column(rng: np.random.Generator, n: int) -> pa.Array:
+    """decimal128(7, 2) built straight from integer cents (no float rounding)."""
+    cents = np.clip(np.rint(np.exp(rng.normal(3.2, 1.1, n)) * 100), 50, 99_999)
+    words = np.zeros((n, 2), dtype=np.int64)  # little-endian 128-bit: low word, high word 0
+    words[:, 0] = cents.astype(np.int64)
+    buffers = [None, pa.py_buffer(words.tobytes())]
+    return pa.Array.from_buffers(pa.decimal128(7, 2), n, buffers)
+
+
+def _timestamp_column(rng: np.random.Generator, n: int) -> pa.Array:
+    seconds = np.sort(rng.integers(0, _YEAR_SECONDS, n))
+    return pa.array(_YEAR_START + seconds, pa.timestamp("s"))
+
+
+def _notes_column(rng: np.random.Generator, n: int, newline_rate: float) -> pa.Array:
+    base = _NOTES.take(pa.array(rng.integers(0, len(_NOTES), n)))
+    tails = _NEWLINE_TAILS.take(pa.array(rng.integers(0, len(_NEWLINE_TAILS), n)))
+    empty = rng.random(n) < _EMPTY_NOTE_RATE
+    newline = np.zeros(n, dtype=bool)
+    newline[rng.permutation(n)[: round(newline_rate * n)]] = True
+    notes = pc.if_else(pa.array(newline), pc.binary_join_element_wise(base, tails, ""), base)
+    return pc.if_else(pa.array(empty & ~newline), _NULL_NOTE, notes)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _write_file(spec: DemoSpec, plan: _FilePlan) -> None:
+    table = _make_table(_file_rng(spec.seed, plan.global_index), plan, spec)
+    _write_csv(table, spec.out_dir / plan.rel_path, plan.gzip)
+
+
+def _write_csv(table: pa.Table, path: Path, gzip: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gzip:
+        with pa.CompressedOutputStream(str(path), "gzip") as sink:
+            pacsv.write_csv(table, sink)
+    else:
+        pacsv.write_csv(table, str(path))
+
+
+_OWN_FILE = re.compile(r"^supplier_\d+/orders_\d+\.csv(\.gz)?$")
+
+
+def _remove_stale_files(out_dir: Path, keep: set[str]) -> None:
+    """Delete data files of an earlier run (our naming only) that this run won't write."""
+    for path in sorted(out_dir.glob("supplier_*/orders_*.csv*")):
+        rel = path.relative_to(out_dir).as_posix()
+        if _OWN_FILE.match(rel) and rel not in keep:
+            path.unlink()
+    for folder in sorted(out_dir.glob("supplier_*")):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,84 @@
+"""One run per job at a time: an advisory lock file per job in the state dir.
+
+The lock is an `flock` on `locks/<job>.lock`; the kernel drops it when the holder dies,
+however it dies, so a lock left by a killed process is simply free. The file's content
+(pid, host, run id) only serves the refusal message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+from batchrun.errors import EnvironmentProblem, RunActiveError
+
+
+class JobLock:
+    def __init__(self, state_dir: Path, job: str) -> None:
+        self.path = Path(state_dir) / "locks" / f"{job}.lock"
+        self.job = job
+        self._handle: IO[str] | None = None
+
+    def acquire(self, run_id: str = "") -> JobLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 - held for the lock's lifetime
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot create lock {self.path}: {exc}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(handle)
+            handle.close()
+            raise RunActiveError(self.job, holder.get("run_id", "?"), holder.get("pid", 0),
+                                 holder.get("host", "?")) from None
+        self._handle = handle
+        self.describe(run_id)
+        return self
+
+    def describe(self, run_id: str) -> None:
+        """Record who holds the lock (shown to anyone refused)."""
+        if self._handle is None:
+            return
+        self._handle.seek(0)
+        self._handle.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id},
+                  self._handle)
+        self._handle.flush()
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> JobLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_holder(handle: IO[str]) -> dict[str, object]:
+    handle.seek(0)
+    try:
+        return dict(json.loads(handle.read() or "{}"))
+    except ValueError:
+        return {}
+
+
+def process_alive(pid: int | None, host: str | None) -> bool:
+    """Whether a recorded driver is still alive (only knowable on the same host)."""
+    if not pid or host != socket.gethostname():
+        return host != socket.gethostname() and bool(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,277 @@
+"""Reading one source file into an Arrow table of raw strings plus its line numbers.
+
+Every reader returns the same shape: one string column per input column (the raw cell,
+as it appears in the file) and `_line`, the 1-based line of the row in the file as an
+editor shows it (header and quoted newlines counted). Rows the parser cannot split into
+the right number of fields come back separately as `RaggedRow`s. Anything that makes
+the whole file unreadable raises `PermanentSourceError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from batchrun.config import CsvOptions
+from batchrun.errors import PermanentSourceError, TransientSourceError
+
+LINE = "_line"
+_UTF8_BOM = b"\xef\xbb\xbf"
+_THREADED_READ_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class RaggedRow:
+    line: int
+    text: str
+    fields: int
+
+
+@dataclass
+class RawFile:
+    path: str
+    table: pa.Table
+    """One string column per input column, plus `_line` (int64)."""
+    ragged: list[RaggedRow] = field(default_factory=list)
+    text: bytes | None = None
+    """The decoded (UTF-8) file content, kept to quote rejected lines."""
+
+    def raw_lines(self, lines: list[int]) -> list[str]:
+        """The text of the given 1-based physical lines (empty when unknown)."""
+        if self.text is None:
+            return ["" for _ in lines]
+        starts = np.concatenate(([0], np.flatnonzero(np.frombuffer(self.text, np.uint8) == 10) + 1))
+        out = []
+        for line in lines:
+            if 1 <= line <= len(starts):
+                begin = int(starts[line - 1])
+                end = int(starts[line]) - 1 if line < len(starts) else len(self.text)
+                out.append(self.text[begin:end].decode("utf-8", "replace").rstrip("\r"))
+            else:
+                out.append("")
+        return out
+
+
+Reader = Callable[[str], RawFile]
+
+
+def read_file(path: str, fmt: str, options: CsvOptions) -> RawFile:
+    """Read any supported file; compression is detected from the extension."""
+    data = _read_bytes(path)
+    if fmt == "parquet":
+        return _read_parquet(path, data)
+    if not data.strip():
+        raise PermanentSourceError(path, "empty file (no header, no rows)")
+    if b"\0" in data[:8192]:
+        raise PermanentSourceError(path, "binary content (NUL bytes), not text")
+    text = _decode(path, data, options.encoding if fmt == "csv" else "utf-8")
+    if fmt == "jsonl":
+        return _read_jsonl(path, text)
+    return _read_csv(path, text, options)
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with pa.input_stream(path, compression="detect") as stream:
+            return bytes(stream.read())
+    except FileNotFoundError:
+        raise PermanentSourceError(path, "file not found (deleted after planning?)") from None
+    except PermissionError:
+        raise PermanentSourceError(path, "permission denied") from None
+    except (OSError, zlib.error, pa.ArrowInvalid) as exc:
+        if _looks_like_corrupt_compression(exc):
+            raise PermanentSourceError(path, f"corrupt or truncated compression: {exc}") from None
+        raise TransientSourceError(path, f"I/O error: {exc}") from None
+
+
+def _looks_like_corrupt_compression(exc: Exception) -> bool:
+    message = str(exc).lower()
+    return any(word in message for word in ("gzip", "zstd", "compress", "truncated",
+                                            "inflate", "bz2", "lz4", "zlib"))
+
+
+def _decode(path: str, data: bytes, encoding: str) -> bytes:
+    """Return UTF-8 without a BOM, or say where the text stops decoding."""
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM):]
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PermanentSourceError(
+            path, f"not valid {encoding} text at line {line} (byte {exc.start})") from None
+    except LookupError:
+        raise PermanentSourceError(path, f"unknown encoding {encoding!r}") from None
+    return data if encoding.replace("-", "").lower() == "utf8" else text.encode("utf-8")
+
+
+def sniff_delimiter(header: str) -> str:
+    """The most frequent of , ; TAB | in the header line."""
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+
+
+def _header(text: bytes, delimiter: str) -> list[str]:
+    first = text.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    return next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
+
+
+def _read_csv(path: str, text: bytes, options: CsvOptions) -> RawFile:
+    first_line = text.split(b"\n", 1)[0].decode("utf-8", "replace")
+    delimiter = sniff_delimiter(first_line) if options.delimiter == "auto" else options.delimiter
+    names = _header(text, delimiter) if options.header else None
+    if names is not None and len(set(names)) != len(names):
+        raise PermanentSourceError(path, f"duplicate column names in header: {names}")
+    table, ragged = _parse_csv(path, text, delimiter, names, threaded=len(text) > _THREADED_READ_BYTES)
+    if ragged and any(r.line < 0 for r in ragged):
+        table, ragged = _parse_csv(path, text, delimiter, names, threaded=False)
+    header_lines = 1 if options.header else 0
+    lines, ragged = _line_numbers(table, ragged, header_lines)
+    table = table.append_column(LINE, lines)
+    blank = _blank_rows(table)
+    if blank is not None:
+        table = table.filter(pc.invert(blank))
+    return RawFile(path=path, table=table, ragged=ragged, text=text)
+
+
+def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str] | None,
+               threaded: bool) -> tuple[pa.Table, list[RaggedRow]]:
+    ragged: list[RaggedRow] = []
+
+    def on_invalid_row(row: pacsv.InvalidRow) -> str:
+        number = row.number if row.number is not None else -1
+        ragged.append(RaggedRow(line=number, text=row.text, fields=row.actual_columns))
+        return "skip"
+
+    read = pacsv.ReadOptions(use_threads=threaded, column_names=names,
+                             skip_rows=1 if names is not None else 0,
+                             autogenerate_column_names=names is None)
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                               ignore_empty_lines=False, invalid_row_handler=on_invalid_row)
+    columns = names if names is not None else None
+    convert = pacsv.ConvertOptions(
+        column_types={n: pa.string() for n in columns} if columns else None,
+        strings_can_be_null=False, quoted_strings_can_be_null=False)
+    try:
+        table = pacsv.read_csv(pa.BufferReader(text), read_options=read,
+                               parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        raise PermanentSourceError(path, f"cannot parse as CSV: {_first_line(exc)}") from None
+    if names is None:
+        table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
+    return table, ragged
+
+
+def _line_numbers(table: pa.Table, ragged: list[RaggedRow],
+                  header_lines: int) -> tuple[pa.Array, list[RaggedRow]]:
+    """Physical line of each parsed row, and of each ragged row (vectorised).
+
+    Records are numbered from 1 with the header included; pyarrow numbers the ragged
+    ones, the parsed rows take the remaining numbers in order. A record starts at line
+    record + (newlines inside quoted values of every record before it).
+    """
+    n = table.num_rows
+    ragged_ids = np.array([r.line for r in ragged], dtype=np.int64)
+    every_id = np.arange(header_lines + 1, header_lines + n + len(ragged) + 1, dtype=np.int64)
+    kept_ids = np.setdiff1d(every_id, ragged_ids, assume_unique=True)
+    record_ids = np.concatenate((kept_ids, ragged_ids))
+    extra = np.concatenate((_embedded_newlines(table),
+                            np.array([r.text.count("\n") for r in ragged], dtype=np.int64)))
+    order = np.argsort(record_ids, kind="stable")
+    before = np.empty_like(extra)
+    before[order] = np.cumsum(extra[order]) - extra[order]
+    lines = record_ids + before
+    fixed = [RaggedRow(line=int(line), text=r.text, fields=r.fields)
+             for r, line in zip(ragged, lines[n:])]
+    return pa.array(lines[:n], pa.int64()), fixed
+
+
+def _embedded_newlines(table: pa.Table) -> np.ndarray:
+    total = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, "\n")).as_py():
+            total += pc.count_substring(column, "\n").to_numpy(zero_copy_only=False)
+    return total
+
+
+def _blank_rows(table: pa.Table) -> pa.ChunkedArray | None:
+    """Rows whose every cell is empty (blank lines): dropped, their line still counted."""
+    cells = [c for name, c in zip(table.column_names, table.columns) if name != LINE]
+    if not cells or table.num_rows == 0:
+        return None
+    blank = pc.equal(pc.binary_length(cells[0]), 0)
+    for column in cells[1:]:
+        blank = pc.and_(blank, pc.equal(pc.binary_length(column), 0))
+    return blank if pc.any(blank).as_py() else None
+
+
+def _read_jsonl(path: str, text: bytes) -> RawFile:
+    try:
+        table = pajson.read_json(pa.BufferReader(text))
+    except pa.ArrowInvalid as exc:
+        raise PermanentSourceError(path, f"cannot parse as JSON lines: {_first_line(exc)}") from None
+    strings = _as_strings(path, table)
+    lines = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
+    return RawFile(path=path, table=strings.append_column(LINE, lines), text=text)
+
+
+def _read_parquet(path: str, data: bytes) -> RawFile:
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PermanentSourceError(path, f"cannot read as Parquet: {_first_line(exc)}") from None
+    strings = _as_strings(path, table)
+    lines = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
+    return RawFile(path=path, table=strings.append_column(LINE, lines))
+
+
+def _as_strings(path: str, table: pa.Table) -> pa.Table:
+    try:
+        return table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise PermanentSourceError(path, f"nested or unsupported column type: {exc}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def infer_schema(path: str, fmt: str, options: CsvOptions) -> dict[str, str]:
+    """Column → batchrun type, inferred by pyarrow from the first file."""
+    if fmt == "parquet":
+        table = pq.read_table(path)
+    elif fmt == "jsonl":
+        table = pajson.read_json(path)
+    else:
+        delimiter = options.delimiter if options.delimiter != "auto" else ","
+        with pa.input_stream(path, compression="detect") as stream:
+            head = bytes(stream.read(4 * 2**20))
+        if options.delimiter == "auto":
+            delimiter = sniff_delimiter(head.split(b"\n", 1)[0].decode("utf-8", "replace"))
+        complete = head[: head.rfind(b"\n") + 1] or head
+        table = pacsv.read_csv(pa.BufferReader(complete.removeprefix(_UTF8_BOM)),
+                               parse_options=pacsv.ParseOptions(delimiter=delimiter,
+                                                                newlines_in_values=True))
+    return {name: _type_name(table.schema.field(name).type) for name in table.column_names}
+
+
+def _type_name(arrow_type: pa.DataType) -> str:
+    checks = [(pa.types.is_boolean, "bool"), (pa.types.is_int32, "int32"),
+              (pa.types.is_integer, "int64"), (pa.types.is_floating, "float64"),
+              (pa.types.is_date, "date"), (pa.types.is_timestamp, "timestamp")]
+    for check, name in checks:
+        if check(arrow_type):
+            return name
+    if pa.types.is_decimal(arrow_type):
+        return f"decimal({arrow_type.precision},{arrow_type.scale})"
+    return "string"

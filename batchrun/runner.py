@@ -1,0 +1,227 @@
+"""The library API: start a run, resume a run. The CLI is a thin shell over these.
+
+    start_run(job, state_dir)   plan → catalog → Ray → schedule → publish views
+    resume_run(run_id, ...)     reconcile disk and catalog → schedule what is left
+
+Both hold the job's lock for their whole life, so one job never runs twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import ray
+from loguru import logger
+
+from batchrun import logs
+from batchrun.catalog import Catalog, RunRecord
+from batchrun.config import ColumnSpec, Job, JobConfig
+from batchrun.driver import ProgressCallback, ScheduleOutcome, Scheduler, StopToken
+from batchrun.errors import EnvironmentProblem
+from batchrun.lock import JobLock
+from batchrun.plan import cut_batches, expand_sources
+from batchrun.read import infer_schema
+from batchrun.staging import publish_staging_db, remove_orphans
+from batchrun.states import BatchState, RunState
+from batchrun.worker import WorkerSpec
+
+FAULT_DELAY_ENV = "BATCHRUN_FAULT_BATCH_DELAY"
+"""Test hook: seconds every batch sleeps in its worker before writing."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    state: RunState
+    resumed: bool
+    already_done: bool = False
+    schedule: ScheduleOutcome | None = None
+
+
+def new_run_id() -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def start_run(job: Job, state_dir: Path, stop: StopToken | None = None,
+              on_progress: ProgressCallback | None = None,
+              on_planned: ProgressCallback | None = None) -> RunOutcome:
+    """Plan the job, write the plan to the catalog, then execute it."""
+    files = expand_sources(job)
+    catalog = Catalog(state_dir)
+    with JobLock(state_dir, job.name).acquire() as lock:
+        run_id = new_run_id()
+        lock.describe(run_id)
+        columns = _columns(job, files[0].path)
+        batches = cut_batches(files, job.config.batch.max_files, job.config.batch.max_bytes)
+        record = RunRecord(
+            run_id=run_id, job=job.name, table=job.table, job_file=str(job.path),
+            staging_dir=str(job.staging_dir), config=job.config.model_dump(by_alias=True),
+            schema={n: s.type for n, s in columns.items()}, state=RunState.PLANNED,
+            pid=os.getpid(), host=socket.gethostname(), created_at=time.time(),
+            started_at=None, finished_at=None, message=None)
+        catalog.create_run(record, batches)
+        if on_planned:
+            on_planned({"run_id": run_id, "batches": len(batches), "files": len(files),
+                        "bytes": sum(f.size for f in files)})
+        return _execute(catalog, record, job.config, columns, stop, on_progress, resumed=False)
+
+
+def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = None,
+               stop: StopToken | None = None,
+               on_progress: ProgressCallback | None = None) -> RunOutcome:
+    """Finish a failed or interrupted run; committed batches are never redone."""
+    catalog = Catalog(state_dir)
+    record = catalog.run(run_id)
+    with JobLock(state_dir, record.job).acquire(run_id):
+        record = catalog.run(run_id)
+        if record.state is RunState.SUCCEEDED:
+            return RunOutcome(run_id, record.state, resumed=True, already_done=True)
+        config = _config_with(record.config, overrides or {})
+        columns = _stored_columns(config, record.schema or {})
+        _reconcile(catalog, record)
+        return _execute(catalog, record, config, columns, stop, on_progress, resumed=True)
+
+
+def _reconcile(catalog: Catalog, record: RunRecord) -> None:
+    """Remove uncommitted outputs; put running and failed batches back to pending."""
+    outputs, rejects = catalog.committed_outputs(record.run_id)
+    removed = remove_orphans(Path(record.staging_dir), record.table, record.run_id,
+                             set(outputs) | set(rejects))
+    reset = catalog.reset_unfinished_batches(record.run_id)
+    logger.bind(run_id=record.run_id).info(
+        "reconciled: removed {} uncommitted file(s), {} batch(es) back to pending", removed, reset)
+
+
+def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
+             columns: dict[str, ColumnSpec], stop: StopToken | None,
+             on_progress: ProgressCallback | None, resumed: bool) -> RunOutcome:
+    sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
+    log = logger.bind(run_id=record.run_id)
+    stop = stop or StopToken()
+    started_ray = False
+    try:
+        catalog.set_run_state(record.run_id, RunState.RUNNING, pid=os.getpid(),
+                              host=socket.gethostname())
+        log.info("{} job {} ({})", "resuming" if resumed else "starting", record.job,
+                 record.job_file)
+        started_ray = _connect_ray(config, log)
+        stop.install()
+        pending = [(b["batch_id"], tuple(f["path"] for f in catalog.files_of(record.run_id,
+                                                                            b["batch_id"])))
+                   for b in catalog.batches(record.run_id, BatchState.PENDING)]
+        scheduler = Scheduler(
+            catalog, record.run_id, _worker_spec(record, config, columns),
+            workers=config.execution.workers, in_flight_cap=config.in_flight_cap,
+            max_retries=config.execution.max_retries,
+            drain_timeout=config.execution.drain_timeout,
+            max_failed_files=config.validation.max_failed_files, stop=stop,
+            on_progress=on_progress, actor_options=_actor_options(config))
+        outcome = scheduler.execute(pending)
+        state = _final_state(catalog, record.run_id, outcome)
+        _publish(catalog, record, columns)
+        catalog.set_run_state(record.run_id, state, message=_message(outcome))
+        log.info("run {}: {} batch(es) committed, {} failed, {} abandoned", state.value,
+                 outcome.committed, outcome.failed, outcome.abandoned)
+        return RunOutcome(record.run_id, state, resumed=resumed, schedule=outcome)
+    except BaseException as exc:
+        catalog.set_run_state(record.run_id, RunState.FAILED, message=f"{type(exc).__name__}: {exc}")
+        log.exception("run aborted")
+        raise
+    finally:
+        stop.restore()
+        if started_ray or ray.is_initialized():
+            ray.shutdown()
+        logs.close_run_log(sink)
+
+
+def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome) -> RunState:
+    if outcome.stopped_by is not None:
+        return RunState.INTERRUPTED
+    counts = catalog.counts(run_id)
+    if counts["batches_failed"] or counts["files_failed"] or counts["batches_pending"]:
+        return RunState.FAILED
+    return RunState.SUCCEEDED
+
+
+def _message(outcome: ScheduleOutcome) -> str | None:
+    if outcome.stopped_by is not None:
+        return f"stopped by signal {outcome.stopped_by}; {outcome.abandoned} batch(es) abandoned"
+    return None
+
+
+def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
+    outputs, rejects = catalog.committed_outputs(record.run_id)
+    staging = Path(record.staging_dir)
+    remove_orphans(staging, record.table, record.run_id, set(outputs) | set(rejects))
+    publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
+                       outputs, rejects)
+
+
+def _connect_ray(config: JobConfig, log: Any) -> bool:
+    """Join the configured cluster, or start a local instance. True if we started one."""
+    address = config.execution.address
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                               "logging_level": logging.ERROR, "configure_logging": True}
+    try:
+        if address:
+            import batchrun
+
+            package = str(Path(batchrun.__file__).parent)
+            ray.init(address=address, runtime_env={"py_modules": [package]}, **options)
+        else:
+            cpus = max(os.cpu_count() or 1, config.execution.workers)
+            ray.init(num_cpus=cpus, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EnvironmentProblem(f"cannot reach Ray at {address or 'local'}: {exc}") from None
+    log.info("connected to Ray at {} ({} CPUs)", address or "a new local instance",
+             ray.cluster_resources().get("CPU", 0))
+    return not address
+
+
+def _actor_options(config: JobConfig) -> dict[str, Any]:
+    return {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
+
+
+def _worker_spec(record: RunRecord, config: JobConfig,
+                 columns: dict[str, ColumnSpec]) -> WorkerSpec:
+    cpus = os.cpu_count() or 1
+    return WorkerSpec(
+        run_id=record.run_id, table=record.table, staging_dir=record.staging_dir,
+        fmt=config.source.format, csv=config.source.csv, columns=columns,
+        validation=config.validation,
+        threads=max(1, cpus // config.execution.workers),
+        fault_delay_s=float(os.environ.get(FAULT_DELAY_ENV, "0") or 0))
+
+
+def _columns(job: Job, first_file: str) -> dict[str, ColumnSpec]:
+    """The job's schema, or one inferred from the first file (recorded with the run)."""
+    if job.config.schema_ is not None:
+        return dict(job.config.schema_.columns)
+    inferred = infer_schema(first_file, job.config.source.format, job.config.source.csv)
+    return {name: ColumnSpec(type=kind) for name, kind in inferred.items()}
+
+
+def _stored_columns(config: JobConfig, schema: dict[str, str]) -> dict[str, ColumnSpec]:
+    if config.schema_ is not None:
+        return dict(config.schema_.columns)
+    return {name: ColumnSpec(type=kind) for name, kind in schema.items()}
+
+
+def _config_with(stored: dict[str, Any], overrides: dict[str, Any]) -> JobConfig:
+    raw = {section: dict(values) if isinstance(values, dict) else values
+           for section, values in stored.items() if values is not None}
+    for dotted, value in overrides.items():
+        if value is not None:
+            section, key = dotted.split(".", 1)
+            raw.setdefault(section, {})[key] = value
+    return JobConfig.model_validate(raw)

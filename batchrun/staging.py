@@ -1,0 +1,101 @@
+"""The staging layer: DuckDB views over committed Parquet files only.
+
+A run's table is the union of the Parquet files its committed batches wrote, read in a
+deterministic order (source file, line). Files that exist on disk but have no commit
+record (a batch killed between its rename and the driver's commit) are never listed,
+and `remove_orphans` deletes them when a run or resume finishes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+
+from batchrun.read import LINE
+from batchrun.types import duckdb_type
+from batchrun.validate import FILE
+from batchrun.worker import BATCH, REJECT_SCHEMA, rejects_table_name
+
+STAGING_DB = "staging.duckdb"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _paths_literal(paths: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def table_view_sql(columns: dict[str, str], paths: list[str]) -> str:
+    if not paths:
+        typed = [f"CAST(NULL AS {duckdb_type(t)}) AS {_quote(n)}" for n, t in columns.items()]
+        typed += [f"CAST(NULL AS VARCHAR) AS {FILE}", f"CAST(NULL AS BIGINT) AS {LINE}",
+                  f"CAST(NULL AS VARCHAR) AS {BATCH}"]
+        return f"SELECT {', '.join(typed)} WHERE false"
+    return f"SELECT * FROM read_parquet({_paths_literal(paths)}) ORDER BY {FILE}, {LINE}"
+
+
+def rejects_view_sql(paths: list[str]) -> str:
+    if not paths:
+        typed = [f"CAST(NULL AS {'BIGINT' if f.name == 'line' else 'VARCHAR'}) AS {_quote(f.name)}"
+                 for f in REJECT_SCHEMA]
+        return f"SELECT {', '.join(typed)} WHERE false"
+    return f"SELECT * FROM read_parquet({_paths_literal(paths)}) ORDER BY file, line"
+
+
+def create_views(db: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str],
+                 outputs: list[str], rejects: list[str]) -> None:
+    db.execute(f"CREATE OR REPLACE VIEW {_quote(table)} AS {table_view_sql(columns, outputs)}")
+    db.execute(f"CREATE OR REPLACE VIEW {_quote(rejects_table_name(table))} AS "
+               f"{rejects_view_sql(rejects)}")
+
+
+def query_connection(table: str, columns: dict[str, str], outputs: list[str],
+                     rejects: list[str]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the run's table and rejects views."""
+    db = duckdb.connect()
+    create_views(db, table, columns, outputs, rejects)
+    return db
+
+
+def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
+                       outputs: list[str], rejects: list[str]) -> Path:
+    """Write `staging.duckdb` (views with absolute paths) atomically, for any DuckDB client.
+
+    Built under a temporary name and renamed over the old file, so a client holding the
+    old one open keeps a consistent (older) view and nothing waits on its lock.
+    """
+    final = staging_dir / STAGING_DB
+    temporary = staging_dir / f".{STAGING_DB}.{os.getpid()}.tmp"
+    temporary.unlink(missing_ok=True)
+    db = duckdb.connect(str(temporary))
+    try:
+        create_views(db, table, columns, outputs, rejects)
+    finally:
+        db.close()
+    os.replace(temporary, final)
+    return final
+
+
+def staged_files(staging_dir: Path, table: str, run_id: str) -> list[Path]:
+    """Every file a run's workers left in the table and rejects partitions."""
+    found: list[Path] = []
+    for name in (table, rejects_table_name(table)):
+        root = staging_dir / name
+        if root.is_dir():
+            found += [p for p in root.glob("part-*/*") if p.name.lstrip(".").startswith(run_id)]
+    return found
+
+
+def remove_orphans(staging_dir: Path, table: str, run_id: str, committed: set[str]) -> int:
+    """Delete this run's uncommitted outputs and temporary files; return how many."""
+    removed = 0
+    for path in staged_files(staging_dir, table, run_id):
+        if str(path) not in committed:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

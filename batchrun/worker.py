@@ -1,0 +1,229 @@
+"""The worker: read a batch's files, validate, write Parquet into its own partition.
+
+A worker owns `staging/<table>/part-<k>/` (and the same partition of the rejects store)
+and nothing else: it never touches the catalog. Each output is written to a hidden
+temporary name and renamed into place; the driver's commit record is what makes it
+visible. A file that cannot be read is quarantined (recorded with its reason) and the
+rest of the batch still commits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from loguru import logger
+
+from batchrun.catalog import BatchResult, FileOutcome
+from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
+from batchrun.errors import PermanentSourceError, SourceError
+from batchrun.read import LINE, RawFile, read_file
+from batchrun.validate import FILE, Validated, Validator
+
+BATCH = "_batch_id"
+REJECT_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("batch_id", pa.string()), ("file", pa.string()),
+    ("line", pa.int64()), ("column", pa.string()), ("rule", pa.string()),
+    ("value", pa.string()), ("raw_line", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, shipped once when the actor starts."""
+
+    run_id: str
+    table: str
+    staging_dir: str
+    fmt: str
+    csv: CsvOptions
+    columns: dict[str, ColumnSpec]
+    validation: ValidationSection = ValidationSection()
+    threads: int = 1
+    fault_delay_s: float = 0.0
+    """Test hook: sleep this long inside every batch, before writing (slows a run down)."""
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    batch_id: str
+    files: tuple[str, ...]
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    """Unique per dispatch, so a retried batch never writes over an earlier attempt."""
+
+
+def partition_dir(staging_dir: str | Path, table: str, partition: int) -> Path:
+    return Path(staging_dir) / table / f"part-{partition:03d}"
+
+
+def rejects_table_name(table: str) -> str:
+    return f"{table}__rejects"
+
+
+class BatchWorker:
+    """Runs inside a Ray actor (see `driver.py`), or directly in tests."""
+
+    def __init__(self, partition: int, spec: WorkerSpec) -> None:
+        self.partition = partition
+        self.spec = spec
+        self.validator = Validator(spec.columns, threads=spec.threads)
+        self.out_dir = partition_dir(spec.staging_dir, spec.table, partition)
+        self.rejects_dir = partition_dir(spec.staging_dir, rejects_table_name(spec.table),
+                                         partition)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.rejects_dir.mkdir(parents=True, exist_ok=True)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def process(self, task: BatchTask) -> BatchResult:
+        started = time.time()
+        log = logger.bind(run_id=self.spec.run_id, batch_id=task.batch_id)
+        raws, outcomes = self._read_all(task)
+        bytes_read = sum(len(r.text or b"") for r in raws)
+        validated = self._validate(raws, task.batch_id)
+        validated, outcomes = self._quarantine_noisy_files(validated, raws, outcomes)
+        if self.spec.fault_delay_s:
+            time.sleep(self.spec.fault_delay_s)
+        name = f"{self.spec.run_id}-{task.batch_id}-{task.token}.parquet"
+        output = self._write(validated.good, self.out_dir / name)
+        rejects = self._write(validated.rejects, self.rejects_dir / name)
+        log.debug("wrote {} rows, {} rejects", validated.good.num_rows, validated.rejects.num_rows)
+        return BatchResult(
+            batch_id=task.batch_id, worker=self.partition, output_path=output,
+            rejects_path=rejects, rows_staged=validated.good.num_rows,
+            rows_rejected=validated.rejects.num_rows, bytes_read=bytes_read,
+            started_at=started, finished_at=time.time(), files=tuple(outcomes),
+            warnings=tuple(f"{o.path}: header only, no rows" for o in outcomes
+                           if not o.error and o.rows_staged == 0 and o.rows_rejected == 0),
+        )
+
+    def _read_all(self, task: BatchTask) -> tuple[list[RawFile], list[FileOutcome]]:
+        raws: list[RawFile] = []
+        failures: dict[str, str] = {}
+        for path in task.files:
+            try:
+                raws.append(self._aligned(read_file(path, self.spec.fmt, self.spec.csv)))
+            except SourceError as exc:
+                if exc.transient:
+                    raise
+                failures[path] = exc.reason
+        outcomes = [FileOutcome(path=p, error=failures[p]) for p in task.files if p in failures]
+        return raws, outcomes
+
+    def _aligned(self, raw: RawFile) -> RawFile:
+        """Exactly the schema's columns, in order, as strings; or quarantine the file."""
+        names = [n for n in raw.table.column_names if n != LINE]
+        rules = self.spec.validation
+        unknown = [n for n in names if n not in self.spec.columns]
+        missing = [n for n in self.spec.columns if n not in names]
+        if unknown and rules.on_unknown_columns == "reject_file":
+            raise PermanentSourceError(raw.path, f"unknown columns {unknown} (schema names "
+                                       f"{list(self.spec.columns)}; check the delimiter)")
+        required_missing = [n for n in missing if self.spec.columns[n].required]
+        if missing and (rules.on_missing_columns == "reject_file" or required_missing):
+            raise PermanentSourceError(raw.path, f"missing columns {missing or required_missing}")
+        n = raw.table.num_rows
+        arrays = [raw.table[c] if c in names else pa.nulls(n, pa.string())
+                  for c in self.spec.columns]
+        arrays += [pa.array([raw.path] * n, pa.string()) if n else pa.array([], pa.string()),
+                   raw.table[LINE]]
+        table = pa.Table.from_arrays(arrays, names=[*self.spec.columns, FILE, LINE])
+        return RawFile(path=raw.path, table=table, ragged=raw.ragged, text=raw.text)
+
+    def _validate(self, raws: list[RawFile], batch_id: str) -> Validated:
+        if raws:
+            validated = self.validator.validate(pa.concat_tables([r.table for r in raws]))
+        else:
+            empty = pa.Table.from_arrays(
+                [pa.array([], pa.string())] * (len(self.spec.columns) + 1)
+                + [pa.array([], pa.int64())], names=[*self.spec.columns, FILE, LINE])
+            validated = self.validator.validate(empty)
+        good = validated.good.append_column(
+            BATCH, pa.array([batch_id] * validated.good.num_rows, pa.string()))
+        rejects = self._full_rejects(validated.rejects, raws, batch_id)
+        return Validated(good=good, rejects=rejects)
+
+    def _full_rejects(self, rejects: pa.Table, raws: list[RawFile], batch_id: str) -> pa.Table:
+        """Add run, batch and the raw line to every reject; add the ragged rows."""
+        by_path = {r.path: r for r in raws}
+        parts = []
+        for path in pc.unique(rejects["file"]).to_pylist() if rejects.num_rows else []:
+            mine = rejects.filter(pc.equal(rejects["file"], path))
+            lines = by_path[path].raw_lines(mine["line"].to_pylist())
+            parts.append(mine.append_column("raw_line", pa.array(lines, pa.string())))
+        for raw in raws:
+            if raw.ragged:
+                parts.append(_ragged_rejects(raw))
+        if not parts:
+            return REJECT_SCHEMA.empty_table()
+        table = pa.concat_tables(parts).sort_by([("file", "ascending"), ("line", "ascending")])
+        n = table.num_rows
+        table = table.add_column(0, "batch_id", pa.array([batch_id] * n, pa.string()))
+        table = table.add_column(0, "run_id", pa.array([self.spec.run_id] * n, pa.string()))
+        return table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
+
+    def _quarantine_noisy_files(self, validated: Validated, raws: list[RawFile],
+                                outcomes: list[FileOutcome]
+                                ) -> tuple[Validated, list[FileOutcome]]:
+        """Count rows per file; quarantine files past max_reject_ratio."""
+        staged = _counts(validated.good[FILE])
+        rejected = _counts(validated.rejects["file"])
+        ratio = self.spec.validation.max_reject_ratio
+        noisy = {}
+        for raw in raws:
+            total = staged.get(raw.path, 0) + rejected.get(raw.path, 0)
+            if total and rejected.get(raw.path, 0) / total > ratio:
+                noisy[raw.path] = (f"{rejected[raw.path]} of {total} rows rejected, more than "
+                                   f"max_reject_ratio {ratio}")
+        outcomes = outcomes + [
+            FileOutcome(path=r.path, error=noisy[r.path]) if r.path in noisy else
+            FileOutcome(path=r.path, rows_staged=staged.get(r.path, 0),
+                        rows_rejected=rejected.get(r.path, 0))
+            for r in raws
+        ]
+        if noisy:
+            keep = pa.array(list(noisy), pa.string())
+            validated = Validated(
+                good=validated.good.filter(pc.invert(pc.is_in(validated.good[FILE], keep))),
+                rejects=validated.rejects.filter(
+                    pc.invert(pc.is_in(validated.rejects["file"], keep))))
+        return validated, outcomes
+
+    @staticmethod
+    def _write(table: pa.Table, final: Path) -> str | None:
+        """Write to a hidden temporary name, fsync, then rename into place."""
+        if table.num_rows == 0:
+            return None
+        temporary = final.with_name(f".{final.name}.tmp")
+        pq.write_table(table, temporary, row_group_size=1 << 20)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        return str(final)
+
+
+def _counts(column: pa.ChunkedArray) -> dict[str, int]:
+    if len(column) == 0:
+        return {}
+    counted = pc.value_counts(column)
+    return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()))
+
+
+def _ragged_rejects(raw: RawFile) -> pa.Table:
+    expected = raw.table.num_columns - 2
+    return pa.table({
+        "file": pa.array([raw.path] * len(raw.ragged), pa.string()),
+        "line": pa.array([r.line for r in raw.ragged], pa.int64()),
+        "column": pa.array([None] * len(raw.ragged), pa.string()),
+        "rule": pa.array(["ragged_row"] * len(raw.ragged), pa.string()),
+        "value": pa.array([f"{r.fields} fields, expected {expected}" for r in raw.ragged],
+                          pa.string()),
+        "raw_line": pa.array([r.text for r in raw.ragged], pa.string()),
+    })
