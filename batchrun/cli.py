@@ -46,7 +46,7 @@ EXIT_SIGTERM = 143
 """Stopped by SIGTERM; resumable."""
 
 DEFAULT_STATE_DIR = ".batchrun"
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 state_dir_option = click.option(
@@ -311,27 +311,33 @@ def _resolve_run(state_dir: Path, run_id: str) -> str:
     return Catalog(state_dir).latest_run_id() if run_id == "latest" else run_id
 
 
-def main() -> None:
-    """Entry point: run the click group and turn library errors into exit codes."""
+def invoke(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; library errors map to named codes here."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="batchrun", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     except click.exceptions.Abort:
         err.print("aborted")
-        sys.exit(EXIT_SIGINT)
+        return EXIT_SIGINT
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return EXIT_USAGE
     except (ConfigError, RunNotFoundError) as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(EXIT_USAGE)
+        return _fail(exc, EXIT_USAGE)
     except RunActiveError as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(EXIT_LOCKED)
-    except EnvironmentProblem as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(EXIT_ENVIRONMENT)
-    except BatchrunError as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(EXIT_ENVIRONMENT)
+        return _fail(exc, EXIT_LOCKED)
+    except (EnvironmentProblem, BatchrunError) as exc:
+        return _fail(exc, EXIT_ENVIRONMENT)
+    return EXIT_OK
+
+
+def _fail(exc: Exception, code: int) -> int:
+    err.print(f"error: {exc}", markup=False)
+    return code
+
+
+def main() -> None:
+    sys.exit(invoke())

@@ -36,7 +36,7 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str,
         "rows": {"staged": counts["rows_staged"], "rejected": counts["rows_rejected"]},
         "bytes": counts["bytes_total"], "attempts": counts["attempts"],
         "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
-        "duration_s": _duration(run), "pid": run.pid, "host": run.host,
+        "duration_s": _duration(run, effective_state(run)), "pid": run.pid, "host": run.host,
         "job_file": run.job_file, "staging_dir": run.staging_dir, "message": run.message,
     }
     if detail:
@@ -47,8 +47,9 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str,
     return status
 
 
-def _duration(run: RunRecord) -> float | None:
-    if not run.started_at:
+def _duration(run: RunRecord, state: RunState) -> float | None:
+    """Seconds from start to finish (or to now while running); unknown if it was killed."""
+    if not run.started_at or (state is RunState.INTERRUPTED and not run.finished_at):
         return None
     end = run.finished_at if run.finished_at and not run.state.is_active else None
     return round((end or time.time()) - run.started_at, 3)

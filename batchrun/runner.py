@@ -137,7 +137,7 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
         raise
     finally:
         stop.restore()
-        if started_ray or ray.is_initialized():
+        if started_ray:
             ray.shutdown()
         logs.close_run_log(sink)
 
