@@ -162,12 +162,11 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
     outputs, rejects = catalog.committed_outputs(run_id)
     db = query_connection(record.table, record.schema or {}, outputs, rejects)
     try:
-        result = db.sql(sql)
+        cursor = db.execute(sql)
+        names = [column[0] for column in cursor.description or []]
+        rows = cursor.fetchall() if names else []
     except duckdb.Error as exc:
         raise click.UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
-    if result is None:
-        return
-    names, rows = result.columns, result.fetchall()
     _render_rows(names, rows, fmt)
 
 

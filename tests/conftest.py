@@ -1,0 +1,139 @@
+"""Shared fixtures: one real Ray instance per session, generated data with a known truth,
+job files in tmp_path, and helpers that check staged rows against that truth."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import ray
+
+from batchrun.catalog import Catalog
+from batchrun.cli import invoke
+from batchrun.demo import DemoSpec, DemoTruth, generate
+from batchrun.staging import staged_files
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_JOB = REPO / "configs" / "demo.toml"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray instance for every in-process test (start-up costs ~3 s)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoTruth]:
+    """12 small supplier files (every 4th gzipped): ~17k rows with a known truth."""
+    out = tmp_path_factory.mktemp("suppliers")
+    truth = generate(DemoSpec(out_dir=out, suppliers=4, files_per_supplier=3,
+                              file_bytes=150_000, gzip_every=4, seed=7))
+    return out, truth
+
+
+def write_job(directory: Path, data_dir: Path, *, name: str = "orders_job",
+              batch: str = "max_files = 2", execution: str = "workers = 2",
+              extra: str = "") -> Path:
+    """A job file like configs/demo.toml, reading `data_dir` and staging into directory."""
+    schema = DEMO_JOB.read_text().split("[validation]", 1)[1]
+    body = f"""
+[job]
+name = "{name}"
+table = "orders"
+
+[source]
+paths = ["{data_dir}/*/*.csv", "{data_dir}/*/*.csv.gz"]
+
+[batch]
+{batch}
+
+[execution]
+{execution}
+
+[staging]
+dir = "staging"
+{extra}
+[validation]{schema}"""
+    path = directory / "job.toml"
+    path.write_text(body)
+    return path
+
+
+def cli(*args: str | Path, capsys: pytest.CaptureFixture[str] | None = None) -> int:
+    return invoke([str(a) for a in args])
+
+
+def spawn_cli(*args: str | Path, env: dict[str, str] | None = None,
+              log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `python -m batchrun ...` in its own process group (so it can be killed whole)."""
+    output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "batchrun", *map(str, args)],
+                            env={**os.environ, **(env or {})}, stdout=output,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen[bytes], signum: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def wait_for(predicate: Any, timeout: float = 120.0, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+
+def committed_batches(state_dir: Path) -> int:
+    catalog_file = state_dir / "catalog.sqlite"
+    if not catalog_file.exists():
+        return 0
+    catalog = Catalog(state_dir)
+    try:
+        runs = catalog.run_ids()
+        return catalog.counts(runs[0])["batches_committed"] if runs else 0
+    finally:
+        catalog.close()
+
+
+def staged_counts(state_dir: Path, run_id: str | None = None) -> dict[str, int]:
+    """Rows, distinct order ids and rejects through the staging views of a run."""
+    catalog = Catalog(state_dir)
+    run_id = run_id or catalog.latest_run_id()
+    outputs, rejects = catalog.committed_outputs(run_id)
+    db = duckdb.connect()
+    rows, distinct = (db.execute(f"SELECT count(*), count(DISTINCT order_id) FROM read_parquet({outputs!r})")
+                      .fetchone() if outputs else (0, 0))
+    rejected = db.execute(f"SELECT count(*) FROM read_parquet({rejects!r})").fetchone()[0] if rejects else 0
+    return {"rows": rows, "distinct": distinct, "rejected": rejected}
+
+
+def assert_exactly_once(state_dir: Path, truth_rows: int, truth_rejects: int = 0) -> str:
+    """Valid rows staged exactly once; no uncommitted or temporary file left on disk."""
+    catalog = Catalog(state_dir)
+    run_id = catalog.latest_run_id()
+    counts = staged_counts(state_dir, run_id)
+    assert counts == {"rows": truth_rows, "distinct": truth_rows, "rejected": truth_rejects}
+    record = catalog.run(run_id)
+    outputs, rejects = catalog.committed_outputs(run_id)
+    on_disk = {str(p) for p in staged_files(Path(record.staging_dir), record.table, run_id)}
+    assert on_disk == set(outputs) | set(rejects), "uncommitted or temporary files left behind"
+    return run_id

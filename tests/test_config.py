@@ -1,0 +1,94 @@
+"""Job files: valid ones load with defaults; bad ones fail with file, key and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchrun.cli import EXIT_USAGE, invoke
+from batchrun.config import load_job, parse_duration, parse_size
+from batchrun.errors import ConfigError
+
+from .conftest import DEMO_JOB
+
+MINIMAL = '[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["*.csv"]\n'
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(body)
+    return path
+
+
+def test_demo_job_loads_with_paths_resolved_against_its_folder() -> None:
+    job = load_job(DEMO_JOB)
+    assert job.name == "supplier_orders" and job.table == "orders"
+    assert job.staging_dir == DEMO_JOB.parent / "staging"
+    assert list(job.config.schema_.columns)[0] == "order_id"  # type: ignore[union-attr]
+
+
+def test_defaults_fill_every_optional_section(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, MINIMAL))
+    assert job.config.batch.max_files == 50
+    assert job.config.batch.max_bytes == 256_000_000
+    assert job.config.execution.workers == 2 and job.config.in_flight_cap == 4
+
+
+def test_overrides_win_over_the_file(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, MINIMAL), {"execution.workers": 5})
+    assert job.config.execution.workers == 5
+
+
+@pytest.mark.parametrize(("body", "key", "expected"), [
+    ('[job]\nname = "j"\n[source]\npaths = ["*.csv"]\n', "job.table", "missing required key"),
+    (MINIMAL + "[batch]\nmax_filez = 3\n", "batch.max_filez", "unknown key"),
+    (MINIMAL + '[batch]\nmax_files = "many"\n', "batch.max_files", "valid integer"),
+    (MINIMAL + '[batch]\nmax_bytes = "12XB"\n', "batch.max_bytes", "size"),
+    (MINIMAL + '[schema.columns]\na = { type = "int" }\n', "schema.columns.a.type", "int64"),
+    (MINIMAL + '[execution]\nworkers = 0\n', "execution.workers", "greater than or equal"),
+    (MINIMAL.replace('"t"', '"bad-name"'), "job.table", "pattern"),
+    (MINIMAL + '[source.csv]\nheader = "yes please"\n', "source.csv.header", "boolean"),
+])
+def test_bad_job_file_names_file_key_and_expectation(tmp_path: Path, body: str, key: str,
+                                                     expected: str) -> None:
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as caught:
+        load_job(path)
+    message = str(caught.value)
+    assert str(path) in message and key in message and expected in message
+    assert "\n" not in message
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_job(write(tmp_path, "[job\nname="))
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ('[job]\nname = "j"\n[source]\npaths = ["*.csv"]\n', "job.table: missing required key"),
+    (MINIMAL + "surprise = 1\n", "source.surprise: unknown key"),
+    (MINIMAL + "[execution]\nworkers = \"two\"\n", "execution.workers"),
+    (MINIMAL, "source.paths: no files match"),
+])
+def test_cli_refuses_bad_job_files_with_exit_2(tmp_path: Path, body: str, needle: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, body)
+    code = invoke(["run", str(path), "--state-dir", str(tmp_path / "state")])
+    assert code == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert needle in error and str(path) in error
+    assert not (tmp_path / "state" / "catalog.sqlite").exists() or "no files" in needle
+
+
+def test_cli_missing_job_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(["run", str(tmp_path / "nope.toml"), "--state-dir", str(tmp_path)]) == EXIT_USAGE
+    assert "job file not found" in capsys.readouterr().err
+
+
+def test_sizes_and_durations_parse() -> None:
+    assert parse_size("256MB") == 256_000_000 and parse_size("1GiB") == 2**30
+    assert parse_size(1024) == 1024
+    assert parse_duration("200ms") == pytest.approx(0.2) and parse_duration("2m") == 120
+    with pytest.raises(ValueError):
+        parse_size("-3MB")
