@@ -6,7 +6,8 @@ Layout written under ``out_dir``::
     supplier_00/orders_0001.csv.gz      # every ``gzip_every``-th file (global index)
     ...
     supplier_19/orders_0004.csv
-    _truth.json                         # DemoTruth: rows per file, totals, id range
+    supplier_07/noisy.csv               # only with bad_files=True (see "Messy mode")
+    _truth.json                         # DemoTruth: rows per file, totals, id range, rejects
 
 Every data file has a header row and these columns, in order:
 
@@ -42,23 +43,67 @@ byte-identical files.  Each file draws from its own
 ``SeedSequence(seed, spawn_key=(global_index + 1,))`` stream, so thread
 scheduling cannot change the output, and a file's content does not depend on
 how many files come before it (only its order ids and row count do).
+
+Messy mode
+----------
+
+Two spec fields inject known faults; the clean data set (both off) is unchanged.
+
+``bad_row_rate``
+    In every ``orders_*`` file, exactly ``round(bad_row_rate * rows)`` rows (picked at
+    random) each get ONE fault from :data:`FAULTS`, assigned in turn starting at a random
+    offset.  Every fault breaks exactly one rule of ``configs/demo.toml``, so the reject
+    batchrun records is known: the rule, its column, and the row's physical start line.
+    A column that receives a text fault (``quantity`` ``"ten"``, ...) is written as quoted
+    strings in that file (``"12"``); that is still a valid value.  The ``ragged_row``
+    fault writes the row without its last three columns (7 fields instead of 10).
+    Bad rows keep (consume) their order id, so valid rows still have unique ids.
+    Keep the rate below :data:`DEMO_MAX_REJECT_RATIO`, or whole files are quarantined
+    (the truth says so when that happens).
+
+``bad_files``
+    Adds one extra file of each kind in :data:`BAD_FILE_KINDS` (``empty.csv``,
+    ``binary.csv``, ``truncated.csv.gz``, ``semicolon.csv``, ``latin1.csv``,
+    ``noisy.csv``, ``header_only.csv``), each in a supplier folder chosen from the seed.
+    Their rows take order ids after every ``orders_*`` file.  ``header_only.csv`` is not
+    an error (it commits 0 rows); ``noisy.csv`` has ``NOISY_BAD_ROW_RATE`` bad rows and is
+    quarantined for its reject ratio; the others cannot be read at all.
+
+The truth (``_truth.json`` / :class:`DemoTruth`) describes what batchrun must do with
+every file under the demo job's rules; see :class:`DemoTruth` and :class:`FileTruth`.
 """
 
 from __future__ import annotations
 
+import gzip as gzip_lib
 import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-__all__ = ["COLUMNS", "TRUTH_FILE", "DemoSpec", "DemoTruth", "generate", "load_truth"]
+__all__ = [
+    "BAD_FILE_KINDS",
+    "COLUMNS",
+    "DEMO_MAX_REJECT_RATIO",
+    "FAULTS",
+    "NOISY_BAD_ROW_RATE",
+    "TRUTH_FILE",
+    "DemoSpec",
+    "DemoTruth",
+    "Fault",
+    "FileTruth",
+    "RejectTruth",
+    "generate",
+    "load_truth",
+]
 
 TRUTH_FILE = "_truth.json"
 COLUMNS: tuple[str, ...] = (
@@ -73,6 +118,58 @@ COLUMNS: tuple[str, ...] = (
     "status",
     "notes",
 )
+
+DEMO_MAX_REJECT_RATIO = 0.05
+"""``[validation] max_reject_ratio`` of configs/demo.toml: a file with a larger share of
+rejected rows is quarantined whole (strictly larger, as batchrun's worker compares)."""
+NOISY_BAD_ROW_RATE = 0.10
+"""Share of bad rows in the ``noisy.csv`` bad file (above the demo job's ratio)."""
+
+
+class Fault(NamedTuple):
+    """One injectable row fault and the reject batchrun records for it."""
+
+    column: str | None
+    """The column whose cell is replaced; None for the ragged-row fault."""
+    value: str | int | None
+    """The replacement cell (None = empty cell)."""
+    rule: str
+    """The rule the row breaks (the only one, hence the first one)."""
+
+
+RAGGED_FIELDS_MISSING = 3
+FAULTS: tuple[Fault, ...] = (
+    Fault("quantity", "ten", "type:int32"),
+    Fault("unit_price", "N/A", "type:decimal(12,2)"),
+    Fault("order_id", None, "required"),
+    Fault("order_ts", "2025-02-31 10:00:00", "type:timestamp"),
+    Fault("quantity", 0, "min"),
+    Fault("currency", "XXX", "allowed"),
+    Fault("sku", "BAD-1", "pattern"),
+    Fault(None, None, "ragged_row"),  # the row lacks its last RAGGED_FIELDS_MISSING fields
+    Fault("quantity", 100_001, "max"),
+    Fault("unit_price", "-0.01", "min"),
+    Fault("supplier_id", None, "required"),
+    Fault("notes", "x" * 501, "max_length"),
+)
+"""Every fault breaks exactly one rule of the demo job, whatever the rest of the row."""
+_RAGGED = next(i for i, f in enumerate(FAULTS) if f.column is None)
+
+BAD_FILE_KINDS: dict[str, str] = {
+    "empty": "empty.csv",
+    "binary": "binary.csv",
+    "truncated": "truncated.csv.gz",
+    "semicolon": "semicolon.csv",
+    "latin1": "latin1.csv",
+    "noisy": "noisy.csv",
+    "header_only": "header_only.csv",
+}
+"""Kind of broken file -> its file name inside the chosen supplier folder."""
+_NO_ROW_KINDS = ("empty", "binary", "header_only")
+_BINARY_BYTES = 4_096
+_UTF8_BOM = b"\xef\xbb\xbf"
+_LATIN1_NOTE = "delivered to the caf\u00e9, back door"
+_LATIN1_RATE = 0.05
 
 _CURRENCIES = pa.array(["USD", "EUR", "GBP", "JPY"])
 _CURRENCY_P = np.array([0.50, 0.25, 0.15, 0.10])
@@ -122,7 +219,10 @@ _MAX_WORKERS = 4  # files are independent; Arrow's CSV writer and gzip release t
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """What to generate; ``file_bytes`` is the uncompressed CSV size target."""
+    """What to generate; ``file_bytes`` is the uncompressed CSV size target.
+
+    ``bad_row_rate`` and ``bad_files`` switch on the messy mode (module docstring).
+    """
 
     out_dir: Path
     suppliers: int = 20
@@ -131,6 +231,8 @@ class DemoSpec:
     seed: int = 42
     gzip_every: int = 0
     quoted_newline_rate: float = 0.0
+    bad_row_rate: float = 0.0
+    bad_files: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -142,16 +244,134 @@ class DemoSpec:
             raise ValueError("gzip_every must be >= 0")
         if not 0.0 <= self.quoted_newline_rate <= 1.0:
             raise ValueError("quoted_newline_rate must be within [0, 1]")
+        if not 0.0 <= self.bad_row_rate <= 1.0:
+            raise ValueError("bad_row_rate must be within [0, 1]")
+
+
+class RejectTruth(NamedTuple):
+    """One rejected row, as batchrun's rejects table records it."""
+
+    line: int
+    """1-based physical line where the row starts (header = line 1, quoted newlines count)."""
+    rule: str
+    """``required``, ``type:int32``, ..., or ``ragged_row``."""
+    column: str | None
+    """The column of the rule; None for ``ragged_row``."""
+
+
+@dataclass(frozen=True)
+class FileTruth:
+    """What batchrun must do with one file under the demo job (configs/demo.toml).
+
+    ``rows``
+        Data records written to the file (header excluded).  For ``truncated.csv.gz``
+        the records of the CSV before it was compressed and cut; 0 for the empty,
+        binary and header-only files.
+    ``valid_rows`` / ``rejects``
+        Row-level outcome when the file can be read: the rows that pass every rule, and
+        one :class:`RejectTruth` per failing row (sorted by line).  They always add up
+        to ``rows`` for a readable file, *including* a file quarantined for its reject
+        ratio (``noisy.csv``): they say what the rows are, not what gets staged.  For a
+        file that cannot be read at all both are empty (0 and ``()``).
+    ``quarantined_reason_prefix``
+        None when the file commits (possibly with 0 rows, e.g. header only).  Otherwise
+        the file is quarantined whole -- nothing staged, no rejects kept -- and
+        batchrun's reason for it starts with this text.
+    """
+
+    rows: int
+    valid_rows: int
+    rejects: tuple[RejectTruth, ...] = ()
+    quarantined_reason_prefix: str | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        return self.quarantined_reason_prefix is not None
+
+    @property
+    def staged_rows(self) -> int:
+        """Rows batchrun stages from this file (0 when quarantined)."""
+        return 0 if self.quarantined else self.valid_rows
+
+    @property
+    def kept_rejects(self) -> tuple[RejectTruth, ...]:
+        """Rejects batchrun records for this file (none when quarantined)."""
+        return () if self.quarantined else self.rejects
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rows": self.rows,
+            "valid_rows": self.valid_rows,
+            "rejects": [r._asdict() for r in self.rejects],
+            "quarantined_reason_prefix": self.quarantined_reason_prefix,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> FileTruth:
+        rejects = raw.get("rejects") or []
+        assert isinstance(rejects, list)
+        prefix = raw.get("quarantined_reason_prefix")
+        return cls(
+            rows=int(raw["rows"]),  # type: ignore[call-overload]
+            valid_rows=int(raw["valid_rows"]),  # type: ignore[call-overload]
+            rejects=tuple(
+                RejectTruth(int(r["line"]), str(r["rule"]), r.get("column")) for r in rejects
+            ),
+            quarantined_reason_prefix=None if prefix is None else str(prefix),
+        )
 
 
 @dataclass(frozen=True)
 class DemoTruth:
-    """Ground truth of a generated data set, as stored in ``_truth.json``."""
+    """Ground truth of a generated data set, as stored in ``_truth.json``.
+
+    ``files``
+        Relative path -> data records written, for EVERY file generated (bad files
+        too; see ``FileTruth.rows``).  ``total_rows`` is their sum.
+    ``first_order_id`` / ``last_order_id``
+        The order ids handed out, ``first..last`` consecutively: ``orders_*`` files in
+        sorted path order, then the bad files (in ``BAD_FILE_KINDS`` order).  Every id
+        is used by exactly one row; bad rows consume theirs (an empty-order_id fault
+        leaves its id unused), so the valid rows' ids are unique but not consecutive.
+    ``details``
+        Relative path -> :class:`FileTruth` (valid rows, exact rejects, quarantine).
+        Filled with "all rows valid" when built without it (older truth files).
+    ``total_valid_rows`` / ``total_rejects`` / ``quarantined_files``
+        What a run of the demo job over all files must report: rows staged and rows
+        rejected (files that are NOT quarantined only), and files quarantined.
+    """
 
     files: dict[str, int]
     total_rows: int
     first_order_id: int
     last_order_id: int
+    details: dict[str, FileTruth] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.details:
+            clean = {rel: FileTruth(rows=n, valid_rows=n) for rel, n in self.files.items()}
+            object.__setattr__(self, "details", clean)
+
+    @property
+    def total_valid_rows(self) -> int:
+        return sum(d.staged_rows for d in self.details.values())
+
+    @property
+    def total_rejects(self) -> int:
+        return sum(len(d.kept_rejects) for d in self.details.values())
+
+    @property
+    def quarantined_files(self) -> int:
+        return sum(d.quarantined for d in self.details.values())
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """Relative path -> reason prefix, for the files batchrun must quarantine."""
+        return {
+            rel: d.quarantined_reason_prefix
+            for rel, d in sorted(self.details.items())
+            if d.quarantined_reason_prefix is not None
+        }
 
     def to_json(self) -> str:
         payload = {
@@ -159,6 +379,10 @@ class DemoTruth:
             "total_rows": self.total_rows,
             "first_order_id": self.first_order_id,
             "last_order_id": self.last_order_id,
+            "total_valid_rows": self.total_valid_rows,
+            "total_rejects": self.total_rejects,
+            "quarantined_files": self.quarantined_files,
+            "details": {rel: d.to_dict() for rel, d in sorted(self.details.items())},
         }
         return json.dumps(payload, indent=2) + "\n"
 
@@ -170,6 +394,7 @@ class DemoTruth:
             total_rows=int(raw["total_rows"]),
             first_order_id=int(raw["first_order_id"]),
             last_order_id=int(raw["last_order_id"]),
+            details={str(k): FileTruth.from_dict(v) for k, v in raw.get("details", {}).items()},
         )
 
 
@@ -181,6 +406,8 @@ class _FilePlan:
     gzip: bool
     rows: int
     first_id: int
+    kind: str = "orders"
+    """"orders" for a regular file, else a key of BAD_FILE_KINDS."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +423,8 @@ def generate(spec: DemoSpec) -> DemoTruth:
     _remove_stale_files(spec.out_dir, {p.rel_path for p in plans})
     workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1, len(plans)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda plan: _write_file(spec, plan), plans))  # re-raises errors
-    truth = _truth_from_plans(plans)
+        details = list(pool.map(lambda plan: _write_file(spec, plan), plans))  # re-raises
+    truth = _truth_from_plans(plans, details)
     _write_text_atomic(spec.out_dir / TRUTH_FILE, truth.to_json())
     return truth
 
@@ -249,15 +476,24 @@ def _rows_for(target_body: float, cost: _RowCost, first_id: int) -> int:
     return rows
 
 
+def _supplier_dir(spec: DemoSpec, supplier: int) -> str:
+    return f"supplier_{supplier:0{max(2, len(str(spec.suppliers - 1)))}d}"
+
+
 def _file_names(spec: DemoSpec) -> list[tuple[int, int, str]]:
     """(supplier, file index, stem) in sorted path order; widths keep sorting numeric."""
-    s_width = max(2, len(str(spec.suppliers - 1)))
     f_width = max(4, len(str(spec.files_per_supplier - 1)))
     return [
-        (s, f, f"supplier_{s:0{s_width}d}/orders_{f:0{f_width}d}.csv")
+        (s, f, f"{_supplier_dir(spec, s)}/orders_{f:0{f_width}d}.csv")
         for s in range(spec.suppliers)
         for f in range(spec.files_per_supplier)
     ]
+
+
+def _bad_file_suppliers(spec: DemoSpec) -> np.ndarray:
+    """The supplier folder of each bad file kind, drawn from the seed alone."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0, 1)))
+    return rng.integers(0, spec.suppliers, len(BAD_FILE_KINDS))
 
 
 def _plan_files(spec: DemoSpec, cost: _RowCost) -> list[_FilePlan]:
@@ -272,16 +508,26 @@ def _plan_files(spec: DemoSpec, cost: _RowCost) -> list[_FilePlan]:
         rel = stem + ".gz" if gz else stem
         plans.append(_FilePlan(rel, supplier, g, gz, rows, next_id))
         next_id += rows
+    if spec.bad_files:
+        suppliers = _bad_file_suppliers(spec)
+        for j, (kind, name) in enumerate(BAD_FILE_KINDS.items()):
+            supplier = int(suppliers[j])
+            rows = 0 if kind in _NO_ROW_KINDS else _rows_for(target_body, cost, next_id)
+            rel = f"{_supplier_dir(spec, supplier)}/{name}"
+            gz = name.endswith(".gz")
+            plans.append(_FilePlan(rel, supplier, len(names) + j, gz, rows, next_id, kind))
+            next_id += rows
     return plans
 
 
-def _truth_from_plans(plans: list[_FilePlan]) -> DemoTruth:
+def _truth_from_plans(plans: list[_FilePlan], details: list[FileTruth]) -> DemoTruth:
     total = sum(p.rows for p in plans)
     return DemoTruth(
         files={p.rel_path: p.rows for p in plans},
         total_rows=total,
         first_order_id=plans[0].first_id,
         last_order_id=plans[0].first_id + total - 1,
+        details={p.rel_path: d for p, d in zip(plans, details)},
     )
 
 
