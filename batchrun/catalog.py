@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, job TEXT NOT NULL, table_name TEXT NOT NULL,
     job_file TEXT NOT NULL, staging_dir TEXT NOT NULL, config_json TEXT NOT NULL,
     schema_json TEXT, state TEXT NOT NULL, pid INTEGER, host TEXT,
-    created_at REAL NOT NULL, started_at REAL, finished_at REAL, message TEXT
+    created_at REAL NOT NULL, started_at REAL, finished_at REAL, message TEXT,
+    unique_path TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
     run_id TEXT NOT NULL, batch_id TEXT NOT NULL, seq INTEGER NOT NULL, source TEXT,
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS files (
     run_id TEXT NOT NULL, path TEXT NOT NULL, batch_id TEXT NOT NULL, source TEXT,
     size INTEGER NOT NULL, mtime REAL NOT NULL, state TEXT NOT NULL,
-    rows_staged INTEGER, rows_rejected INTEGER, error TEXT,
+    rows_staged INTEGER, rows_rejected INTEGER, error TEXT, warning TEXT,
+    rows_unique INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, path)
 );
 CREATE INDEX IF NOT EXISTS files_by_batch ON files (run_id, batch_id);
@@ -76,6 +78,7 @@ class FileOutcome:
     rows_staged: int = 0
     rows_rejected: int = 0
     error: str | None = None
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,21 @@ class BatchResult:
     started_at: float
     finished_at: float
     files: tuple[FileOutcome, ...] = field(default_factory=tuple)
-    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a run's staging views read: only files with a commit record."""
+
+    outputs: list[str]
+    rejects: list[str]
+    """Batch rejects, plus the run's unique-key rejects when it has any."""
+    unique: str | None = None
+    """Rows listed here (by file and line) are unique-key duplicates: hidden from the table."""
+
+    @property
+    def paths(self) -> set[str]:
+        return set(self.outputs) | set(self.rejects)
 
 
 @dataclass(frozen=True)
@@ -144,10 +161,10 @@ class Catalog:
             raise
         self._db.execute("COMMIT")
 
-    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         cursor = self._db.execute(sql, tuple(params))
         names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]  # type: ignore[misc]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     # -- planning ---------------------------------------------------------------
 
@@ -155,7 +172,7 @@ class Catalog:
         """Write the whole plan in one transaction, before anything is dispatched."""
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
                 (run.run_id, run.job, run.table, run.job_file, run.staging_dir,
                  json.dumps(run.config), json.dumps(run.schema), run.state.value, run.pid,
                  run.host, run.created_at, run.started_at, run.finished_at, run.message),
@@ -260,10 +277,11 @@ class Catalog:
         if cursor.rowcount == 0:
             return
         db.executemany(
-            "UPDATE files SET state=?, rows_staged=?, rows_rejected=?, error=?"
+            "UPDATE files SET state=?, rows_staged=?, rows_rejected=?, error=?, warning=?"
             " WHERE run_id=? AND path=?",
             [(FileState.FAILED.value if f.error else FileState.COMMITTED.value,
-              f.rows_staged, f.rows_rejected, f.error, run_id, f.path) for f in result.files],
+              f.rows_staged, f.rows_rejected, f.error, f.warning, run_id, f.path)
+             for f in result.files],
         )
 
     # -- reading ------------------------------------------------------------------------
@@ -301,12 +319,29 @@ class Catalog:
         return self.rows("SELECT path, batch_id, error FROM files WHERE run_id=? AND state=?"
                          " ORDER BY path", (run_id, FileState.FAILED.value))
 
-    def committed_outputs(self, run_id: str) -> tuple[list[str], list[str]]:
+    def committed(self, run_id: str) -> Committed:
         rows = self.rows("SELECT output_path, rejects_path FROM batches WHERE run_id=?"
                          " AND state=? ORDER BY seq", (run_id, BatchState.COMMITTED.value))
-        outputs = [r["output_path"] for r in rows if r["output_path"]]
-        rejects = [r["rejects_path"] for r in rows if r["rejects_path"]]
-        return outputs, rejects
+        unique = self.rows("SELECT unique_path FROM runs WHERE run_id=?", (run_id,))
+        unique_path = unique[0]["unique_path"] if unique else None
+        return Committed(
+            outputs=[r["output_path"] for r in rows if r["output_path"]],
+            rejects=[r["rejects_path"] for r in rows if r["rejects_path"]]
+            + ([unique_path] if unique_path else []),
+            unique=unique_path)
+
+    def warned_files(self, run_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT path, batch_id, warning FROM files WHERE run_id=? AND"
+                         " warning IS NOT NULL ORDER BY path", (run_id,))
+
+    def record_unique(self, run_id: str, unique_path: str | None,
+                      per_file: dict[str, int]) -> None:
+        """Replace the run's unique-key rejects (recomputed whenever a run finishes)."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET unique_path=? WHERE run_id=?", (unique_path, run_id))
+            db.execute("UPDATE files SET rows_unique=0 WHERE run_id=?", (run_id,))
+            db.executemany("UPDATE files SET rows_unique=? WHERE run_id=? AND path=?",
+                           [(n, run_id, path) for path, n in per_file.items()])
 
     def counts(self, run_id: str) -> dict[str, int]:
         """Batch, file and row totals of one run, in one read."""
@@ -318,7 +353,8 @@ class Catalog:
         files = self.rows(
             "SELECT count(*) total, sum(state='committed') committed, sum(state='failed')"
             " failed, coalesce(sum(size),0) bytes,"
-            " coalesce(sum(CASE WHEN state='committed' THEN rows_rejected END),0) rejected"
+            " coalesce(sum(CASE WHEN state='committed' THEN rows_rejected + rows_unique END),0)"
+            " rejected, coalesce(sum(rows_unique),0) duplicates"
             " FROM files WHERE run_id=?", (run_id,))[0]
         return {
             "batches_total": batch["total"], "batches_committed": batch["committed"] or 0,
@@ -326,7 +362,8 @@ class Catalog:
             "batches_running": batch["running"] or 0, "attempts": batch["attempts"],
             "files_total": files["total"], "files_committed": files["committed"] or 0,
             "files_failed": files["failed"] or 0, "bytes_total": files["bytes"],
-            "rows_staged": batch["staged"], "rows_rejected": files["rejected"],
+            "rows_staged": batch["staged"] - files["duplicates"],
+            "rows_rejected": files["rejected"],
         }
 
 

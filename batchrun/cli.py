@@ -23,8 +23,7 @@ from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import load_job
 from batchrun.driver import StopToken
-from batchrun.errors import (BatchrunError, ConfigError, EnvironmentProblem, RunActiveError,
-                             RunNotFoundError)
+from batchrun.errors import BatchrunError, ConfigError, EnvironmentProblem, RunActiveError, RunNotFoundError
 from batchrun.report import run_status, runs_status
 from batchrun.runner import RunOutcome, resume_run, start_run
 from batchrun.staging import query_connection
@@ -159,8 +158,7 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
     catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
     record = catalog.run(run_id)
-    outputs, rejects = catalog.committed_outputs(run_id)
-    db = query_connection(record.table, record.schema or {}, outputs, rejects)
+    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id))
     try:
         cursor = db.execute(sql)
         names = [column[0] for column in cursor.description or []]
@@ -168,6 +166,35 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
     except duckdb.Error as exc:
         raise click.UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
     _render_rows(names, rows, fmt)
+
+
+@cli.command()
+@click.argument("run_id", default="latest")
+@click.option("--file", "file_filter", help="Only rejects of files whose path contains this text.")
+@click.option("--rule", help="Only this rule, e.g. required, type:int32, unique, ragged_row.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N rejects.")
+@state_dir_option
+@json_option
+def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
+            state_dir: Path, as_json: bool) -> None:
+    """Rejected rows of a run, with file, line, column, rule, value and the raw line."""
+    catalog = Catalog(state_dir)
+    run_id = _resolve_run(state_dir, run_id)
+    record = catalog.run(run_id)
+    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id))
+    conditions, params = ["true"], []
+    if file_filter:
+        conditions.append("contains(file, ?)")
+        params.append(file_filter)
+    if rule:
+        conditions.append("rule = ?")
+        params.append(rule)
+    sql = (f'SELECT run_id, batch_id, file, line, "column", rule, value, raw_line'
+           f' FROM "{record.table}__rejects" WHERE {" AND ".join(conditions)}'
+           f' ORDER BY file, line' + (f" LIMIT {limit}" if limit else ""))
+    cursor = db.execute(sql, params)
+    names = [column[0] for column in cursor.description or []]
+    _render_rows(names, cursor.fetchall(), "json" if as_json else "table")
 
 
 def _render_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
@@ -277,6 +304,8 @@ def _render_summary(report: dict[str, Any]) -> None:
               f"in {report['duration_s'] or 0:.1f}s")
     if f["failed"]:
         err.print(f"list them with: batchrun status {report['run_id']}")
+    if r["rejected"]:
+        err.print(f"see rejected rows with: batchrun rejects {report['run_id']}")
 
 
 def _render_status(report: dict[str, Any]) -> None:
@@ -296,6 +325,8 @@ def _render_status(report: dict[str, Any]) -> None:
     out.print(table)
     for failed in report.get("failed_files", []):
         out.print(f"  [red]failed[/] {failed['path']}: {failed['error']}")
+    for warned in report.get("warnings", []):
+        out.print(f"  [yellow]warning[/] {warned['path']}: {warned['warning']}")
     for failed in report.get("failed_batches", []):
         out.print(f"  [red]failed batch[/] {failed['batch_id']} after {failed['attempts']} "
                   f"attempt(s): {failed['last_error']}")

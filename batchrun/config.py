@@ -7,10 +7,10 @@ file, the key and what was expected, before anything starts.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchrun.errors import ConfigError
@@ -124,6 +124,9 @@ class ColumnSpec(_Section):
     """strptime format for date/timestamp columns, e.g. "%Y-%m-%d %H:%M:%S"."""
     required: bool = False
     """An empty or missing cell is a reject (rule `required`)."""
+    unique: bool = False
+    """Across the whole run, only the first occurrence (file, line order) of a value is staged;
+    later ones are rejects (rule `unique`)."""
     min: float | int | str | None = None
     """Smallest allowed value (numbers, dates, timestamps)."""
     max: float | int | str | None = None

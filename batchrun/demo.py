@@ -82,7 +82,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -307,15 +307,14 @@ class FileTruth:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, object]) -> FileTruth:
-        rejects = raw.get("rejects") or []
-        assert isinstance(rejects, list)
+    def from_dict(cls, raw: dict[str, Any]) -> FileTruth:
         prefix = raw.get("quarantined_reason_prefix")
         return cls(
-            rows=int(raw["rows"]),  # type: ignore[call-overload]
-            valid_rows=int(raw["valid_rows"]),  # type: ignore[call-overload]
+            rows=int(raw["rows"]),
+            valid_rows=int(raw["valid_rows"]),
             rejects=tuple(
-                RejectTruth(int(r["line"]), str(r["rule"]), r.get("column")) for r in rejects
+                RejectTruth(int(r["line"]), str(r["rule"]), r.get("column"))
+                for r in raw.get("rejects") or []
             ),
             quarantined_reason_prefix=None if prefix is None else str(prefix),
         )
@@ -588,29 +587,154 @@ def _notes_column(rng: np.random.Generator, n: int, newline_rate: float) -> pa.A
     return pc.if_else(pa.array(empty & ~newline), _NULL_NOTE, notes)
 
 
+# --------------------------------------------------------------------------- faults
+
+
+def _inject_faults(
+    rng: np.random.Generator, table: pa.Table, rate: float
+) -> tuple[pa.Table, np.ndarray]:
+    """Give ``round(rate * rows)`` random rows one fault each (``FAULTS`` in turn).
+
+    Returns the new table and, per row, the index of its fault in ``FAULTS`` (-1 = none).
+    Draws nothing from ``rng`` when no row is faulty, so a clean file stays unchanged.
+    """
+    n = table.num_rows
+    fault = np.full(n, -1, dtype=np.int64)
+    bad = round(rate * n)
+    if bad == 0:
+        return table, fault
+    rows = rng.permutation(n)[:bad]
+    fault[rows] = (np.arange(bad) + rng.integers(len(FAULTS))) % len(FAULTS)
+    columns = dict(zip(table.column_names, table.columns))
+    for index, spec in enumerate(FAULTS):
+        mask = fault == index
+        if spec.column is None or not mask.any():
+            continue
+        column = columns[spec.column]
+        if isinstance(spec.value, str) and not pa.types.is_string(column.type):
+            column = pc.cast(column, pa.string())  # this file writes the column quoted
+        if spec.value is None:
+            value = pa.scalar(None, column.type)
+        elif pa.types.is_string(column.type):
+            value = pa.scalar(str(spec.value), pa.string())
+        else:
+            value = pa.scalar(spec.value, column.type)
+        columns[spec.column] = pc.if_else(pa.array(mask), value, column)
+    return pa.table(list(columns.values()), names=list(columns)), fault
+
+
+def _row_lines(table: pa.Table, fault: np.ndarray) -> np.ndarray:
+    """Physical start line of every row: header is line 1, quoted newlines shift the rest."""
+    newlines = pc.fill_null(pc.count_substring(table.column("notes"), "\n"), 0)
+    extra = np.asarray(newlines.to_numpy(zero_copy_only=False), dtype=np.int64)
+    extra[fault == _RAGGED] = 0  # a ragged row is written without its notes
+    return 2 + np.arange(table.num_rows, dtype=np.int64) + np.cumsum(extra) - extra
+
+
+def _rejects(table: pa.Table, fault: np.ndarray) -> tuple[RejectTruth, ...]:
+    bad = np.flatnonzero(fault >= 0)
+    lines = _row_lines(table, fault)[bad]
+    return tuple(
+        RejectTruth(int(line), FAULTS[f].rule, FAULTS[f].column)
+        for line, f in zip(lines, fault[bad])
+    )
+
+
+def _ratio_reason(rejects: int, rows: int) -> str | None:
+    """The quarantine reason prefix batchrun gives a file with too many rejects."""
+    if rows and rejects / rows > DEMO_MAX_REJECT_RATIO:
+        return f"{rejects} of {rows} rows rejected, more than max_reject_ratio"
+    return None
+
+
 # --------------------------------------------------------------------------- output
 
 
-def _write_file(spec: DemoSpec, plan: _FilePlan) -> None:
-    table = _make_table(_file_rng(spec.seed, plan.global_index), plan, spec)
-    _write_csv(table, spec.out_dir / plan.rel_path, plan.gzip)
+def _write_file(spec: DemoSpec, plan: _FilePlan) -> FileTruth:
+    """Write one file and return its truth."""
+    path = spec.out_dir / plan.rel_path
+    rng = _file_rng(spec.seed, plan.global_index)
+    if plan.kind == "empty":
+        _write_bytes(path, b"")
+        return FileTruth(0, 0, (), "empty file")
+    if plan.kind == "binary":
+        noise = rng.integers(0, 256, _BINARY_BYTES, dtype=np.uint8)
+        noise[::61] = 0  # NUL bytes throughout, from the very first byte
+        _write_bytes(path, noise.tobytes())
+        return FileTruth(0, 0, (), "binary content")
+
+    table = _make_table(rng, plan, spec)
+    rate = {"orders": spec.bad_row_rate, "noisy": NOISY_BAD_ROW_RATE}.get(plan.kind, 0.0)
+    table, fault = _inject_faults(rng, table, rate)
+    rejects = _rejects(table, fault)
+    readable = FileTruth(plan.rows, plan.rows - len(rejects), rejects,
+                         _ratio_reason(len(rejects), plan.rows))
+
+    if plan.kind in ("orders", "noisy", "header_only"):
+        data = _csv_bytes(table, fault == _RAGGED)
+        _write_bytes(path, data, gzip=plan.gzip)
+        return readable
+    if plan.kind == "truncated":
+        packed = gzip_lib.compress(_csv_bytes(table, fault == _RAGGED), mtime=0)
+        _write_bytes(path, packed[: len(packed) // 2])
+        return FileTruth(plan.rows, 0, (), "corrupt or truncated compression")
+    if plan.kind == "semicolon":
+        _write_bytes(path, _UTF8_BOM + _csv_bytes(table, fault == _RAGGED, delimiter=";"))
+        return FileTruth(plan.rows, 0, (), "unknown columns")
+    if plan.kind == "latin1":
+        accented = np.zeros(plan.rows, dtype=bool)
+        accented[rng.permutation(plan.rows)[: max(1, round(_LATIN1_RATE * plan.rows))]] = True
+        notes = pc.if_else(pa.array(accented), _LATIN1_NOTE, table.column("notes"))
+        table = table.set_column(COLUMNS.index("notes"), "notes", notes)
+        data = _csv_bytes(table, fault == _RAGGED).decode("utf-8").encode("latin-1")
+        first = data.index(b"\xe9")
+        line = data.count(b"\n", 0, first) + 1
+        _write_bytes(path, data)
+        return FileTruth(plan.rows, 0, (), f"not valid utf-8 text at line {line} (byte {first})")
+    raise AssertionError(f"unknown file kind {plan.kind!r}")
 
 
-def _write_csv(table: pa.Table, path: Path, gzip: bool) -> None:
+def _csv_bytes(table: pa.Table, ragged: np.ndarray, delimiter: str = ",") -> bytes:
+    """The CSV text of ``table``; ``ragged`` rows lose their last RAGGED_FIELDS_MISSING fields.
+
+    Pieces are written by Arrow one after the other (header, runs of whole rows, each
+    short row on its own), so the text is exactly what one ``write_csv`` call would give
+    apart from the short rows.
+    """
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table.slice(0, 0), sink, pacsv.WriteOptions(delimiter=delimiter))
+    rows = pacsv.WriteOptions(include_header=False, delimiter=delimiter)
+    short = table.select(list(COLUMNS[: len(COLUMNS) - RAGGED_FIELDS_MISSING]))
+    start = 0
+    for row in np.flatnonzero(ragged).tolist():
+        if row > start:
+            pacsv.write_csv(table.slice(start, row - start), sink, rows)
+        pacsv.write_csv(short.slice(row, 1), sink, rows)
+        start = row + 1
+    if start < table.num_rows:
+        pacsv.write_csv(table.slice(start), sink, rows)
+    return sink.getvalue().to_pybytes()
+
+
+def _write_bytes(path: Path, data: bytes, gzip: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if gzip:
         with pa.CompressedOutputStream(str(path), "gzip") as sink:
-            pacsv.write_csv(table, sink)
+            sink.write(data)
     else:
-        pacsv.write_csv(table, str(path))
+        path.write_bytes(data)
 
 
-_OWN_FILE = re.compile(r"^supplier_\d+/orders_\d+\.csv(\.gz)?$")
+_OWN_FILE = re.compile(
+    r"^supplier_\d+/(orders_\d+\.csv(\.gz)?|"
+    + "|".join(re.escape(name) for name in BAD_FILE_KINDS.values())
+    + r")$"
+)
 
 
 def _remove_stale_files(out_dir: Path, keep: set[str]) -> None:
     """Delete data files of an earlier run (our naming only) that this run won't write."""
-    for path in sorted(out_dir.glob("supplier_*/orders_*.csv*")):
+    for path in sorted(out_dir.glob("supplier_*/*.csv*")):
         rel = path.relative_to(out_dir).as_posix()
         if _OWN_FILE.match(rel) and rel not in keep:
             path.unlink()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 import ray
 from loguru import logger
@@ -188,7 +189,8 @@ class Scheduler:
             bad = [f for f in result.files if f.error]
             self.outcome.committed += 1
             self.outcome.failed_files += len(bad)
-            self.outcome.warnings.extend(result.warnings)
+            self.outcome.warnings.extend(f"{f.path}: {f.warning}" for f in result.files
+                                         if f.warning)
             log = self.log.bind(batch_id=result.batch_id)
             log.info("committed: {} rows staged, {} rejected, {} files quarantined, {:.2f}s",
                      result.rows_staged, result.rows_rejected, len(bad),

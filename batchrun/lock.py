@@ -34,8 +34,8 @@ class JobLock:
         except BlockingIOError:
             holder = _read_holder(handle)
             handle.close()
-            raise RunActiveError(self.job, holder.get("run_id", "?"), holder.get("pid", 0),
-                                 holder.get("host", "?")) from None
+            raise RunActiveError(self.job, str(holder.get("run_id", "?")),
+                                 int(str(holder.get("pid", 0))), str(holder.get("host", "?"))) from None
         self._handle = handle
         self.describe(run_id)
         return self

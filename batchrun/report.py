@@ -41,6 +41,7 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str,
     }
     if detail:
         status["failed_files"] = catalog.failed_files(run_id)
+        status["warnings"] = catalog.warned_files(run_id)
         status["failed_batches"] = [
             {k: b[k] for k in ("batch_id", "attempts", "last_error", "error_kind")}
             for b in catalog.batches(run_id) if b["state"] == "failed"]

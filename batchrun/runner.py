@@ -31,6 +31,7 @@ from batchrun.plan import cut_batches, expand_sources
 from batchrun.read import infer_schema
 from batchrun.staging import publish_staging_db, remove_orphans
 from batchrun.states import BatchState, RunState
+from batchrun.unique import apply_unique_keys
 from batchrun.worker import WorkerSpec
 
 FAULT_DELAY_ENV = "BATCHRUN_FAULT_BATCH_DELAY"
@@ -92,9 +93,8 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
 
 def _reconcile(catalog: Catalog, record: RunRecord) -> None:
     """Remove uncommitted outputs; put running and failed batches back to pending."""
-    outputs, rejects = catalog.committed_outputs(record.run_id)
     removed = remove_orphans(Path(record.staging_dir), record.table, record.run_id,
-                             set(outputs) | set(rejects))
+                             catalog.committed(record.run_id).paths)
     reset = catalog.reset_unfinished_batches(record.run_id)
     logger.bind(run_id=record.run_id).info(
         "reconciled: removed {} uncommitted file(s), {} batch(es) back to pending", removed, reset)
@@ -158,11 +158,12 @@ def _message(outcome: ScheduleOutcome) -> str | None:
 
 
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
-    outputs, rejects = catalog.committed_outputs(record.run_id)
+    apply_unique_keys(catalog, record, columns)
+    committed = catalog.committed(record.run_id)
     staging = Path(record.staging_dir)
-    remove_orphans(staging, record.table, record.run_id, set(outputs) | set(rejects))
+    remove_orphans(staging, record.table, record.run_id, committed.paths)
     publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
-                       outputs, rejects)
+                       committed)
 
 
 def _connect_ray(config: JobConfig, log: Any) -> bool:

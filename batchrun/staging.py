@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 
+from batchrun.catalog import Committed
 from batchrun.read import LINE
 from batchrun.types import duckdb_type
 from batchrun.validate import FILE
@@ -22,48 +23,53 @@ from batchrun.worker import BATCH, REJECT_SCHEMA, rejects_table_name
 STAGING_DB = "staging.duckdb"
 
 
-def _quote(name: str) -> str:
+def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _paths_literal(paths: Iterable[str]) -> str:
+def sql_paths(paths: Iterable[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def table_view_sql(columns: dict[str, str], paths: list[str]) -> str:
+def table_view_sql(columns: dict[str, str], paths: list[str], unique: str | None = None) -> str:
     if not paths:
-        typed = [f"CAST(NULL AS {duckdb_type(t)}) AS {_quote(n)}" for n, t in columns.items()]
+        typed = [f"CAST(NULL AS {duckdb_type(t)}) AS {quote_identifier(n)}" for n, t in columns.items()]
         typed += [f"CAST(NULL AS VARCHAR) AS {FILE}", f"CAST(NULL AS BIGINT) AS {LINE}",
                   f"CAST(NULL AS VARCHAR) AS {BATCH}"]
         return f"SELECT {', '.join(typed)} WHERE false"
-    return f"SELECT * FROM read_parquet({_paths_literal(paths)}) ORDER BY {FILE}, {LINE}"
+    source = f"read_parquet({sql_paths(paths)})"
+    if unique:
+        source += (f" AS t ANTI JOIN read_parquet({sql_paths([unique])}) AS u"
+                   f" ON t.{FILE} = u.file AND t.{LINE} = u.line")
+    return f"SELECT * FROM {source} ORDER BY {FILE}, {LINE}"
 
 
 def rejects_view_sql(paths: list[str]) -> str:
     if not paths:
-        typed = [f"CAST(NULL AS {'BIGINT' if f.name == 'line' else 'VARCHAR'}) AS {_quote(f.name)}"
+        typed = [f"CAST(NULL AS {'BIGINT' if f.name == 'line' else 'VARCHAR'}) AS {quote_identifier(f.name)}"
                  for f in REJECT_SCHEMA]
         return f"SELECT {', '.join(typed)} WHERE false"
-    return f"SELECT * FROM read_parquet({_paths_literal(paths)}) ORDER BY file, line"
+    return f"SELECT * FROM read_parquet({sql_paths(paths)}) ORDER BY file, line"
 
 
 def create_views(db: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str],
-                 outputs: list[str], rejects: list[str]) -> None:
-    db.execute(f"CREATE OR REPLACE VIEW {_quote(table)} AS {table_view_sql(columns, outputs)}")
-    db.execute(f"CREATE OR REPLACE VIEW {_quote(rejects_table_name(table))} AS "
-               f"{rejects_view_sql(rejects)}")
+                 committed: Committed) -> None:
+    table_sql = table_view_sql(columns, committed.outputs, committed.unique)
+    db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS {table_sql}")
+    db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(rejects_table_name(table))} AS "
+               f"{rejects_view_sql(committed.rejects)}")
 
 
-def query_connection(table: str, columns: dict[str, str], outputs: list[str],
-                     rejects: list[str]) -> duckdb.DuckDBPyConnection:
+def query_connection(table: str, columns: dict[str, str],
+                     committed: Committed) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the run's table and rejects views."""
     db = duckdb.connect()
-    create_views(db, table, columns, outputs, rejects)
+    create_views(db, table, columns, committed)
     return db
 
 
 def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
-                       outputs: list[str], rejects: list[str]) -> Path:
+                       committed: Committed) -> Path:
     """Write `staging.duckdb` (views with absolute paths) atomically, for any DuckDB client.
 
     Built under a temporary name and renamed over the old file, so a client holding the
@@ -74,7 +80,7 @@ def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
     temporary.unlink(missing_ok=True)
     db = duckdb.connect(str(temporary))
     try:
-        create_views(db, table, columns, outputs, rejects)
+        create_views(db, table, columns, committed)
     finally:
         db.close()
     os.replace(temporary, final)

@@ -100,8 +100,6 @@ class BatchWorker:
             rejects_path=rejects, rows_staged=validated.good.num_rows,
             rows_rejected=validated.rejects.num_rows, bytes_read=bytes_read,
             started_at=started, finished_at=time.time(), files=tuple(outcomes),
-            warnings=tuple(f"{o.path}: header only, no rows" for o in outcomes
-                           if not o.error and o.rows_staged == 0 and o.rows_rejected == 0),
         )
 
     def _read_all(self, task: BatchTask) -> tuple[list[RawFile], list[FileOutcome]]:
@@ -185,7 +183,9 @@ class BatchWorker:
         outcomes = outcomes + [
             FileOutcome(path=r.path, error=noisy[r.path]) if r.path in noisy else
             FileOutcome(path=r.path, rows_staged=staged.get(r.path, 0),
-                        rows_rejected=rejected.get(r.path, 0))
+                        rows_rejected=rejected.get(r.path, 0),
+                        warning=None if r.path in staged or r.path in rejected
+                        else "header only, no rows")
             for r in raws
         ]
         if noisy:

@@ -13,14 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import ray
 
 from batchrun.catalog import Catalog
 from batchrun.cli import invoke
 from batchrun.demo import DemoSpec, DemoTruth, generate
-from batchrun.staging import staged_files
+from batchrun.staging import query_connection, staged_files
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO / "configs" / "demo.toml"
@@ -118,11 +117,11 @@ def staged_counts(state_dir: Path, run_id: str | None = None) -> dict[str, int]:
     """Rows, distinct order ids and rejects through the staging views of a run."""
     catalog = Catalog(state_dir)
     run_id = run_id or catalog.latest_run_id()
-    outputs, rejects = catalog.committed_outputs(run_id)
-    db = duckdb.connect()
-    rows, distinct = (db.execute(f"SELECT count(*), count(DISTINCT order_id) FROM read_parquet({outputs!r})")
-                      .fetchone() if outputs else (0, 0))
-    rejected = db.execute(f"SELECT count(*) FROM read_parquet({rejects!r})").fetchone()[0] if rejects else 0
+    record = catalog.run(run_id)
+    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id))
+    rows, distinct = db.execute(f"SELECT count(*), count(DISTINCT order_id) FROM {record.table}"
+                                ).fetchone()
+    rejected = db.execute(f"SELECT count(*) FROM {record.table}__rejects").fetchone()[0]
     return {"rows": rows, "distinct": distinct, "rejected": rejected}
 
 
@@ -133,7 +132,6 @@ def assert_exactly_once(state_dir: Path, truth_rows: int, truth_rejects: int = 0
     counts = staged_counts(state_dir, run_id)
     assert counts == {"rows": truth_rows, "distinct": truth_rows, "rejected": truth_rejects}
     record = catalog.run(run_id)
-    outputs, rejects = catalog.committed_outputs(run_id)
     on_disk = {str(p) for p in staged_files(Path(record.staging_dir), record.table, run_id)}
-    assert on_disk == set(outputs) | set(rejects), "uncommitted or temporary files left behind"
+    assert on_disk == catalog.committed(run_id).paths, "uncommitted or temporary files left behind"
     return run_id

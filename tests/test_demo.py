@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import subprocess
 import sys
@@ -11,11 +12,28 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
-from batchrun.demo import COLUMNS, TRUTH_FILE, DemoSpec, DemoTruth, generate, load_truth
+from batchrun.catalog import BatchResult
+from batchrun.config import load_job
+from batchrun.demo import (
+    BAD_FILE_KINDS,
+    COLUMNS,
+    DEMO_MAX_REJECT_RATIO,
+    FAULTS,
+    TRUTH_FILE,
+    DemoSpec,
+    DemoTruth,
+    FileTruth,
+    RejectTruth,
+    generate,
+    load_truth,
+)
+from batchrun.worker import BatchTask, BatchWorker, WorkerSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_JOB = REPO_ROOT / "configs" / "demo.toml"
 TARGET = 50_000
 
 
@@ -197,6 +215,8 @@ def test_rerun_with_other_spec_leaves_no_stale_files(tmp_path: Path) -> None:
         {"file_bytes": 0},
         {"gzip_every": -1},
         {"quoted_newline_rate": 1.5},
+        {"bad_row_rate": -0.01},
+        {"bad_row_rate": 1.5},
     ],
 )
 def test_invalid_spec_rejected(tmp_path: Path, overrides: dict[str, object]) -> None:
@@ -216,3 +236,236 @@ def test_cli_writes_data_and_summary(tmp_path: Path) -> None:
     )
     assert re.search(r"wrote 2 files, [\d,]+ rows, [\d.]+ MB in [\d.]+ s", result.stdout)
     assert load_truth(out_dir).files.keys() == set(data_files(out_dir))
+
+
+# --------------------------------------------------------------------------- messy mode
+
+BAD_ROW_RATE = 0.01
+BAD_NAMES = set(BAD_FILE_KINDS.values())
+
+
+def messy_spec(out_dir: Path, **overrides: object) -> DemoSpec:
+    params: dict[str, object] = {"bad_row_rate": BAD_ROW_RATE, "bad_files": True}
+    params.update(overrides)
+    return small_spec(out_dir, **params)
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoTruth]:
+    """A messy data set laid out like configs/ (data/suppliers next to the job file)."""
+    root = tmp_path_factory.mktemp("messy")
+    return root, generate(messy_spec(root / "data" / "suppliers"))
+
+
+def write_demo_job(root: Path, max_reject_ratio: float | None = None) -> Path:
+    """configs/demo.toml verbatim (same relative data/ and staging/ paths) under root."""
+    text = DEMO_JOB.read_text(encoding="utf-8")
+    if max_reject_ratio is not None:
+        old = f"max_reject_ratio = {DEMO_MAX_REJECT_RATIO}"
+        assert old in text
+        text = text.replace(old, f"max_reject_ratio = {max_reject_ratio}")
+    path = root / f"job_{max_reject_ratio}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def demo_worker(job_path: Path, staging: Path) -> BatchWorker:
+    """An in-process worker (no Ray), its spec built like runner._worker_spec builds it."""
+    job = load_job(job_path, {"staging.dir": str(staging)})
+    config = job.config
+    assert config.schema_ is not None
+    spec = WorkerSpec(
+        run_id="demo-truth", table=job.table, staging_dir=str(job.staging_dir),
+        fmt=config.source.format, csv=config.source.csv, columns=dict(config.schema_.columns),
+        validation=config.validation, threads=1,
+    )
+    return BatchWorker(0, spec)
+
+
+def source_files(job_path: Path) -> list[str]:
+    """The files the job's globs pick up, relative to the data root, sorted."""
+    job = load_job(job_path)
+    data = job.base_dir / "data" / "suppliers"
+    found = {p for pattern in job.config.source.paths for p in job.base_dir.glob(pattern)}
+    return sorted(p.relative_to(data).as_posix() for p in found)
+
+
+def rejects_of(result: BatchResult) -> list[RejectTruth]:
+    if result.rejects_path is None:
+        return []
+    table = pq.read_table(result.rejects_path, columns=["line", "rule", "column"])
+    rows = zip(table["line"].to_pylist(), table["rule"].to_pylist(), table["column"].to_pylist())
+    return sorted(RejectTruth(*row) for row in rows)
+
+
+def staged_ids(result: BatchResult) -> list[int]:
+    if result.output_path is None:
+        return []
+    return pq.read_table(result.output_path, columns=["order_id"])["order_id"].to_pylist()
+
+
+def assert_file_matches(rel: str, truth: FileTruth, result: BatchResult) -> None:
+    (outcome,) = result.files
+    if truth.quarantined:
+        assert outcome.error is not None, (rel, "expected quarantine")
+        assert outcome.error.startswith(truth.quarantined_reason_prefix or ""), (rel, outcome)
+    else:
+        assert outcome.error is None, (rel, outcome.error)
+    assert (result.rows_staged, result.rows_rejected) == (
+        truth.staged_rows, len(truth.kept_rejects)), rel
+    assert (outcome.rows_staged, outcome.rows_rejected) == (
+        truth.staged_rows, len(truth.kept_rejects)), rel
+    assert rejects_of(result) == sorted(truth.kept_rejects), rel
+
+
+def test_messy_generation_is_deterministic(tmp_path: Path) -> None:
+    first = generate(messy_spec(tmp_path / "a"))
+    second = generate(messy_spec(tmp_path / "b"))
+    assert first == second
+    for rel in [*first.files, TRUTH_FILE]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    other = generate(messy_spec(tmp_path / "c", seed=8))
+    assert other.details != first.details
+
+
+def test_clean_mode_unchanged_by_messy_fields(tmp_path: Path) -> None:
+    clean = generate(small_spec(tmp_path / "clean"))
+    messy_rows = generate(small_spec(tmp_path / "zero", bad_row_rate=0.0, bad_files=False))
+    assert clean == messy_rows
+    assert clean.total_valid_rows == clean.total_rows
+    assert (clean.total_rejects, clean.quarantined_files) == (0, 0)
+    assert all(d == FileTruth(n, n) for d, n in zip(clean.details.values(), clean.files.values()))
+
+
+def test_messy_layout_and_bad_files(messy: tuple[Path, DemoTruth]) -> None:
+    root, truth = messy
+    data = root / "data" / "suppliers"
+    assert sorted(truth.files) == sorted(
+        p.relative_to(data).as_posix() for p in data.glob("supplier_*/*") if p.is_file())
+    by_name = {rel.split("/")[1]: rel for rel in truth.files if rel.split("/")[1] in BAD_NAMES}
+    assert set(by_name) == BAD_NAMES
+    raw = {name: (data / rel).read_bytes() for name, rel in by_name.items()}
+    assert raw["empty.csv"] == b""
+    assert b"\0" in raw["binary.csv"][:100]
+    with pytest.raises((EOFError, OSError)):
+        gzip.decompress(raw["truncated.csv.gz"])
+    assert raw["semicolon.csv"].startswith(b'\xef\xbb\xbf"order_id";"supplier_id";')
+    assert b"\xe9" in raw["latin1.csv"]
+    with pytest.raises(UnicodeDecodeError):
+        raw["latin1.csv"].decode("utf-8")
+    assert raw["header_only.csv"].count(b"\n") == 1
+    assert truth.details[by_name["header_only.csv"]] == FileTruth(0, 0)
+    assert truth.quarantined_files == len(BAD_NAMES) - 1  # all but header_only.csv
+    for name in BAD_NAMES - {"header_only.csv"}:
+        assert truth.details[by_name[name]].quarantined, name
+
+
+def test_messy_truth_is_self_consistent(messy: tuple[Path, DemoTruth]) -> None:
+    root, truth = messy
+    assert load_truth(root / "data" / "suppliers") == truth
+    assert set(truth.details) == set(truth.files)
+    assert truth.total_rows == sum(truth.files.values())
+    assert truth.last_order_id - truth.first_order_id + 1 == truth.total_rows
+    for rel, d in truth.details.items():
+        assert d.rows == truth.files[rel], rel
+        lines = [r.line for r in d.rejects]
+        assert lines == sorted(set(lines)) and all(line >= 2 for line in lines), rel
+        if not d.quarantined or d.rejects:  # readable: rows are valid or rejected
+            assert d.valid_rows + len(d.rejects) == d.rows, rel
+        if rel.split("/")[1].startswith("orders_"):
+            assert not d.quarantined, rel
+            assert len(d.rejects) == round(BAD_ROW_RATE * d.rows), rel
+    committed = [d for d in truth.details.values() if not d.quarantined]
+    assert truth.total_valid_rows == sum(d.valid_rows for d in committed)
+    assert truth.total_rejects == sum(len(d.rejects) for d in committed)
+    assert truth.total_rejects > 0
+    raw = json.loads((root / "data" / "suppliers" / TRUTH_FILE).read_text())
+    assert raw["total_valid_rows"] == truth.total_valid_rows
+    assert raw["total_rejects"] == truth.total_rejects
+    assert raw["quarantined_files"] == truth.quarantined_files
+    # every fault kind occurs (noisy.csv alone has more bad rows than there are kinds),
+    # and the kept rejects of ordinary files include a ragged row
+    seen = {(r.rule, r.column) for d in truth.details.values() for r in d.rejects}
+    assert seen == {(f.rule, f.column) for f in FAULTS}
+    assert any(r.rule == "ragged_row" for d in committed for r in d.rejects)
+
+
+def test_demo_job_ratio_matches_generator() -> None:
+    assert load_job(DEMO_JOB).config.validation.max_reject_ratio == DEMO_MAX_REJECT_RATIO
+
+
+def test_truth_matches_batchrun_worker(messy: tuple[Path, DemoTruth], tmp_path: Path) -> None:
+    """The real check: batchrun's own reader + validator, one file per batch, no Ray."""
+    root, truth = messy
+    job_path = write_demo_job(root)
+    assert source_files(job_path) == sorted(truth.files)
+    worker = demo_worker(job_path, tmp_path / "staging")
+    ids: list[int] = []
+    for n, (rel, expected) in enumerate(sorted(truth.details.items())):
+        path = str(root / "data" / "suppliers" / rel)
+        result = worker.process(BatchTask(batch_id=f"b{n}", files=(path,)))
+        assert_file_matches(rel, expected, result)
+        ids.extend(staged_ids(result))
+    assert len(ids) == len(set(ids)) == truth.total_valid_rows
+    assert truth.first_order_id <= min(ids) and max(ids) <= truth.last_order_id
+
+
+def test_truth_matches_one_batch_of_all_files(
+    messy: tuple[Path, DemoTruth], tmp_path: Path
+) -> None:
+    root, truth = messy
+    worker = demo_worker(write_demo_job(root), tmp_path / "staging")
+    paths = {str(root / "data" / "suppliers" / rel): rel for rel in sorted(truth.files)}
+    result = worker.process(BatchTask(batch_id="all", files=tuple(paths)))
+    assert (result.rows_staged, result.rows_rejected) == (
+        truth.total_valid_rows, truth.total_rejects)
+    errors = {paths[o.path]: o.error for o in result.files if o.error}
+    assert set(errors) == set(truth.quarantined)
+    assert all(errors[rel].startswith(prefix) for rel, prefix in truth.quarantined.items())
+
+
+def test_noisy_file_rejects_match_when_not_quarantined(
+    messy: tuple[Path, DemoTruth], tmp_path: Path
+) -> None:
+    """noisy.csv has every fault kind; with the ratio lifted each reject must match."""
+    root, truth = messy
+    worker = demo_worker(write_demo_job(root, max_reject_ratio=1.0), tmp_path / "staging")
+    (rel,) = [rel for rel in truth.files if rel.endswith("/noisy.csv")]
+    noisy = truth.details[rel]
+    lifted = FileTruth(noisy.rows, noisy.valid_rows, noisy.rejects)  # not quarantined
+    result = worker.process(BatchTask(batch_id="noisy", files=(str(root / "data" / "suppliers" / rel),)))
+    assert_file_matches(rel, lifted, result)
+    assert {r.rule for r in noisy.rejects} == {f.rule for f in FAULTS}
+
+
+def test_high_bad_row_rate_quarantines_in_truth(tmp_path: Path) -> None:
+    truth = generate(messy_spec(tmp_path, bad_row_rate=0.2, bad_files=False,
+                                suppliers=1, files_per_supplier=1))
+    (d,) = truth.details.values()
+    assert d.quarantined_reason_prefix == (
+        f"{len(d.rejects)} of {d.rows} rows rejected, more than max_reject_ratio")
+    assert (truth.total_valid_rows, truth.total_rejects, truth.quarantined_files) == (0, 0, 1)
+
+
+def test_rerun_without_bad_files_removes_them(tmp_path: Path) -> None:
+    generate(messy_spec(tmp_path))
+    truth = generate(small_spec(tmp_path))
+    assert data_files(tmp_path) == sorted(truth.files)
+    assert not [p for p in tmp_path.glob("supplier_*/*") if p.name in BAD_NAMES]
+
+
+def test_cli_messy_flags(tmp_path: Path) -> None:
+    out_dir = tmp_path / "cli"
+    args = ["--suppliers", "2", "--files-per-supplier", "1", "--file-mb", "0.02",
+            "--bad-row-rate", "0.01", "--bad-files"]
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "make_demo_data.py"), str(out_dir), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    truth = load_truth(out_dir)
+    assert re.search(r"wrote 9 files, [\d,]+ rows, [\d.]+ MB in [\d.]+ s", result.stdout)
+    assert f"{truth.total_rejects:,} rejects, 6 quarantined files" in result.stdout
+    assert {rel.split("/")[1] for rel in truth.files} >= BAD_NAMES

@@ -15,8 +15,7 @@ from batchrun.cli import EXIT_LOCKED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from batchrun.demo import DemoTruth
 from batchrun.runner import FAULT_DELAY_ENV
 
-from .conftest import (assert_exactly_once, committed_batches, kill_group, spawn_cli,
-                       wait_for, write_job)
+from .conftest import assert_exactly_once, committed_batches, kill_group, spawn_cli, wait_for, write_job
 
 pytestmark = pytest.mark.slow
 SLOW_BATCHES = {FAULT_DELAY_ENV: "0.8"}

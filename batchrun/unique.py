@@ -1,0 +1,103 @@
+"""Unique keys across a whole run, decided in deterministic (file, line) order.
+
+Batches finish in any order, so "the first occurrence" can only be decided once every
+batch has committed. When a run (or a resume) finishes, the driver recomputes, over all
+committed output, every row whose unique key was already seen earlier in (file, line)
+order, and writes those rows as rejects (rule `unique`) into one Parquet file recorded on
+the run. The table view anti-joins that file, so committed batch files stay immutable and
+the result is the same whatever the worker count, batch size or completion order.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from loguru import logger
+
+from batchrun.catalog import Catalog, RunRecord
+from batchrun.config import ColumnSpec, CsvOptions
+from batchrun.errors import SourceError
+from batchrun.read import read_file
+from batchrun.staging import quote_identifier, sql_paths
+from batchrun.worker import BATCH, REJECT_SCHEMA, partition_dir, rejects_table_name
+
+UNIQUE_PARTITION = "part-unique"
+
+
+def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> int:
+    """Recompute the run's unique-key rejects; return how many rows they hide."""
+    keys = [name for name, spec in columns.items() if spec.unique]
+    previous = catalog.committed(record.run_id).unique
+    outputs = catalog.committed(record.run_id).outputs
+    if not keys or not outputs:
+        if previous:
+            catalog.record_unique(record.run_id, None, {})
+        return 0
+    duplicates = _duplicates(outputs, keys, record.run_id)
+    path = _write(duplicates, record) if duplicates.num_rows else None
+    catalog.record_unique(record.run_id, path, _per_file(duplicates))
+    if previous and previous != path:
+        Path(previous).unlink(missing_ok=True)
+    logger.bind(run_id=record.run_id).info("unique keys {}: {} later duplicate(s) rejected",
+                                           keys, duplicates.num_rows)
+    return duplicates.num_rows
+
+
+def _duplicates(outputs: list[str], keys: list[str], run_id: str) -> pa.Table:
+    """One reject per duplicate row, for the first unique column (schema order) it repeats."""
+    source = f"read_parquet({sql_paths(outputs)})"
+    branches = []
+    for order, key in enumerate(keys):
+        column = quote_identifier(key)
+        branches.append(
+            f"SELECT {order} AS k, _file, _line, {BATCH}, '{key}' AS col,"
+            f" CAST({column} AS VARCHAR) AS value FROM (SELECT _file, _line, {BATCH}, {column},"
+            f" row_number() OVER (PARTITION BY {column} ORDER BY _file, _line) AS seen"
+            f" FROM {source} WHERE {column} IS NOT NULL) WHERE seen > 1")
+    sql = (f"SELECT '{run_id}' AS run_id, {BATCH} AS batch_id, _file AS file, _line AS line,"
+           f" col AS \"column\", 'unique' AS rule, value FROM ("
+           f"SELECT *, row_number() OVER (PARTITION BY _file, _line ORDER BY k) AS first"
+           f" FROM ({' UNION ALL '.join(branches)})) WHERE first = 1 ORDER BY file, line")
+    with duckdb.connect() as db:
+        return db.sql(sql).to_arrow_table()
+
+
+def _with_raw_lines(duplicates: pa.Table, record: RunRecord) -> pa.Table:
+    fmt = record.config["source"]["format"]
+    options = CsvOptions(**record.config["source"].get("csv", {}))
+    lines: list[str] = []
+    for path in pc.unique(duplicates["file"]).to_pylist():
+        mine = duplicates.filter(pc.equal(duplicates["file"], path))
+        try:
+            raw = read_file(path, fmt, options)
+            lines += raw.raw_lines(mine["line"].to_pylist())
+        except SourceError:
+            lines += [""] * mine.num_rows
+    return duplicates.append_column("raw_line", pa.array(lines, pa.string()))
+
+
+def _write(duplicates: pa.Table, record: RunRecord) -> str:
+    table = _with_raw_lines(duplicates, record).select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
+    directory = partition_dir(record.staging_dir, rejects_table_name(record.table), 0).parent
+    directory = directory / UNIQUE_PARTITION
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{record.run_id}-unique-{uuid.uuid4().hex[:8]}.parquet"
+    temporary = final.with_name(f".{final.name}.tmp")
+    pq.write_table(table, temporary)
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, final)
+    return str(final)
+
+
+def _per_file(duplicates: pa.Table) -> dict[str, int]:
+    if duplicates.num_rows == 0:
+        return {}
+    counted = pc.value_counts(duplicates["file"])
+    return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()))

@@ -1,0 +1,842 @@
+#!/usr/bin/env python
+"""Benchmark batchrun against plain CSV → Parquet converters on the same files.
+
+    .venv/bin/pip install -r scripts/bench_requirements.txt     # the peers (optional)
+    .venv/bin/python scripts/bench.py                           # few-big + many-small, 3 rounds
+    .venv/bin/python scripts/bench.py --quick --rounds 1        # smoke test, tiny shapes
+    .venv/bin/python scripts/bench.py --scale seed              # 10,000 × 2 MB (20 GB)
+
+Method
+------
+* Data: `batchrun.demo.generate` writes the supplier-orders data set (clean rows, so
+  every contender must write exactly the generator's `total_rows`). Each shape is cached
+  under `--data-dir` (default `bench-data/`), keyed by its dimensions and seed, and
+  read once before timing so every contender starts from a warm page cache.
+* Shapes: few-big = 400 files × 2 MB, many-small = 10,000 files × 20 KB (default scale);
+  seed = 10,000 × 2 MB (`--scale seed`); `--quick` = 20 × 200 KB and 200 × 5 KB.
+* Contenders: each run is a fresh subprocess writing typed Parquet (the schema of
+  configs/demo.toml) into a fresh output folder. Wall time is measured by this process
+  from spawn to exit, so interpreter start, imports and `ray.init` count for everyone.
+  A sampler thread sums the RSS of the whole process tree (the child and every
+  descendant: Ray's raylet, GCS and workers too) every `--poll-ms` (50 ms) and keeps
+  the peak. RSS counts shared pages (Ray's object store) once per process that maps
+  them, so the Ray-based figures are upper bounds.
+* Rounds: `--rounds` rounds per shape; every round runs every contender once and the
+  order rotates each round (A/B interleaving), so drift on a shared machine spreads
+  evenly. Reported: the median wall time, the maximum peak RSS over rounds.
+* Correctness: after each run (untimed) the output is read back with
+  `pyarrow.dataset` and its row count compared with the generator's truth; the column
+  types are compared with the job schema. A mismatch is flagged, and the script exits 1.
+* A contender that exceeds `--timeout` is killed with its whole tree, reported as
+  "timeout" and not retried in later rounds of that shape. A peer whose library is not
+  installed is reported as "skipped (not installed)".
+* Derived figures: machine limit = 2 × pyarrow_1thread MB/s (two cores, each doing the
+  same per-file parse+write as the one-thread loop) and batchrun's throughput as a share
+  of it; 2-vs-1 worker speedup = wall(batchrun_1worker) / wall(batchrun); validation
+  cost = wall(batchrun) / wall(batchrun_types_only) − 1, in %.
+MB are 10**6 bytes of CSV on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+import tomllib
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_JOB = REPO_ROOT / "configs" / "demo.toml"
+RULE_KEYS = ("required", "min", "max", "allowed", "pattern", "max_length")
+CHILD_ENV_DROP = ("RAY_ADDRESS", "BATCHRUN_ADDRESS", "BATCHRUN_WORKERS", "BATCHRUN_STAGING_DIR",
+                  "BATCHRUN_STATE_DIR", "BATCHRUN_FAULT_BATCH_DELAY")
+EXIT_NOT_INSTALLED = 3
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+# -- shapes and contenders ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    suppliers: int
+    files_per_supplier: int
+    file_bytes: int
+
+    @property
+    def files(self) -> int:
+        return self.suppliers * self.files_per_supplier
+
+    def folder(self, seed: int) -> str:
+        return f"{self.name}-{self.files}x{self.file_bytes}-s{seed}"
+
+
+SCALES: dict[str, dict[str, Shape]] = {
+    "default": {"few-big": Shape("few-big", 20, 20, 2_000_000),
+                "many-small": Shape("many-small", 20, 500, 20_000)},
+    "seed": {"seed": Shape("seed", 20, 500, 2_000_000)},
+    "quick": {"few-big": Shape("few-big", 4, 5, 200_000),
+              "many-small": Shape("many-small", 20, 10, 5_000)},
+}
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    needs: tuple[str, ...] = ()
+    """Modules that must be importable; otherwise the contender is skipped."""
+    workers: int = 0
+    """0 = a Python peer run by this script; > 0 = the batchrun CLI with this many workers."""
+    rules: bool = True
+    """batchrun only: the demo job's validation rules, or types only."""
+
+
+CONTENDERS: tuple[Contender, ...] = (
+    Contender("duckdb_copy", needs=("duckdb",)),
+    Contender("pyarrow_1thread", needs=("pyarrow",)),
+    Contender("ray_data", needs=("ray", "ray.data", "pandas")),
+    Contender("dask", needs=("dask", "dask.dataframe", "pandas")),
+    Contender("polars", needs=("polars",)),
+    Contender("batchrun", workers=2),
+    Contender("batchrun_types_only", workers=2, rules=False),
+    Contender("batchrun_1worker", workers=1),
+)
+BY_NAME = {c.name: c for c in CONTENDERS}
+
+
+@dataclass
+class Sample:
+    contender: str
+    round: int
+    status: str
+    """ok | failed | timeout | skipped (not installed)"""
+    wall_s: float | None = None
+    peak_rss_mb: float | None = None
+    rows: int | None = None
+    rejected: int | None = None
+    types_ok: bool | None = None
+    inner_s: float | None = None
+    """Time measured inside the child (imports excluded); batchrun: its duration_s."""
+    error: str | None = None
+
+
+@dataclass
+class ShapeData:
+    shape: Shape
+    data_dir: Path
+    paths: list[str]
+    bytes: int
+    rows: int
+    samples: list[Sample] = field(default_factory=list)
+
+
+# -- the job schema (configs/demo.toml) -----------------------------------------------------
+
+
+def demo_job() -> dict[str, Any]:
+    with DEMO_JOB.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def schema_types() -> dict[str, str]:
+    """Column → batchrun type name, in output order."""
+    return {name: spec["type"] for name, spec in demo_job()["schema"]["columns"].items()}
+
+
+def decimal_parts(kind: str) -> tuple[int, int] | None:
+    match = re.fullmatch(r"decimal\((\d+),(\d+)\)", kind)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def arrow_types(schema: dict[str, str]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    simple = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
+              "float64": pa.float64(), "bool": pa.bool_(), "date": pa.date32(),
+              "timestamp": pa.timestamp("us")}
+    return {n: pa.decimal128(*parts) if (parts := decimal_parts(t)) else simple[t]
+            for n, t in schema.items()}
+
+
+def duckdb_columns(schema: dict[str, str]) -> str:
+    simple = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE",
+              "bool": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMP"}
+    spelled = {n: f"DECIMAL({parts[0]},{parts[1]})" if (parts := decimal_parts(t)) else simple[t]
+               for n, t in schema.items()}
+    return "{" + ", ".join(f"'{n}': '{t}'" for n, t in spelled.items()) + "}"
+
+
+def polars_schema(schema: dict[str, str]) -> dict[str, Any]:
+    import polars as pl
+
+    simple = {"string": pl.String, "int32": pl.Int32, "int64": pl.Int64, "float64": pl.Float64,
+              "bool": pl.Boolean, "date": pl.Date, "timestamp": pl.Datetime("us")}
+    return {n: pl.Decimal(*parts) if (parts := decimal_parts(t)) else simple[t]
+            for n, t in schema.items()}
+
+
+# -- the contenders, run inside a child process ---------------------------------------------
+
+
+def run_duckdb_copy(paths: list[str], schema: dict[str, str], out: Path) -> None:
+    import duckdb
+
+    files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+    target = str(out).replace("'", "''")
+    duckdb.connect().execute(
+        f"COPY (SELECT * FROM read_csv({files}, columns={duckdb_columns(schema)}, header=true)) "
+        f"TO '{target}' (FORMAT parquet, PER_THREAD_OUTPUT true)")
+
+
+def run_pyarrow_1thread(paths: list[str], schema: dict[str, str], out: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    read = pacsv.ReadOptions(use_threads=False)
+    convert = pacsv.ConvertOptions(column_types=arrow_types(schema))
+    out.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(paths):
+        table = pacsv.read_csv(path, read_options=read, convert_options=convert)
+        pq.write_table(table, out / f"part-{index:05d}.parquet")
+
+
+def run_ray_data(paths: list[str], schema: dict[str, str], out: Path) -> None:
+    import logging
+
+    import pyarrow.csv as pacsv
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        convert = pacsv.ConvertOptions(column_types=arrow_types(schema))
+        ray.data.read_csv(paths, convert_options=convert).write_parquet(str(out))
+    finally:
+        ray.shutdown()
+
+
+def run_dask(paths: list[str], schema: dict[str, str], out: Path) -> None:
+    import dask.dataframe as dd
+    import pandas as pd
+    import pyarrow as pa
+
+    types = arrow_types(schema)
+    # pandas cannot parse decimals from CSV text (dask samples with the C engine): read
+    # them as strings and cast with Arrow, per partition.
+    decimals = {n: pd.ArrowDtype(t) for n, t in types.items() if pa.types.is_decimal(t)}
+    dtype = {n: pd.ArrowDtype(pa.string() if n in decimals else t) for n, t in types.items()}
+    frame = dd.read_csv(paths, dtype=dtype, engine="pyarrow").astype(decimals)
+    frame.to_parquet(str(out), write_index=False)
+
+
+def run_polars(paths: list[str], schema: dict[str, str], out: Path) -> None:
+    import polars as pl
+
+    out.mkdir(parents=True, exist_ok=True)
+    pl.scan_csv(paths, schema=polars_schema(schema)).sink_parquet(str(out / "data.parquet"))
+
+
+PEERS: dict[str, Callable[[list[str], dict[str, str], Path], None]] = {
+    "duckdb_copy": run_duckdb_copy, "pyarrow_1thread": run_pyarrow_1thread,
+    "ray_data": run_ray_data, "dask": run_dask, "polars": run_polars,
+}
+
+
+def child_main(name: str, task_file: Path, out: Path) -> int:
+    """Run one peer on the task file's paths; print {"inner_s": ...} on the last line."""
+    task = json.loads(task_file.read_text())
+    started = time.perf_counter()
+    try:
+        PEERS[name](task["paths"], task["schema"], out)
+    except ImportError as exc:
+        print(f"not installed: {exc}", file=sys.stderr)
+        return EXIT_NOT_INSTALLED
+    print(json.dumps({"inner_s": round(time.perf_counter() - started, 3)}))
+    return 0
+
+
+# -- data sets ------------------------------------------------------------------------------
+
+
+def ensure_data(shape: Shape, data_root: Path, seed: int) -> ShapeData:
+    """Generate the shape's files unless a complete cached copy is there."""
+    from batchrun.demo import DemoSpec, generate, load_truth
+
+    folder = data_root / shape.folder(seed)
+    if not cache_complete(folder, shape):
+        console.print(f"generating {shape.name}: {shape.files:,} files × "
+                      f"{shape.file_bytes / 1e6:g} MB → {folder}")
+        check_disk(data_root, shape.files * shape.file_bytes * 2)
+        started = time.perf_counter()
+        generate(DemoSpec(out_dir=folder, suppliers=shape.suppliers,
+                          files_per_supplier=shape.files_per_supplier,
+                          file_bytes=shape.file_bytes, seed=seed))
+        console.print(f"  generated in {time.perf_counter() - started:.1f} s")
+    truth = load_truth(folder)
+    paths = [str(folder / rel) for rel in sorted(truth.files)]
+    size = sum(os.path.getsize(p) for p in paths)
+    return ShapeData(shape, folder, paths, size, truth.total_rows)
+
+
+def cache_complete(folder: Path, shape: Shape) -> bool:
+    from batchrun.demo import TRUTH_FILE, load_truth
+
+    if not (folder / TRUTH_FILE).is_file():
+        return False
+    files = load_truth(folder).files
+    return len(files) == shape.files and all((folder / rel).is_file() for rel in files)
+
+
+def check_disk(root: Path, needed: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if free < needed:
+        raise SystemExit(f"not enough disk under {root}: {free / 1e9:.1f} GB free, "
+                         f"~{needed / 1e9:.1f} GB needed (data + outputs)")
+
+
+def warm_cache(paths: Iterable[str]) -> None:
+    """Read every file once so no contender pays for a cold page cache."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 22):
+                pass
+
+
+# -- batchrun job files ---------------------------------------------------------------------
+
+
+def job_document(data_dir: Path, rules: bool) -> dict[str, Any]:
+    """configs/demo.toml with the shape's paths, optionally without column rules."""
+    doc = demo_job()
+    doc["source"] = {"paths": [str(data_dir / "supplier_*" / "*.csv")], "format": "csv"}
+    doc["staging"] = {"dir": "staging"}
+    doc["execution"] = {**doc.get("execution", {}), "workers": 2}
+    if not rules:
+        columns = doc["schema"]["columns"]
+        doc["schema"]["columns"] = {n: {k: v for k, v in spec.items() if k not in RULE_KEYS}
+                                    for n, spec in columns.items()}
+    return doc
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_text(doc: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for section, values in doc.items():
+        if section == "schema":
+            lines.append("[schema.columns]")
+            lines += [f"{n} = {toml_value(s)}" for n, s in values["columns"].items()]
+        else:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_jobs(data: ShapeData, folder: Path) -> dict[bool, Path]:
+    """One job file with the rules and one types-only; validated with batchrun's loader."""
+    from batchrun.config import load_job
+
+    jobs = {}
+    for rules in (True, False):
+        path = folder / f"job-{data.shape.name}-{'full' if rules else 'types-only'}.toml"
+        path.write_text(toml_text(job_document(data.data_dir, rules)))
+        load_job(path)
+        jobs[rules] = path
+    return jobs
+
+
+# -- running one sample ---------------------------------------------------------------------
+
+
+class TreeWatcher:
+    """Samples the summed RSS of a process and all its descendants in a thread."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.seen: dict[int, psutil.Process] = {pid: self.root}
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._stop.wait(self.interval)
+
+    def sample(self) -> int:
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            procs = list(self.seen.values())
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+                self.seen.setdefault(proc.pid, proc)
+            except psutil.Error:
+                continue
+        return total
+
+    def kill_tree(self) -> None:
+        """Kill the root and every descendant ever seen (psutil guards against pid reuse)."""
+        try:
+            self.seen.update({p.pid: p for p in self.root.children(recursive=True)})
+        except psutil.Error:
+            pass
+        for proc in self.seen.values():
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue
+
+    def leftovers(self) -> list[psutil.Process]:
+        return [p for p in self.seen.values() if p.pid != self.root.pid and _alive(p)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class Finished:
+    code: int | None
+    """None when killed at the timeout."""
+    wall_s: float
+    peak_rss_mb: float
+    stdout: str
+    stderr: str
+
+
+def run_tree(command: list[str], workdir: Path, timeout: float, poll: float) -> Finished:
+    """Run a command in its own session; time it and watch the RSS of its process tree."""
+    out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
+    env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                cwd=workdir, env=env, start_new_session=True)
+        with TreeWatcher(proc.pid, poll) as watcher:
+            code = _wait(proc, timeout, watcher)
+            wall = time.perf_counter() - started
+        _reap(watcher)
+    return Finished(code, wall, watcher.peak / 1e6, out_path.read_text(errors="replace"),
+                    err_path.read_text(errors="replace"))
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float, watcher: TreeWatcher) -> int | None:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        watcher.kill_tree()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        return None
+
+
+def _reap(watcher: TreeWatcher, grace: float = 5.0) -> None:
+    """Give descendants (Ray's daemons) a moment to exit, then kill what is left."""
+    deadline = time.monotonic() + grace
+    while watcher.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if watcher.leftovers():
+        watcher.kill_tree()
+
+
+def contender_command(contender: Contender, task: Path, out: Path,
+                      jobs: dict[bool, Path]) -> list[str]:
+    if not contender.workers:
+        return [sys.executable, str(Path(__file__).resolve()), "--contender", contender.name,
+                "--task", str(task), "--output", str(out)]
+    return [sys.executable, "-m", "batchrun", "run", str(jobs[contender.rules]),
+            "--state-dir", str(out / "state"), "--staging-dir", str(out / "staging"),
+            "--workers", str(contender.workers), "--json", "--no-progress"]
+
+
+def run_sample(contender: Contender, data: ShapeData, round_no: int, scratch: Path,
+               jobs: dict[bool, Path], args: argparse.Namespace) -> Sample:
+    workdir = scratch / f"{data.shape.name}-{contender.name}-r{round_no}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    out = workdir / "out"
+    command = contender_command(contender, scratch / f"{data.shape.name}-task.json", out, jobs)
+    done = run_tree(command, workdir, args.timeout, args.poll_ms / 1000)
+    sample = judge(contender, done, out, round_no)
+    if not args.keep_outputs:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return sample
+
+
+def judge(contender: Contender, done: Finished, out: Path, round_no: int) -> Sample:
+    """Turn a finished process into a Sample: status, rows read back, types."""
+    sample = Sample(contender.name, round_no, "ok", round(done.wall_s, 3),
+                    round(done.peak_rss_mb, 1))
+    if done.code is None:
+        sample.status, sample.error = "timeout", f"killed after {done.wall_s:.0f} s"
+        return sample
+    if done.code == EXIT_NOT_INSTALLED and not contender.workers:
+        sample.status, sample.error = "skipped (not installed)", last_line(done.stderr)
+        return sample
+    if done.code != 0:
+        sample.status = "failed"
+        sample.error = f"exit {done.code}: {last_line(done.stderr) or last_line(done.stdout)}"
+        return sample
+    read_child_report(contender, done.stdout, sample)
+    table_dir = out / "staging" / demo_job()["job"]["table"] if contender.workers else out
+    sample.rows, sample.types_ok = read_back(table_dir)
+    return sample
+
+
+def read_child_report(contender: Contender, stdout: str, sample: Sample) -> None:
+    """Peers print {"inner_s"}; batchrun prints its status JSON (rows, duration_s)."""
+    start = stdout.find("{") if contender.workers else stdout.rfind("{")
+    try:
+        report = json.loads(stdout[start:]) if start >= 0 else {}
+    except json.JSONDecodeError:
+        return
+    if contender.workers:
+        sample.inner_s = report.get("duration_s")
+        sample.rejected = report.get("rows", {}).get("rejected")
+    else:
+        sample.inner_s = report.get("inner_s")
+
+
+def read_back(folder: Path) -> tuple[int | None, bool | None]:
+    """Rows in the Parquet files under folder, and whether the schema columns are typed."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if not folder.exists():
+        return 0, None
+    dataset = ds.dataset(str(folder), format="parquet")
+    schema = dataset.schema
+    expected = arrow_types(schema_types())
+    normal = {pa.large_string(): pa.string()}
+    types_ok = all(name in schema.names and
+                   normal.get(schema.field(name).type, schema.field(name).type) == kind
+                   for name, kind in expected.items())
+    return dataset.count_rows(), types_ok
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+# -- the benchmark loop ---------------------------------------------------------------------
+
+
+def installed(contender: Contender) -> bool:
+    try:
+        return all(importlib.util.find_spec(module) is not None for module in contender.needs)
+    except ModuleNotFoundError:
+        return False
+
+
+def round_order(contenders: list[Contender], round_no: int) -> list[Contender]:
+    shift = (round_no - 1) % len(contenders)
+    return contenders[shift:] + contenders[:shift]
+
+
+def bench_shape(data: ShapeData, contenders: list[Contender], scratch: Path,
+                args: argparse.Namespace) -> None:
+    task = {"paths": data.paths, "schema": schema_types()}
+    (scratch / f"{data.shape.name}-task.json").write_text(json.dumps(task))
+    jobs = write_jobs(data, scratch)
+    warm_cache(data.paths)
+    runnable = [c for c in contenders if installed(c)]
+    data.samples += [Sample(c.name, 0, "skipped (not installed)") for c in contenders
+                     if c not in runnable]
+    timed_out: set[str] = set()
+    for round_no in range(1, args.rounds + 1):
+        started = time.perf_counter()
+        for contender in round_order(runnable, round_no):
+            if contender.name in timed_out:
+                continue
+            sample = run_sample(contender, data, round_no, scratch, jobs, args)
+            data.samples.append(sample)
+            print_sample(data, sample)
+            if sample.status == "timeout":
+                timed_out.add(contender.name)
+        took = time.perf_counter() - started
+        console.print(f"[dim]{data.shape.name} round {round_no}/{args.rounds}: {took:.1f} s "
+                      f"(≈{took * (args.rounds - round_no):.0f} s left for this shape)[/]")
+
+
+def print_sample(data: ShapeData, sample: Sample) -> None:
+    rows = "" if sample.rows is None else f"{sample.rows:,} rows"
+    flag = "" if sample.rows in (None, data.rows) else " [red]ROW MISMATCH[/]"
+    wall = f"{sample.wall_s:7.2f} s" if sample.wall_s is not None else ""
+    head = escape(f"[{data.shape.name} r{sample.round}]")
+    console.print(f"  {head} {sample.contender:<20} {sample.status:<8} {wall} "
+                  f"{sample.peak_rss_mb or 0:8.0f} MB RSS  {rows}{flag} "
+                  f"{escape(sample.error or '')}")
+
+
+# -- summarising ----------------------------------------------------------------------------
+
+
+def summarise(data: ShapeData, contenders: list[Contender]) -> dict[str, Any]:
+    stats = {c.name: contender_stats(data, c.name) for c in contenders}
+    base = stats.get("batchrun", {}).get("median_wall_s")
+    for entry in stats.values():
+        wall = entry.get("median_wall_s")
+        entry["ratio_batchrun_over"] = round(base / wall, 3) if base and wall else None
+    return {"files": len(data.paths), "bytes": data.bytes, "truth_rows": data.rows,
+            "data_dir": str(data.data_dir), "contenders": stats,
+            "derived": derived(stats), "samples": [asdict(s) for s in data.samples]}
+
+
+def contender_stats(data: ShapeData, name: str) -> dict[str, Any]:
+    samples = [s for s in data.samples if s.contender == name]
+    ok = [s for s in samples if s.status == "ok"]
+    statuses = {s.status for s in samples}
+    status = next((s for s in ("skipped (not installed)", "timeout", "failed") if s in statuses),
+                  "ok")
+    entry: dict[str, Any] = {"status": status, "rounds_ok": len(ok)}
+    errors = [s.error for s in samples if s.error]
+    if errors:
+        entry["error"] = errors[0]
+    if not ok:
+        return entry
+    wall = statistics.median(s.wall_s for s in ok if s.wall_s is not None)
+    rows = sorted({s.rows for s in ok}, key=lambda r: -1 if r is None else r)
+    entry.update({
+        "median_wall_s": round(wall, 3),
+        "mb_per_s": round(data.bytes / 1e6 / wall, 2),
+        "rows_per_s": round(data.rows / wall),
+        "peak_rss_mb": max(s.peak_rss_mb or 0 for s in ok),
+        "rows_written": rows[0] if len(rows) == 1 else rows,
+        "rows_rejected": next((s.rejected for s in ok if s.rejected is not None), None),
+        "rows_match_truth": rows == [data.rows],
+        "types_ok": all(s.types_ok for s in ok),
+        "median_inner_s": _median([s.inner_s for s in ok]),
+    })
+    return entry
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None
+
+
+def derived(stats: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    def wall(name: str) -> float | None:
+        return stats.get(name, {}).get("median_wall_s")
+
+    def mbps(name: str) -> float | None:
+        return stats.get(name, {}).get("mb_per_s")
+
+    single, ours = mbps("pyarrow_1thread"), mbps("batchrun")
+    limit = 2 * single if single else None
+    full, types, one = wall("batchrun"), wall("batchrun_types_only"), wall("batchrun_1worker")
+    return {
+        "machine_limit_mb_per_s": round(limit, 2) if limit else None,
+        "batchrun_pct_of_limit": round(100 * ours / limit, 1) if limit and ours else None,
+        "speedup_2_vs_1_worker": round(one / full, 2) if one and full else None,
+        "validation_cost_pct": round(100 * (full / types - 1), 1) if full and types else None,
+    }
+
+
+def render(results: dict[str, Any]) -> None:
+    for name, shape in results["shapes"].items():
+        table = Table(title=f"{name}: {shape['files']:,} files, {shape['bytes'] / 1e6:,.1f} MB, "
+                            f"{shape['truth_rows']:,} rows (median of {results['config']['rounds']})")
+        for column in ("contender", "status", "wall s", "MB/s", "rows/s", "peak RSS MB",
+                       "rows written", "batchrun/this"):
+            table.add_column(column, justify="left" if column in ("contender", "status") else "right")
+        for contender, entry in shape["contenders"].items():
+            table.add_row(contender, *row_cells(entry, shape["truth_rows"]))
+        console.print(table)
+        for contender, entry in shape["contenders"].items():
+            if entry.get("error"):
+                console.print(f"  {contender}: {escape(entry['error'])}")
+        console.print(derived_text(shape["derived"]))
+
+
+def row_cells(entry: dict[str, Any], truth: int) -> list[str]:
+    status = entry["status"]
+    style = {"ok": "green", "timeout": "yellow", "failed": "red"}.get(status, "dim")
+    cells = [f"[{style}]{status}[/]"]
+    if "median_wall_s" not in entry:
+        return cells + ["-"] * 6
+    rows = entry["rows_written"]
+    rows_text = f"{rows:,}" if isinstance(rows, int) else str(rows)
+    if not entry["rows_match_truth"]:
+        rows_text = f"[red]{rows_text} ≠ {truth:,}[/]"
+    if not entry["types_ok"]:
+        rows_text += " [yellow](types differ)[/]"
+    ratio = entry["ratio_batchrun_over"]
+    return cells + [f"{entry['median_wall_s']:.2f}", f"{entry['mb_per_s']:,.1f}",
+                    f"{entry['rows_per_s']:,}", f"{entry['peak_rss_mb']:,.0f}", rows_text,
+                    f"{ratio:.2f}×" if ratio else "-"]
+
+
+def derived_text(d: dict[str, Any]) -> str:
+    def fmt(value: float | None, suffix: str) -> str:
+        return "n/a" if value is None else f"{value:,}{suffix}"
+
+    return (f"  machine limit (2 × pyarrow_1thread): {fmt(d['machine_limit_mb_per_s'], ' MB/s')}"
+            f"; batchrun at {fmt(d['batchrun_pct_of_limit'], '%')} of it\n"
+            f"  2-vs-1 worker speedup: {fmt(d['speedup_2_vs_1_worker'], '×')}"
+            f"; validation cost (full vs types-only): {fmt(d['validation_cost_pct'], '%')}\n")
+
+
+def machine_info() -> dict[str, Any]:
+    names = ("batchrun", "pyarrow", "duckdb", "ray", "dask", "polars", "pandas", "psutil")
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()], "versions": versions,
+    }
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=("default", "seed"), default="default",
+                        help="default: few-big + many-small; seed: 10,000 × 2 MB")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, for smoke tests")
+    parser.add_argument("--shapes", help="comma-separated shape names (default: all of the scale)")
+    parser.add_argument("--contenders", help="comma-separated subset of: " + ", ".join(BY_NAME))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "bench-data")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results.json")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--poll-ms", type=float, default=50.0, help="RSS sampling interval")
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="keep every run's output under DATA_DIR/_runs")
+    parser.add_argument("--contender", help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    return args
+
+
+def pick(names: str | None, known: dict[str, Any], what: str) -> list[Any]:
+    if not names:
+        return list(known.values())
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown}; choose from {', '.join(known)}")
+    return [known[n] for n in chosen]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.contender:
+        return child_main(args.contender, args.task, args.output)
+    scale = "quick" if args.quick else args.scale
+    shapes: list[Shape] = pick(args.shapes, SCALES[scale], f"shape for scale {scale}")
+    contenders: list[Contender] = pick(args.contenders, BY_NAME, "contender")
+    scratch = args.data_dir / "_runs"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    results: dict[str, Any] = {"machine": machine_info(), "config": {
+        "scale": scale, "rounds": args.rounds, "timeout_s": args.timeout, "seed": args.seed,
+        "contenders": [c.name for c in contenders],
+        "shapes": {s.name: asdict(s) for s in shapes}}, "shapes": {}}
+    started = time.perf_counter()
+    for shape in shapes:
+        data = ensure_data(shape, args.data_dir, args.seed)
+        bench_shape(data, contenders, scratch, args)
+        results["shapes"][shape.name] = summarise(data, contenders)
+    results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["total_s"] = round(time.perf_counter() - started, 1)
+    if not args.keep_outputs:
+        shutil.rmtree(scratch, ignore_errors=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    render(results)
+    console.print(f"total {results['total_s']:.0f} s; results written to {args.out}")
+    return exit_code(results)
+
+
+def exit_code(results: dict[str, Any]) -> int:
+    """1 if any contender failed or wrote the wrong number of rows."""
+    for shape in results["shapes"].values():
+        for entry in shape["contenders"].values():
+            if entry["status"] == "failed" or entry.get("rows_match_truth") is False:
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

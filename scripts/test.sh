@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install batchrun with its test extras into .venv and run the whole test suite.
+# This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m ruff check batchrun tests scripts
+exec .venv/bin/python -m pytest -q "$@"
