@@ -14,6 +14,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchrun.errors import ConfigError
+from batchrun.plugins import REFERENCE, resolve
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -69,6 +70,15 @@ class SourceSection(_Section):
     format: Literal["csv", "jsonl", "parquet"] = "csv"
     """Input format; .gz and .zst compressed csv/jsonl are read transparently."""
     csv: CsvOptions = CsvOptions()
+    reader: Annotated[str, Field(pattern=REFERENCE)] | None = None
+    """"package.module:function" taking a path and returning a pyarrow Table; replaces the
+    built-in readers (the job file's folder is importable)."""
+
+
+class TransformSection(_Section):
+    function: Annotated[str, Field(pattern=REFERENCE)]
+    """"package.module:function" taking and returning a pyarrow Table of good rows of one
+    file (with its `_file` and `_line` columns), applied after validation."""
 
 
 class BatchSection(_Section):
@@ -185,6 +195,7 @@ class JobConfig(_Section):
     execution: ExecutionSection = ExecutionSection()
     staging: StagingSection = StagingSection()
     validation: ValidationSection = ValidationSection()
+    transform: TransformSection | None = None
     schema_: SchemaSection | None = Field(default=None, alias="schema")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -229,9 +240,22 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
         config = JobConfig.model_validate(raw)
     except ValidationError as exc:
         raise _config_error(str(path), exc) from None
+    _check_custom_steps(str(path), config, job_path.parent)
     staging = Path(config.staging.dir).expanduser()
     staging_dir = staging if staging.is_absolute() else job_path.parent / staging
     return Job(config=config, path=job_path, staging_dir=staging_dir.resolve())
+
+
+def _check_custom_steps(where: str, config: JobConfig, base_dir: Path) -> None:
+    """Import custom readers and transforms now, so a typo fails before anything starts."""
+    steps = [("source.reader", config.source.reader),
+             ("transform.function", config.transform.function if config.transform else None)]
+    for key, reference in steps:
+        if reference:
+            try:
+                resolve(reference, [str(base_dir)])
+            except Exception as exc:  # noqa: BLE001 - any import failure is a config error
+                raise ConfigError(where, key, f"cannot import {reference} ({exc})") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -626,7 +626,7 @@ def _inject_faults(
 def _row_lines(table: pa.Table, fault: np.ndarray) -> np.ndarray:
     """Physical start line of every row: header is line 1, quoted newlines shift the rest."""
     newlines = pc.fill_null(pc.count_substring(table.column("notes"), "\n"), 0)
-    extra = np.asarray(newlines.to_numpy(zero_copy_only=False), dtype=np.int64)
+    extra = np.array(newlines.to_numpy(zero_copy_only=False), dtype=np.int64)  # writable copy
     extra[fault == _RAGGED] = 0  # a ragged row is written without its notes
     return 2 + np.arange(table.num_rows, dtype=np.int64) + np.cumsum(extra) - extra
 

@@ -215,6 +215,13 @@ def _blank_rows(table: pa.Table) -> pa.ChunkedArray | None:
     return blank if pc.any(blank).as_py() else None
 
 
+def table_as_raw(path: str, table: pa.Table) -> RawFile:
+    """Any Arrow table (a custom reader's, say) as raw strings numbered 1..n."""
+    strings = _as_strings(path, table)
+    lines = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
+    return RawFile(path=path, table=strings.append_column(LINE, lines))
+
+
 def _read_jsonl(path: str, text: bytes) -> RawFile:
     try:
         table = pajson.read_json(pa.BufferReader(text))
@@ -262,10 +269,10 @@ def infer_schema(path: str, fmt: str, options: CsvOptions) -> dict[str, str]:
         table = pacsv.read_csv(pa.BufferReader(complete.removeprefix(_UTF8_BOM)),
                                parse_options=pacsv.ParseOptions(delimiter=delimiter,
                                                                 newlines_in_values=True))
-    return {name: _type_name(table.schema.field(name).type) for name in table.column_names}
+    return {name: type_name(table.schema.field(name).type) for name in table.column_names}
 
 
-def _type_name(arrow_type: pa.DataType) -> str:
+def type_name(arrow_type: pa.DataType) -> str:
     checks = [(pa.types.is_boolean, "bool"), (pa.types.is_int32, "int32"),
               (pa.types.is_integer, "int64"), (pa.types.is_floating, "float64"),
               (pa.types.is_date, "date"), (pa.types.is_timestamp, "timestamp")]

@@ -28,7 +28,8 @@ from batchrun.driver import ProgressCallback, ScheduleOutcome, Scheduler, StopTo
 from batchrun.errors import EnvironmentProblem
 from batchrun.lock import JobLock
 from batchrun.plan import cut_batches, expand_sources
-from batchrun.read import infer_schema
+from batchrun.plugins import module_location, resolve
+from batchrun.read import infer_schema, type_name
 from batchrun.staging import publish_staging_db, remove_orphans
 from batchrun.states import BatchState, RunState
 from batchrun.unique import apply_unique_keys
@@ -112,7 +113,7 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
                               host=socket.gethostname())
         log.info("{} job {} ({})", "resuming" if resumed else "starting", record.job,
                  record.job_file)
-        started_ray = _connect_ray(config, log)
+        started_ray = _connect_ray(config, Path(record.job_file).parent, log)
         stop.install()
         pending = [(b["batch_id"], tuple(f["path"] for f in catalog.files_of(record.run_id,
                                                                             b["batch_id"])))
@@ -166,7 +167,7 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
                        committed)
 
 
-def _connect_ray(config: JobConfig, log: Any) -> bool:
+def _connect_ray(config: JobConfig, job_dir: Path, log: Any) -> bool:
     """Join the configured cluster, or start a local instance. True if we started one."""
     address = config.execution.address
     if ray.is_initialized():
@@ -177,8 +178,8 @@ def _connect_ray(config: JobConfig, log: Any) -> bool:
         if address:
             import batchrun
 
-            package = str(Path(batchrun.__file__).parent)
-            ray.init(address=address, runtime_env={"py_modules": [package]}, **options)
+            modules = [str(Path(batchrun.__file__).parent), *_custom_modules(config, job_dir)]
+            ray.init(address=address, runtime_env={"py_modules": modules}, **options)
         else:
             cpus = max(os.cpu_count() or 1, config.execution.workers)
             ray.init(num_cpus=cpus, **options)
@@ -187,6 +188,13 @@ def _connect_ray(config: JobConfig, log: Any) -> bool:
     log.info("connected to Ray at {} ({} CPUs)", address or "a new local instance",
              ray.cluster_resources().get("CPU", 0))
     return not address
+
+
+def _custom_modules(config: JobConfig, job_dir: Path) -> list[str]:
+    """Files or packages of custom readers and transforms, shipped to the cluster."""
+    references = [config.source.reader, config.transform.function if config.transform else None]
+    found = [module_location(r, [str(job_dir)]) for r in references if r]
+    return sorted({f for f in found if f})
 
 
 def _actor_options(config: JobConfig) -> dict[str, Any]:
@@ -201,6 +209,9 @@ def _worker_spec(record: RunRecord, config: JobConfig,
         fmt=config.source.format, csv=config.source.csv, columns=columns,
         validation=config.validation,
         threads=max(1, cpus // config.execution.workers),
+        reader=config.source.reader,
+        transform=config.transform.function if config.transform else None,
+        code_dirs=(str(Path(record.job_file).parent),),
         fault_delay_s=float(os.environ.get(FAULT_DELAY_ENV, "0") or 0))
 
 
@@ -208,6 +219,10 @@ def _columns(job: Job, first_file: str) -> dict[str, ColumnSpec]:
     """The job's schema, or one inferred from the first file (recorded with the run)."""
     if job.config.schema_ is not None:
         return dict(job.config.schema_.columns)
+    if job.config.source.reader:
+        table = resolve(job.config.source.reader, [str(job.base_dir)])(first_file)
+        return {name: ColumnSpec(type=type_name(table.schema.field(name).type))
+                for name in table.column_names}
     inferred = infer_schema(first_file, job.config.source.format, job.config.source.csv)
     return {name: ColumnSpec(type=kind) for name, kind in inferred.items()}
 

@@ -37,7 +37,7 @@ def table_view_sql(columns: dict[str, str], paths: list[str], unique: str | None
         typed += [f"CAST(NULL AS VARCHAR) AS {FILE}", f"CAST(NULL AS BIGINT) AS {LINE}",
                   f"CAST(NULL AS VARCHAR) AS {BATCH}"]
         return f"SELECT {', '.join(typed)} WHERE false"
-    source = f"read_parquet({sql_paths(paths)})"
+    source = f"read_parquet({sql_paths(paths)}, union_by_name = true)"
     if unique:
         source += (f" AS t ANTI JOIN read_parquet({sql_paths([unique])}) AS u"
                    f" ON t.{FILE} = u.file AND t.{LINE} = u.line")

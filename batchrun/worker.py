@@ -23,7 +23,8 @@ from loguru import logger
 from batchrun.catalog import BatchResult, FileOutcome
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
-from batchrun.read import LINE, RawFile, read_file
+from batchrun.plugins import last_line, resolve
+from batchrun.read import LINE, RawFile, read_file, table_as_raw
 from batchrun.validate import FILE, Validated, Validator
 
 BATCH = "_batch_id"
@@ -46,6 +47,12 @@ class WorkerSpec:
     columns: dict[str, ColumnSpec]
     validation: ValidationSection = ValidationSection()
     threads: int = 1
+    reader: str | None = None
+    """Custom reader "module:function" (path → pyarrow Table), or None for the built-ins."""
+    transform: str | None = None
+    """Custom transform "module:function" (Table → Table) for each file's good rows."""
+    code_dirs: tuple[str, ...] = ()
+    """Folders put on the import path for custom steps (the job file's folder)."""
     fault_delay_s: float = 0.0
     """Test hook: sleep this long inside every batch, before writing (slows a run down)."""
 
@@ -73,6 +80,8 @@ class BatchWorker:
         self.partition = partition
         self.spec = spec
         self.validator = Validator(spec.columns, threads=spec.threads)
+        self.reader = resolve(spec.reader, spec.code_dirs) if spec.reader else None
+        self.transform = resolve(spec.transform, spec.code_dirs) if spec.transform else None
         self.out_dir = partition_dir(spec.staging_dir, spec.table, partition)
         self.rejects_dir = partition_dir(spec.staging_dir, rejects_table_name(spec.table),
                                          partition)
@@ -89,6 +98,8 @@ class BatchWorker:
         bytes_read = sum(len(r.text or b"") for r in raws)
         validated = self._validate(raws, task.batch_id)
         validated, outcomes = self._quarantine_noisy_files(validated, raws, outcomes)
+        if self.transform:
+            validated, outcomes = self._transformed(validated, outcomes)
         if self.spec.fault_delay_s:
             time.sleep(self.spec.fault_delay_s)
         name = f"{self.spec.run_id}-{task.batch_id}-{task.token}.parquet"
@@ -107,13 +118,59 @@ class BatchWorker:
         failures: dict[str, str] = {}
         for path in task.files:
             try:
-                raws.append(self._aligned(read_file(path, self.spec.fmt, self.spec.csv)))
+                raws.append(self._aligned(self._read(path)))
             except SourceError as exc:
                 if exc.transient:
                     raise
                 failures[path] = exc.reason
         outcomes = [FileOutcome(path=p, error=failures[p]) for p in task.files if p in failures]
         return raws, outcomes
+
+    def _read(self, path: str) -> RawFile:
+        if self.reader is None:
+            return read_file(path, self.spec.fmt, self.spec.csv)
+        try:
+            table = self.reader(path)
+        except Exception as exc:  # noqa: BLE001 - user code: any failure quarantines the file
+            raise PermanentSourceError(path, f"reader {self.spec.reader} failed: {last_line(exc)}"
+                                       ) from None
+        if not isinstance(table, pa.Table):
+            raise PermanentSourceError(path, f"reader {self.spec.reader} returned "
+                                       f"{type(table).__name__}, expected a pyarrow Table")
+        return table_as_raw(path, table)
+
+    def _transformed(self, validated: Validated, outcomes: list[FileOutcome]
+                     ) -> tuple[Validated, list[FileOutcome]]:
+        """Apply the custom transform to each file's good rows; a failure quarantines the file."""
+        good, rejects = validated.good, validated.rejects
+        parts, failed = [], {}
+        for path in pc.unique(good[FILE]).to_pylist() if good.num_rows else []:
+            mine = good.filter(pc.equal(good[FILE], path))
+            try:
+                parts.append(self._transform_one(mine))
+            except Exception as exc:  # noqa: BLE001 - user code
+                failed[path] = f"transform {self.spec.transform} failed: {last_line(exc)}"
+        if not failed and not parts:
+            return validated, outcomes
+        outcomes = [FileOutcome(path=o.path, error=failed[o.path]) if o.path in failed else o
+                    for o in outcomes]
+        dropped = pa.array(list(failed), pa.string())
+        rejects = rejects.filter(pc.invert(pc.is_in(rejects["file"], dropped)))
+        good = (pa.concat_tables(parts, promote_options="default") if parts
+                else good.slice(0, 0))
+        return Validated(good=good, rejects=rejects), outcomes
+
+    def _transform_one(self, table: pa.Table) -> pa.Table:
+        assert self.transform is not None
+        result = self.transform(table)
+        if not isinstance(result, pa.Table):
+            raise TypeError(f"returned {type(result).__name__}, expected a pyarrow Table")
+        for lineage in (FILE, LINE, BATCH):
+            if lineage not in result.column_names:
+                if result.num_rows != table.num_rows:
+                    raise ValueError(f"dropped the {lineage} column while changing the row count")
+                result = result.append_column(lineage, table[lineage])
+        return result
 
     def _aligned(self, raw: RawFile) -> RawFile:
         """Exactly the schema's columns, in order, as strings; or quarantine the file."""

@@ -702,6 +702,9 @@ def render(results: dict[str, Any]) -> None:
             table.add_row(contender, *row_cells(entry, shape["truth_rows"]))
         console.print(table)
         for contender, entry in shape["contenders"].items():
+            if entry.get("rows_match_truth") is False:
+                console.print(f"  [red]{contender}: ROW MISMATCH, wrote {entry['rows_written']} "
+                              f"rows, the generator wrote {shape['truth_rows']:,}[/]")
             if entry.get("error"):
                 console.print(f"  {contender}: {escape(entry['error'])}")
         console.print(derived_text(shape["derived"]))

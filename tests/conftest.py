@@ -113,23 +113,24 @@ def committed_batches(state_dir: Path) -> int:
         catalog.close()
 
 
-def staged_counts(state_dir: Path, run_id: str | None = None) -> dict[str, int]:
+def staged_counts(state_dir: Path, run_id: str | None = None, key: str = "order_id") -> dict[str, int]:
     """Rows, distinct order ids and rejects through the staging views of a run."""
     catalog = Catalog(state_dir)
     run_id = run_id or catalog.latest_run_id()
     record = catalog.run(run_id)
     db = query_connection(record.table, record.schema or {}, catalog.committed(run_id))
-    rows, distinct = db.execute(f"SELECT count(*), count(DISTINCT order_id) FROM {record.table}"
+    rows, distinct = db.execute(f"SELECT count(*), count(DISTINCT {key}) FROM {record.table}"
                                 ).fetchone()
     rejected = db.execute(f"SELECT count(*) FROM {record.table}__rejects").fetchone()[0]
     return {"rows": rows, "distinct": distinct, "rejected": rejected}
 
 
-def assert_exactly_once(state_dir: Path, truth_rows: int, truth_rejects: int = 0) -> str:
+def assert_exactly_once(state_dir: Path, truth_rows: int, truth_rejects: int = 0,
+                        key: str = "order_id") -> str:
     """Valid rows staged exactly once; no uncommitted or temporary file left on disk."""
     catalog = Catalog(state_dir)
     run_id = catalog.latest_run_id()
-    counts = staged_counts(state_dir, run_id)
+    counts = staged_counts(state_dir, run_id, key)
     assert counts == {"rows": truth_rows, "distinct": truth_rows, "rejected": truth_rejects}
     record = catalog.run(run_id)
     on_disk = {str(p) for p in staged_files(Path(record.staging_dir), record.table, run_id)}
