@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,9 +33,13 @@ _THREADED_READ_BYTES = 32 * 2**20
 
 @dataclass(frozen=True)
 class RaggedRow:
+    """A record that could not be split into cells: a reject before validation."""
+
     line: int
     text: str
     fields: int
+    rule: str = "ragged_row"
+    detail: str | None = None
 
 
 @dataclass
@@ -223,13 +228,44 @@ def table_as_raw(path: str, table: pa.Table) -> RawFile:
 
 
 def _read_jsonl(path: str, text: bytes) -> RawFile:
+    """Fast path: pyarrow reads the whole file. If a line is malformed, parse line by line
+    so the good lines still load and each bad one becomes a `malformed_json` reject."""
     try:
         table = pajson.read_json(pa.BufferReader(text))
-    except pa.ArrowInvalid as exc:
-        raise PermanentSourceError(path, f"cannot parse as JSON lines: {_first_line(exc)}") from None
+    except pa.ArrowInvalid:
+        return _read_jsonl_lines(path, text)
+    if table.num_rows != sum(1 for line in text.splitlines() if line.strip()):
+        return _read_jsonl_lines(path, text)
     strings = _as_strings(path, table)
-    lines = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
+    if b"\n\n" in text or text.startswith(b"\n") or b"\r\n\r\n" in text:
+        numbers = [i for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        lines = pa.array(numbers, pa.int64())
+    else:
+        lines = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
     return RawFile(path=path, table=strings.append_column(LINE, lines), text=text)
+
+
+def _read_jsonl_lines(path: str, text: bytes) -> RawFile:
+    records, numbers, bad = [], [], []
+    for number, line in enumerate(text.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected an object, got {type(record).__name__}")
+        except ValueError as exc:
+            bad.append(RaggedRow(line=number, text=line, fields=0, rule="malformed_json",
+                                 detail=str(exc).splitlines()[0]))
+            continue
+        records.append({k: None if v is None else v if isinstance(v, str) else json.dumps(v)
+                        for k, v in record.items()})
+        numbers.append(number)
+    if not records and bad:
+        raise PermanentSourceError(path, f"no valid JSON line (line {bad[0].line}: {bad[0].detail})")
+    table = pa.Table.from_pylist(records) if records else pa.table({})
+    table = _as_strings(path, table).append_column(LINE, pa.array(numbers, pa.int64()))
+    return RawFile(path=path, table=table, ragged=bad, text=text)
 
 
 def _read_parquet(path: str, data: bytes) -> RawFile:

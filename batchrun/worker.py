@@ -279,8 +279,8 @@ def _ragged_rejects(raw: RawFile) -> pa.Table:
         "file": pa.array([raw.path] * len(raw.ragged), pa.string()),
         "line": pa.array([r.line for r in raw.ragged], pa.int64()),
         "column": pa.array([None] * len(raw.ragged), pa.string()),
-        "rule": pa.array(["ragged_row"] * len(raw.ragged), pa.string()),
-        "value": pa.array([f"{r.fields} fields, expected {expected}" for r in raw.ragged],
-                          pa.string()),
+        "rule": pa.array([r.rule for r in raw.ragged], pa.string()),
+        "value": pa.array([r.detail or f"{r.fields} fields, expected {expected}"
+                           for r in raw.ragged], pa.string()),
         "raw_line": pa.array([r.text for r in raw.ragged], pa.string()),
     })

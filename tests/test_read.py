@@ -159,9 +159,9 @@ def test_a_ragged_row_that_itself_spans_lines_moves_the_next_rows_down(tmp_path:
 
 
 def test_without_a_header_the_first_line_is_row_one(tmp_path: Path) -> None:
-    raw = read(tmp_path, b'1,a\n2,"b\nc"\n\n3,d\n4\n', header=False)
-    assert cells(raw) == [(1, "1", "a"), (2, "2", "b\nc"), (5, "3", "d")]
-    assert ragged(raw) == [(6, "4", 1)]
+    raw = read(tmp_path, b'1,a\n2,"b\nc"\n3,d\n4\n5,e\n', header=False)
+    assert cells(raw) == [(1, "1", "a"), (2, "2", "b\nc"), (4, "3", "d"), (6, "5", "e")]
+    assert ragged(raw) == [(5, "4", 1)]
 
 
 def test_raw_lines_returns_the_text_of_the_given_physical_lines(tmp_path: Path) -> None:
@@ -653,3 +653,19 @@ def test_a_timestamp_with_an_offset_is_not_silently_shifted() -> None:
     validated = validate({"t": {"type": "timestamp"}}, [("2025-01-02 03:04:05+02:00",)])
     staged_values = validated.good["t"].to_pylist()
     assert staged_values in ([], [dt.datetime(2025, 1, 2, 1, 4, 5)])
+
+
+@pytest.mark.xfail(strict=True, reason="batchrun bug: with header = false, read._parse_csv sets "
+                   "no column_types, so pyarrow infers int/float columns; a blank line then "
+                   "becomes a row (f0 NULL, f1 '') instead of being dropped")
+def test_without_a_header_blank_lines_are_dropped_but_counted(tmp_path: Path) -> None:
+    raw = read(tmp_path, b'1,a\n2,"b\nc"\n\n3,d\n', header=False)
+    assert cells(raw) == [(1, "1", "a"), (2, "2", "b\nc"), (5, "3", "d")]
+
+
+@pytest.mark.xfail(strict=True, reason="batchrun bug: with header = false, pyarrow infers "
+                   "column types and the cells are cast back to strings, so raw values change: "
+                   "'007' -> '7', '12.30' -> '12.3'")
+def test_without_a_header_cells_stay_the_raw_text(tmp_path: Path) -> None:
+    raw = read(tmp_path, b"007,12.30,x\n8,1.50,y\n", header=False)
+    assert cells(raw) == [(1, "007", "12.30", "x"), (2, "8", "1.50", "y")]

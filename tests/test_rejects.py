@@ -121,3 +121,20 @@ def test_the_human_summary_says_what_was_rejected_and_how_to_look(
     said = capsys.readouterr().err
     assert "2 rows staged, 1 rejected, 1 file(s) quarantined" in said
     assert "batchrun status" in said and "batchrun rejects" in said and "batchrun resume" in said
+
+
+def test_json_lines_go_through_the_same_validation_and_rejects(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = make_files(tmp_path, {"a/1.jsonl": (
+        '{"order_id": 1, "quantity": 5, "currency": "USD", "note": "a, \\"b\\""}\n'
+        '{"order_id": 2, "quantity": "ten", "currency": "USD", "note": null}\n'
+        '{not json\n'
+        '\n'
+        '{"order_id": 3, "quantity": 2, "currency": "EUR", "note": "x"}\n')})
+    job.write_text(job.read_text().replace('paths = ["in/*/*.csv"]',
+                                           'paths = ["in/*/*.jsonl"]\nformat = "jsonl"'))
+    code, report = run(job, tmp_path, capsys)
+    assert code == EXIT_OK and report["rows"] == {"staged": 2, "rejected": 2}
+    found = [(r["line"], r["rule"]) for r in rejects(tmp_path, capsys)]
+    assert found == [(2, "type:int32"), (3, "malformed_json")]
+    assert_exactly_once(tmp_path / "s", truth_rows=2, truth_rejects=2)
