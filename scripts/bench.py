@@ -149,6 +149,7 @@ class ShapeData:
     bytes: int
     rows: int
     samples: list[Sample] = field(default_factory=list)
+    rounds_run: int = 0
 
 
 # -- the job schema (configs/demo.toml) -----------------------------------------------------
@@ -592,7 +593,8 @@ def round_order(contenders: list[Contender], round_no: int) -> list[Contender]:
 
 
 def bench_shape(data: ShapeData, contenders: list[Contender], scratch: Path,
-                args: argparse.Namespace) -> None:
+                args: argparse.Namespace, deadline: float | None) -> None:
+    """Run the rounds; stop early (at least one round) if another would pass `deadline`."""
     task = {"paths": data.paths, "schema": schema_types()}
     (scratch / f"{data.shape.name}-task.json").write_text(json.dumps(task))
     jobs = write_jobs(data, scratch)
@@ -602,18 +604,22 @@ def bench_shape(data: ShapeData, contenders: list[Contender], scratch: Path,
                      if c not in runnable]
     timed_out: set[str] = set()
     for round_no in range(1, args.rounds + 1):
-        started = time.perf_counter()
+        started = time.monotonic()
         for contender in round_order(runnable, round_no):
-            if contender.name in timed_out:
-                continue
-            sample = run_sample(contender, data, round_no, scratch, jobs, args)
-            data.samples.append(sample)
-            print_sample(data, sample)
-            if sample.status == "timeout":
-                timed_out.add(contender.name)
-        took = time.perf_counter() - started
-        console.print(f"[dim]{data.shape.name} round {round_no}/{args.rounds}: {took:.1f} s "
-                      f"(≈{took * (args.rounds - round_no):.0f} s left for this shape)[/]")
+            if contender.name not in timed_out:
+                sample = run_sample(contender, data, round_no, scratch, jobs, args)
+                data.samples.append(sample)
+                print_sample(data, sample)
+                if sample.status == "timeout":
+                    timed_out.add(contender.name)
+        data.rounds_run = round_no
+        took = time.monotonic() - started
+        console.print(f"[dim]{data.shape.name} round {round_no}/{args.rounds}: {took:.1f} s[/]")
+        if round_no < args.rounds and deadline and time.monotonic() + took > deadline:
+            console.print(f"[yellow]{data.shape.name}: stopping after {round_no} round(s); "
+                          f"another (~{took:.0f} s) would pass this shape's share of "
+                          f"--budget-min[/]")
+            break
 
 
 def print_sample(data: ShapeData, sample: Sample) -> None:
@@ -636,6 +642,7 @@ def summarise(data: ShapeData, contenders: list[Contender]) -> dict[str, Any]:
         wall = entry.get("median_wall_s")
         entry["ratio_batchrun_over"] = round(base / wall, 3) if base and wall else None
     return {"files": len(data.paths), "bytes": data.bytes, "truth_rows": data.rows,
+            "rounds_run": data.rounds_run,
             "data_dir": str(data.data_dir), "contenders": stats,
             "derived": derived(stats), "samples": [asdict(s) for s in data.samples]}
 
@@ -694,7 +701,8 @@ def derived(stats: dict[str, dict[str, Any]]) -> dict[str, float | None]:
 def render(results: dict[str, Any]) -> None:
     for name, shape in results["shapes"].items():
         table = Table(title=f"{name}: {shape['files']:,} files, {shape['bytes'] / 1e6:,.1f} MB, "
-                            f"{shape['truth_rows']:,} rows (median of {results['config']['rounds']})")
+                            f"{shape['truth_rows']:,} rows (median of {shape['rounds_run']} "
+                            f"round(s))")
         for column in ("contender", "status", "wall s", "MB/s", "rows/s", "peak RSS MB",
                        "rows written", "batchrun/this"):
             table.add_column(column, justify="left" if column in ("contender", "status") else "right")
@@ -778,6 +786,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contenders", help="comma-separated subset of: " + ", ".join(BY_NAME))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    parser.add_argument("--budget-min", type=float, default=15.0,
+                        help="time budget for the whole benchmark, shared evenly by the shapes; "
+                             "a shape stops before a round that would overrun its share "
+                             "(at least one round always runs; 0 = no budget)")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "bench-data")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results.json")
     parser.add_argument("--seed", type=int, default=42)
