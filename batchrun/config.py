@@ -241,9 +241,21 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
     except ValidationError as exc:
         raise _config_error(str(path), exc) from None
     _check_custom_steps(str(path), config, job_path.parent)
+    _check_patterns(str(path), config)
     staging = Path(config.staging.dir).expanduser()
     staging_dir = staging if staging.is_absolute() else job_path.parent / staging
     return Job(config=config, path=job_path, staging_dir=staging_dir.resolve())
+
+
+def _check_patterns(where: str, config: JobConfig) -> None:
+    """Patterns run in DuckDB (RE2, no backreferences or lookaround): check them there."""
+    from batchrun.validate import pattern_problem
+
+    for name, spec in (config.schema_.columns if config.schema_ else {}).items():
+        problem = spec.pattern and pattern_problem(spec.pattern)
+        if problem:
+            raise ConfigError(where, f"schema.columns.{name}.pattern",
+                              f"not a regular expression RE2 accepts ({problem})")
 
 
 def _check_custom_steps(where: str, config: JobConfig, base_dir: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from batchrun.errors import PermanentSourceError, TransientSourceError
 LINE = "_line"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _THREADED_READ_BYTES = 32 * 2**20
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,24 @@ class RawFile:
 Reader = Callable[[str], RawFile]
 
 
-def read_file(path: str, fmt: str, options: CsvOptions) -> RawFile:
-    """Read any supported file; compression is detected from the extension."""
+def read_file(path: str, fmt: str, options: CsvOptions,
+              column_names: list[str] | None = None) -> RawFile:
+    """Read any supported file; compression is detected from the extension.
+
+    `column_names` names the columns of a CSV without a header (by position).
+    """
     data = _read_bytes(path)
     if fmt == "parquet":
         return _read_parquet(path, data)
+    encoding = options.encoding if fmt == "csv" else "utf-8"
     if not data.strip():
         raise PermanentSourceError(path, "empty file (no header, no rows)")
-    if b"\0" in data[:8192]:
+    if b"\0" in data[:8192] and not encoding.replace("-", "").lower().startswith(("utf16", "utf32")):
         raise PermanentSourceError(path, "binary content (NUL bytes), not text")
-    text = _decode(path, data, options.encoding if fmt == "csv" else "utf-8")
+    text = _decode(path, data, encoding)
     if fmt == "jsonl":
         return _read_jsonl(path, text)
-    return _read_csv(path, text, options)
+    return _read_csv(path, text, options, column_names)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -126,30 +133,42 @@ def sniff_delimiter(header: str) -> str:
     return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
 
 
-def _header(text: bytes, delimiter: str) -> list[str]:
+def _header(path: str, text: bytes, delimiter: str) -> list[str]:
     first = text.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-    return next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
+    try:
+        return next(csv.reader(io.StringIO(first, newline=""), delimiter=delimiter), [])
+    except csv.Error as exc:
+        raise PermanentSourceError(path, f"cannot read the header line: {exc}") from None
 
 
-def _read_csv(path: str, text: bytes, options: CsvOptions) -> RawFile:
+def _read_csv(path: str, text: bytes, options: CsvOptions,
+              column_names: list[str] | None = None) -> RawFile:
+    if not text.endswith(b"\n"):
+        text += b"\n"
     first_line = text.split(b"\n", 1)[0].decode("utf-8", "replace")
     delimiter = sniff_delimiter(first_line) if options.delimiter == "auto" else options.delimiter
-    names = _header(text, delimiter) if options.header else None
-    if names is not None and len(set(names)) != len(names):
+    if options.header:
+        names = _header(path, text, delimiter)
+    else:
+        width = len(_header(path, text, delimiter))
+        names = list(column_names or [f"f{i}" for i in range(width)])
+    if len(set(names)) != len(names):
         raise PermanentSourceError(path, f"duplicate column names in header: {names}")
-    table, ragged = _parse_csv(path, text, delimiter, names, threaded=len(text) > _THREADED_READ_BYTES)
+    threaded = len(text) > _THREADED_READ_BYTES
+    table, ragged = _parse_csv(path, text, delimiter, names, options.header, threaded)
     if ragged and any(r.line < 0 for r in ragged):
-        table, ragged = _parse_csv(path, text, delimiter, names, threaded=False)
+        table, ragged = _parse_csv(path, text, delimiter, names, options.header, threaded=False)
     header_lines = 1 if options.header else 0
     lines, ragged = _line_numbers(table, ragged, header_lines)
     table = table.append_column(LINE, lines)
-    blank = _blank_rows(table)
+    raw = RawFile(path=path, table=table, ragged=ragged, text=text)
+    blank = _blank_rows(raw)
     if blank is not None:
-        table = table.filter(pc.invert(blank))
-    return RawFile(path=path, table=table, ragged=ragged, text=text)
+        raw.table = table.filter(pc.invert(blank))
+    return raw
 
 
-def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str] | None,
+def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header: bool,
                threaded: bool) -> tuple[pa.Table, list[RaggedRow]]:
     ragged: list[RaggedRow] = []
 
@@ -159,21 +178,16 @@ def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str] | None,
         return "skip"
 
     read = pacsv.ReadOptions(use_threads=threaded, column_names=names,
-                             skip_rows=1 if names is not None else 0,
-                             autogenerate_column_names=names is None)
+                             skip_rows=1 if header else 0)
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
                                ignore_empty_lines=False, invalid_row_handler=on_invalid_row)
-    columns = names if names is not None else None
-    convert = pacsv.ConvertOptions(
-        column_types={n: pa.string() for n in columns} if columns else None,
-        strings_can_be_null=False, quoted_strings_can_be_null=False)
+    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
     try:
         table = pacsv.read_csv(pa.BufferReader(text), read_options=read,
                                parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid as exc:
         raise PermanentSourceError(path, f"cannot parse as CSV: {_first_line(exc)}") from None
-    if names is None:
-        table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
     return table, ragged
 
 
@@ -209,15 +223,23 @@ def _embedded_newlines(table: pa.Table) -> np.ndarray:
     return total
 
 
-def _blank_rows(table: pa.Table) -> pa.ChunkedArray | None:
-    """Rows whose every cell is empty (blank lines): dropped, their line still counted."""
+def _blank_rows(raw: RawFile) -> pa.Array | None:
+    """Blank lines: dropped, their line still counted. A row of empty cells (',,') whose
+    line is not blank is kept, so rules such as `required` still see it."""
+    table = raw.table
     cells = [c for name, c in zip(table.column_names, table.columns) if name != LINE]
     if not cells or table.num_rows == 0:
         return None
-    blank = pc.equal(pc.binary_length(cells[0]), 0)
+    empty = pc.equal(pc.binary_length(cells[0]), 0)
     for column in cells[1:]:
-        blank = pc.and_(blank, pc.equal(pc.binary_length(column), 0))
-    return blank if pc.any(blank).as_py() else None
+        empty = pc.and_(empty, pc.equal(pc.binary_length(column), 0))
+    if not pc.any(empty).as_py():
+        return None
+    candidates = np.flatnonzero(empty.to_numpy(zero_copy_only=False))
+    lines = table[LINE].take(pa.array(candidates)).to_pylist()
+    blank = np.zeros(table.num_rows, dtype=bool)
+    blank[candidates] = [not text.strip() for text in raw.raw_lines(lines)]
+    return pa.array(blank)
 
 
 def table_as_raw(path: str, table: pa.Table) -> RawFile:
@@ -234,10 +256,10 @@ def _read_jsonl(path: str, text: bytes) -> RawFile:
         table = pajson.read_json(pa.BufferReader(text))
     except pa.ArrowInvalid:
         return _read_jsonl_lines(path, text)
-    if table.num_rows != sum(1 for line in text.splitlines() if line.strip()):
-        return _read_jsonl_lines(path, text)
+    if any(pa.types.is_timestamp(t) or pa.types.is_date(t) for t in table.schema.types):
+        return _read_jsonl_lines(path, text)  # keep date-like strings exactly as written
     strings = _as_strings(path, table)
-    if b"\n\n" in text or text.startswith(b"\n") or b"\r\n\r\n" in text:
+    if _BLANK_LINE.search(text) or not text[:1].strip():
         numbers = [i for i, line in enumerate(text.splitlines(), 1) if line.strip()]
         lines = pa.array(numbers, pa.int64())
     else:

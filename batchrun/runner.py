@@ -174,6 +174,8 @@ def _connect_ray(config: JobConfig, job_dir: Path, log: Any) -> bool:
         return False
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                "logging_level": logging.ERROR, "configure_logging": True}
+    if address:
+        _probe(address)
     try:
         if address:
             import batchrun
@@ -188,6 +190,18 @@ def _connect_ray(config: JobConfig, job_dir: Path, log: Any) -> bool:
     log.info("connected to Ray at {} ({} CPUs)", address or "a new local instance",
              ray.cluster_resources().get("CPU", 0))
     return not address
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a host:port cluster address does not answer."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and friends: Ray resolves (and reports) those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot reach Ray at {address}: {exc}") from None
 
 
 def _custom_modules(config: JobConfig, job_dir: Path) -> list[str]:

@@ -74,6 +74,8 @@ def _typed(value: str, spec: ColumnSpec) -> str:
     if kind in ("date", "timestamp") and spec.format:
         parsed = f"TRY_STRPTIME({value}, {_literal(spec.format)})"
         return f"TRY_CAST({parsed} AS DATE)" if kind == "date" else parsed
+    if kind == "timestamp":  # an offset is applied (stored as UTC), never silently dropped
+        return f"timezone('UTC', TRY_CAST({value} AS TIMESTAMPTZ))"
     return f"TRY_CAST({value} AS {duckdb_type(kind)})"
 
 
@@ -106,6 +108,15 @@ def checks_for(name: str, spec: ColumnSpec, value: str, typed: str) -> list[Chec
     return checks
 
 
+def pattern_problem(pattern: str) -> str | None:
+    """Why DuckDB (RE2) cannot use this regular expression, or None if it can."""
+    try:
+        duckdb.connect().execute("SELECT regexp_full_match('', ?)", [pattern]).fetchall()
+    except duckdb.Error as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
 class Validator:
     """Compiles the column rules once; validates any number of batches."""
 
@@ -113,25 +124,25 @@ class Validator:
         self.columns = columns
         self.checks: list[Check] = []
         cleaned, typed = [], []
-        for name, spec in columns.items():
-            value = f"{_quote(name + '__v')}"
+        # Helper columns are named _v<i>/_t<i>: schema names cannot start with "_".
+        for index, (name, spec) in enumerate(columns.items()):
+            value = f"_v{index}"
             cleaned.append(f"{_cleaned(name, spec)} AS {value}")
-            typed_sql = _typed(value, spec)
-            typed.append(f"{typed_sql} AS {_quote(name)}")
-            self.checks.extend(checks_for(name, spec, value, _quote(name + '__t')))
+            typed.append(f"{_typed(value, spec)} AS _t{index}")
+            self.checks.extend(checks_for(name, spec, value, f"_t{index}"))
         self._sql = self._compile(cleaned, typed)
         self._db = duckdb.connect(config={"threads": threads})
+        self._db.execute("SET TimeZone = 'UTC'")  # naive timestamps are read as UTC
 
     def _compile(self, cleaned: list[str], typed: list[str]) -> str:
         names = list(self.columns)
-        retyped = ", ".join(f"{t.rsplit(' AS ', 1)[0]} AS {_quote(n + '__t')}"
-                            for t, n in zip(typed, names))
+        retyped = ", ".join(typed)
         codes = " ".join(f"WHEN {c.sql} THEN {i}" for i, c in enumerate(self.checks))
         reject = f"CASE {codes} END" if self.checks else "NULL::INTEGER"
         values = " ".join(f"WHEN {i} THEN {_quote(c.column)}"
                           for i, c in enumerate(self.checks))
         value = f"CASE _reject {values} END" if self.checks else "NULL::VARCHAR"
-        outputs = ", ".join(f"{_quote(n + '__t')} AS {_quote(n)}" for n in names)
+        outputs = ", ".join(f"_t{i} AS {_quote(n)}" for i, n in enumerate(names))
         raw_columns = ", ".join(_quote(n) for n in names)
         return (
             f"WITH cleaned AS (SELECT {raw_columns}, {FILE}, {LINE}, {', '.join(cleaned)} FROM raw),"

@@ -123,12 +123,14 @@ class BatchWorker:
                 if exc.transient:
                     raise
                 failures[path] = exc.reason
+            except Exception as exc:  # noqa: BLE001 - one unreadable file must not fail a batch
+                failures[path] = f"unexpected error while reading: {last_line(exc)}"
         outcomes = [FileOutcome(path=p, error=failures[p]) for p in task.files if p in failures]
         return raws, outcomes
 
     def _read(self, path: str) -> RawFile:
         if self.reader is None:
-            return read_file(path, self.spec.fmt, self.spec.csv)
+            return read_file(path, self.spec.fmt, self.spec.csv, list(self.spec.columns))
         try:
             table = self.reader(path)
         except Exception as exc:  # noqa: BLE001 - user code: any failure quarantines the file

@@ -21,9 +21,16 @@ Method
   descendant: Ray's raylet, GCS and workers too) every `--poll-ms` (50 ms) and keeps
   the peak. RSS counts shared pages (Ray's object store) once per process that maps
   them, so the Ray-based figures are upper bounds.
+* batchrun runs as `python -m batchrun run JOB --json --no-progress` with a fresh
+  --state-dir and --staging-dir; JOB is configs/demo.toml with source.paths pointing at
+  the shape (batchrun: rules, 2 workers; batchrun_types_only: the column rules required,
+  min, max, allowed, pattern, max_length removed, types and formats kept;
+  batchrun_1worker: --workers 1). Its rows are read back from staging/<table>/.
 * Rounds: `--rounds` rounds per shape; every round runs every contender once and the
   order rotates each round (A/B interleaving), so drift on a shared machine spreads
   evenly. Reported: the median wall time, the maximum peak RSS over rounds.
+* Budget: `--budget-min` (15) is shared by the shapes; a shape stops before a round that
+  would overrun its share (at least one round always runs) and reports how many ran.
 * Correctness: after each run (untimed) the output is read back with
   `pyarrow.dataset` and its row count compared with the generator's truth; the column
   types are compared with the job schema. A mismatch is flagged, and the script exits 1.
@@ -105,7 +112,7 @@ SCALES: dict[str, dict[str, Shape]] = {
 class Contender:
     name: str
     needs: tuple[str, ...] = ()
-    """Modules that must be importable; otherwise the contender is skipped."""
+    """Top-level modules that must be installed (checked without importing them)."""
     workers: int = 0
     """0 = a Python peer run by this script; > 0 = the batchrun CLI with this many workers."""
     rules: bool = True
@@ -115,8 +122,8 @@ class Contender:
 CONTENDERS: tuple[Contender, ...] = (
     Contender("duckdb_copy", needs=("duckdb",)),
     Contender("pyarrow_1thread", needs=("pyarrow",)),
-    Contender("ray_data", needs=("ray", "ray.data", "pandas")),
-    Contender("dask", needs=("dask", "dask.dataframe", "pandas")),
+    Contender("ray_data", needs=("ray", "pandas", "fsspec")),
+    Contender("dask", needs=("dask", "pandas")),
     Contender("polars", needs=("polars",)),
     Contender("batchrun", workers=2),
     Contender("batchrun_types_only", workers=2, rules=False),
@@ -137,7 +144,8 @@ class Sample:
     rejected: int | None = None
     types_ok: bool | None = None
     inner_s: float | None = None
-    """Time measured inside the child (imports excluded); batchrun: its duration_s."""
+    """Seconds measured inside the child, from just before the peer imports its library
+    (interpreter start excluded); batchrun: the run's own duration_s."""
     error: str | None = None
 
 
@@ -335,7 +343,7 @@ def warm_cache(paths: Iterable[str]) -> None:
 def job_document(data_dir: Path, rules: bool) -> dict[str, Any]:
     """configs/demo.toml with the shape's paths, optionally without column rules."""
     doc = demo_job()
-    doc["source"] = {"paths": [str(data_dir / "supplier_*" / "*.csv")], "format": "csv"}
+    doc["source"] = {**doc["source"], "paths": [str(data_dir / "supplier_*" / "*.csv")]}
     doc["staging"] = {"dir": "staging"}
     doc["execution"] = {**doc.get("execution", {}), "workers": 2}
     if not rules:
@@ -476,16 +484,23 @@ def run_tree(command: list[str], workdir: Path, timeout: float, poll: float) -> 
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float, watcher: TreeWatcher) -> int | None:
+    """Exit code, or None after killing the tree at the timeout.
+
+    A blocking wait in a thread: Popen.wait(timeout) polls and would round every wall
+    time up to its 50 ms sleep steps.
+    """
+    waiter = threading.Thread(target=proc.wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    if not waiter.is_alive():
+        return proc.returncode
+    watcher.kill_tree()
     try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        watcher.kill_tree()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        return None
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    waiter.join()
+    return None
 
 
 def _reap(watcher: TreeWatcher, grace: float = 5.0) -> None:
@@ -777,14 +792,14 @@ def cpu_model() -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=("default", "seed"), default="default",
                         help="default: few-big + many-small; seed: 10,000 × 2 MB")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, for smoke tests")
     parser.add_argument("--shapes", help="comma-separated shape names (default: all of the scale)")
     parser.add_argument("--contenders", help="comma-separated subset of: " + ", ".join(BY_NAME))
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per shape (medians)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--budget-min", type=float, default=15.0,
                         help="time budget for the whole benchmark, shared evenly by the shapes; "
@@ -827,12 +842,14 @@ def main(argv: list[str] | None = None) -> int:
     scratch.mkdir(parents=True)
     results: dict[str, Any] = {"machine": machine_info(), "config": {
         "scale": scale, "rounds": args.rounds, "timeout_s": args.timeout, "seed": args.seed,
+        "budget_min": args.budget_min,
         "contenders": [c.name for c in contenders],
         "shapes": {s.name: asdict(s) for s in shapes}}, "shapes": {}}
     started = time.perf_counter()
-    for shape in shapes:
+    budget_end = time.monotonic() + args.budget_min * 60 if args.budget_min > 0 else None
+    for index, shape in enumerate(shapes):
         data = ensure_data(shape, args.data_dir, args.seed)
-        bench_shape(data, contenders, scratch, args)
+        bench_shape(data, contenders, scratch, args, shape_deadline(budget_end, len(shapes) - index))
         results["shapes"][shape.name] = summarise(data, contenders)
     results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["total_s"] = round(time.perf_counter() - started, 1)
@@ -842,6 +859,13 @@ def main(argv: list[str] | None = None) -> int:
     render(results)
     console.print(f"total {results['total_s']:.0f} s; results written to {args.out}")
     return exit_code(results)
+
+
+def shape_deadline(budget_end: float | None, shapes_left: int) -> float | None:
+    """An even share of the remaining budget for the next shape."""
+    if budget_end is None:
+        return None
+    return time.monotonic() + max(0.0, budget_end - time.monotonic()) / shapes_left
 
 
 def exit_code(results: dict[str, Any]) -> int:

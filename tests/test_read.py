@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.catalog import BatchResult
-from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
+from batchrun.config import ColumnSpec, CsvOptions, ValidationSection, load_job
+from batchrun.errors import ConfigError
 from batchrun.errors import PermanentSourceError
 from batchrun.read import LINE, RawFile, read_file
 from batchrun.validate import FILE, Validated, Validator
@@ -286,9 +287,6 @@ def test_jsonl_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     assert cells(raw) == [(1, "x"), (3, "y"), (5, "z")]
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: read._read_jsonl only renumbers lines "
-                   "when the text contains an empty line (\\n\\n); a whitespace-only line is "
-                   "skipped by pyarrow but not counted, so later rows get a line number too low")
 def test_jsonl_line_numbers_count_whitespace_only_lines(tmp_path: Path) -> None:
     raw = read(tmp_path, b'{"a": "x"}\n   \n{"a": "y"}\n', name="in.jsonl", fmt="jsonl")
     assert cells(raw) == [(1, "x"), (3, "y")]
@@ -568,12 +566,9 @@ def test_jsonl_through_the_worker_stages_typed_rows(tmp_path: Path) -> None:
     assert [(r["line"], r["rule"]) for r in rejected(result)] == [(2, "type:decimal(12,2)")]
 
 
-# ----------------------------------------------- known batchrun bugs (strict xfail)
+# ------------------------------------------- regressions: bugs found and fixed
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: a header-only CSV without a trailing "
-                   "newline is quarantined ('cannot parse as CSV: Could not skip initial 1 "
-                   "rows') instead of giving 0 rows and a warning")
 def test_header_only_file_without_a_trailing_newline_gives_zero_rows_and_a_warning(
         tmp_path: Path) -> None:
     path = write(tmp_path, "h.csv", b"id,price,name")
@@ -582,9 +577,6 @@ def test_header_only_file_without_a_trailing_newline_gives_zero_rows_and_a_warni
     assert len(warnings_of(result)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: read._blank_rows drops every row whose "
-                   "cells are all empty (',,' or '\"\",\"\"'), not only blank lines, so such a "
-                   "row is neither staged nor rejected even when a column is required")
 def test_a_row_of_empty_cells_is_rejected_as_required_not_dropped_as_blank(
         tmp_path: Path) -> None:
     path = write(tmp_path, "e.csv", b'id,price,name\n1,1.00,a\n,,\n"","",""\n2,2.00,b\n')
@@ -592,9 +584,6 @@ def test_a_row_of_empty_cells_is_rejected_as_required_not_dropped_as_blank(
     assert [(r["line"], r["rule"]) for r in rejected(result)] == [(3, "required"), (4, "required")]
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: a CSV with CR-only line endings makes "
-                   "read._header raise a raw _csv.Error (not a SourceError), which escapes "
-                   "BatchWorker.process and fails the whole batch instead of one file")
 def test_a_file_with_cr_only_line_endings_does_not_fail_the_whole_batch(tmp_path: Path) -> None:
     good = write(tmp_path, "good.csv", b"id,price,name\n1,1.00,a\n")
     old_mac = write(tmp_path, "mac.csv", b"id,price,name\r2,2.00,b\r3,3.00,c\r")
@@ -604,27 +593,17 @@ def test_a_file_with_cr_only_line_endings_does_not_fail_the_whole_batch(tmp_path
     assert mac.error or mac.rows_staged == 2
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: read_file checks for NUL bytes before "
-                   "decoding, so any UTF-16 file (encoding = 'utf-16') is refused as 'binary "
-                   "content (NUL bytes), not text'")
 def test_utf16_encoding_is_decoded_not_called_binary(tmp_path: Path) -> None:
     raw = read(tmp_path, "id,note\n1,café\n".encode("utf-16"), encoding="utf-16")
     assert cells(raw) == [(2, "1", "café")]
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: pyarrow.json infers a timestamp type "
-                   "for a jsonl column whose strings all look like dates, and _as_strings casts "
-                   "it back as '2025-01-02 00:00:00': a string column is not staged unchanged")
 def test_jsonl_strings_that_look_like_dates_are_staged_unchanged(tmp_path: Path) -> None:
     raw = read(tmp_path, b'{"code": "2025-01-02"}\n{"code": "2025-01-03"}\n',
                name="in.jsonl", fmt="jsonl")
     assert cells(raw) == [(1, "2025-01-02"), (2, "2025-01-03")]
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug (design gap): with header = false the "
-                   "reader names columns f0, f1, ... and the worker matches them by name, so a "
-                   "file is quarantined for 'unknown columns' unless the schema is literally "
-                   "named f0, f1, ...; expected the schema columns to be taken by position")
 def test_without_a_header_the_schema_columns_are_taken_by_position(tmp_path: Path) -> None:
     path = write(tmp_path, "n.csv", b"1,1.00,a\n2,2.00,b\n")
     result = worker(tmp_path, header=False).process(BatchTask("b1", (path,)))
@@ -632,45 +611,33 @@ def test_without_a_header_the_schema_columns_are_taken_by_position(tmp_path: Pat
     assert [(r["id"], r["_line"]) for r in staged(result)] == [(1, 1), (2, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: ColumnSpec.pattern is checked with "
-                   "Python's re, but the rule runs in DuckDB (RE2): a backreference, lookahead "
-                   "or \\Z passes config validation and then every batch raises "
-                   "duckdb InvalidInputException")
 @pytest.mark.parametrize("pattern", [r"(a)\1", r"(?=a)a", r"abc\Z"])
-def test_a_pattern_the_config_accepts_can_be_validated(pattern: str) -> None:
-    validated = validate({"s": {"type": "string", "pattern": pattern}}, [("zzz",)])
-    assert [r[2] for r in reject_rules(validated)] == ["pattern"]
+def test_a_pattern_duckdb_cannot_run_is_refused_when_the_job_loads(
+        tmp_path: Path, pattern: str) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["*.csv"]\n'
+                   f"[schema.columns]\ns = {{ type = \"string\", pattern = '{pattern}' }}\n")
+    with pytest.raises(ConfigError, match="schema.columns.s.pattern: not a regular expression RE2"):
+        load_job(job)
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: Validator names its helper columns "
-                   "<col>__v and <col>__t; a schema that also has a column named like that "
-                   "(e.g. 'price' and 'price__t') stages the wrong column's values")
 def test_schema_columns_named_like_internal_helpers_do_not_collide() -> None:
     validated = validate({"n": {"type": "int64"}, "n__t": {"type": "string"}}, [("1", "x")])
     assert validated.rejects.num_rows == 0
     assert validated.good.select(["n", "n__t"]).to_pylist() == [{"n": 1, "n__t": "x"}]
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: a timestamp with a UTC offset "
-                   "('2025-01-02 03:04:05+02:00') is staged as 03:04:05: the offset is silently "
-                   "dropped instead of applied (01:04:05) or the cell rejected")
 def test_a_timestamp_with_an_offset_is_not_silently_shifted() -> None:
     validated = validate({"t": {"type": "timestamp"}}, [("2025-01-02 03:04:05+02:00",)])
     staged_values = validated.good["t"].to_pylist()
     assert staged_values in ([], [dt.datetime(2025, 1, 2, 1, 4, 5)])
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: with header = false, read._parse_csv sets "
-                   "no column_types, so pyarrow infers int/float columns; a blank line then "
-                   "becomes a row (f0 NULL, f1 '') instead of being dropped")
 def test_without_a_header_blank_lines_are_dropped_but_counted(tmp_path: Path) -> None:
     raw = read(tmp_path, b'1,a\n2,"b\nc"\n\n3,d\n', header=False)
     assert cells(raw) == [(1, "1", "a"), (2, "2", "b\nc"), (5, "3", "d")]
 
 
-@pytest.mark.xfail(strict=True, reason="batchrun bug: with header = false, pyarrow infers "
-                   "column types and the cells are cast back to strings, so raw values change: "
-                   "'007' -> '7', '12.30' -> '12.3'")
 def test_without_a_header_cells_stay_the_raw_text(tmp_path: Path) -> None:
     raw = read(tmp_path, b"007,12.30,x\n8,1.50,y\n", header=False)
     assert cells(raw) == [(1, "007", "12.30", "x"), (2, "8", "1.50", "y")]
