@@ -32,7 +32,7 @@ def resolve(reference: str, search_dirs: Iterable[str] = ()) -> Callable[..., An
     function = getattr(importlib.import_module(module_name), function_name)
     if not callable(function):
         raise TypeError(f"{reference} is not callable")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def module_location(reference: str, search_dirs: Iterable[str] = ()) -> str | None:

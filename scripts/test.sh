@@ -7,4 +7,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 .venv/bin/python -m ruff check batchrun tests scripts
+.venv/bin/python -m mypy batchrun
 exec .venv/bin/python -m pytest -q "$@"

@@ -19,8 +19,7 @@ import pytest
 
 from batchrun.catalog import BatchResult
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection, load_job
-from batchrun.errors import ConfigError
-from batchrun.errors import PermanentSourceError
+from batchrun.errors import ConfigError, PermanentSourceError
 from batchrun.read import LINE, RawFile, read_file
 from batchrun.validate import FILE, Validated, Validator
 from batchrun.worker import REJECT_SCHEMA, BatchTask, BatchWorker, WorkerSpec
