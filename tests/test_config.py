@@ -92,3 +92,9 @@ def test_sizes_and_durations_parse() -> None:
     assert parse_duration("200ms") == pytest.approx(0.2) and parse_duration("2m") == 120
     with pytest.raises(ValueError):
         parse_size("-3MB")
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "nightly.toml", "cluster.toml"])
+def test_every_shipped_job_file_is_valid(name: str) -> None:
+    job = load_job(DEMO_JOB.parent / name)
+    assert job.config.schema_ is not None and "order_id" in job.config.schema_.columns
