@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS batches (
     n_files INTEGER NOT NULL, bytes INTEGER NOT NULL,
     rows_staged INTEGER, rows_rejected INTEGER, output_path TEXT, rejects_path TEXT,
     worker INTEGER, queued_at REAL, started_at REAL, finished_at REAL,
-    last_error TEXT, error_kind TEXT,
+    last_error TEXT, error_kind TEXT, node TEXT,
     PRIMARY KEY (run_id, batch_id)
 );
 CREATE TABLE IF NOT EXISTS files (
@@ -95,6 +95,8 @@ class BatchResult:
     started_at: float
     finished_at: float
     files: tuple[FileOutcome, ...] = field(default_factory=tuple)
+    node: str | None = None
+    """The Ray node that ran the batch."""
 
 
 @dataclass(frozen=True)
@@ -268,11 +270,11 @@ class Catalog:
     def _commit_batch(db: sqlite3.Connection, run_id: str, result: BatchResult) -> None:
         cursor = db.execute(
             "UPDATE batches SET state=?, rows_staged=?, rows_rejected=?, output_path=?,"
-            " rejects_path=?, worker=?, started_at=?, finished_at=?"
+            " rejects_path=?, worker=?, started_at=?, finished_at=?, node=?"
             " WHERE run_id=? AND batch_id=? AND state<>?",
             (BatchState.COMMITTED.value, result.rows_staged, result.rows_rejected,
              result.output_path, result.rejects_path, result.worker, result.started_at,
-             result.finished_at, run_id, result.batch_id, BatchState.COMMITTED.value),
+             result.finished_at, result.node, run_id, result.batch_id, BatchState.COMMITTED.value),
         )
         if cursor.rowcount == 0:
             return

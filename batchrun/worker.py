@@ -111,6 +111,7 @@ class BatchWorker:
             rejects_path=rejects, rows_staged=validated.good.num_rows,
             rows_rejected=validated.rejects.num_rows, bytes_read=bytes_read,
             started_at=started, finished_at=time.time(), files=tuple(outcomes),
+            node=_node_id(),
         )
 
     def _read_all(self, task: BatchTask) -> tuple[list[RawFile], list[FileOutcome]]:
@@ -266,6 +267,13 @@ class BatchWorker:
             os.fsync(handle.fileno())
         os.replace(temporary, final)
         return str(final)
+
+
+def _node_id() -> str | None:
+    """The Ray node this worker runs on (None outside Ray, e.g. in unit tests)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _counts(column: pa.ChunkedArray) -> dict[str, int]:
