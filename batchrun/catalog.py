@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,14 +228,25 @@ class Catalog:
     # -- dispatch and commit ----------------------------------------------------------
 
     def record_progress(self, run_id: str, dispatched: list[tuple[str, int]],
-                        results: list[BatchResult], failures: list[tuple[str, str, str]]) -> None:
-        """One transaction per scheduler round: newly dispatched, committed and failed batches.
+                        results: list[BatchResult], failures: list[tuple[str, str, str]],
+                        retries: list[tuple[str, str, str]] | None = None,
+                        before_commit: Callable[[], None] | None = None) -> None:
+        """One transaction per scheduler round: dispatched, committed, retried, failed batches.
 
-        `dispatched` holds (batch_id, worker); `failures` holds (batch_id, error, kind).
-        A result for a batch that is already committed is ignored (idempotent commit).
+        `dispatched` holds (batch_id, worker); `failures` and `retries` hold
+        (batch_id, error, kind). A result for a batch that is already committed is ignored
+        (idempotent commit). `before_commit` runs inside the transaction (fault injection).
         """
         now = time.time()
+        if not (dispatched or results or failures or retries):
+            return
         with self.transaction() as db:
+            for batch_id, error, kind in retries or []:
+                db.execute(
+                    "UPDATE batches SET state=?, last_error=?, error_kind=? WHERE run_id=?"
+                    " AND batch_id=? AND state<>?",
+                    (BatchState.PENDING.value, error, kind, run_id, batch_id,
+                     BatchState.COMMITTED.value))
             for batch_id, worker in dispatched:
                 db.execute(
                     "UPDATE batches SET state=?, worker=?, attempts=attempts+1, queued_at=?"
@@ -256,15 +267,21 @@ class Catalog:
                     "UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
                     (FileState.FAILED.value, error, run_id, batch_id),
                 )
+            if before_commit:
+                before_commit()
 
-    def requeue(self, run_id: str, batch_id: str, error: str, kind: str) -> None:
+    def requeue_all(self, run_id: str, batch_ids: list[str]) -> None:
+        """Put unfinished batches back to pending (a stop, or a spent budget)."""
         with self.transaction() as db:
-            db.execute(
-                "UPDATE batches SET state=?, last_error=?, error_kind=? WHERE run_id=?"
-                " AND batch_id=? AND state<>?",
-                (BatchState.PENDING.value, error, kind, run_id, batch_id,
-                 BatchState.COMMITTED.value),
-            )
+            db.executemany(
+                "UPDATE batches SET state=?, worker=NULL WHERE run_id=? AND batch_id=?"
+                " AND state NOT IN (?, ?)",
+                [(BatchState.PENDING.value, run_id, b, BatchState.COMMITTED.value,
+                  BatchState.FAILED.value) for b in batch_ids])
+
+    def attempts(self, run_id: str) -> dict[str, int]:
+        rows = self.rows("SELECT batch_id, attempts FROM batches WHERE run_id=?", (run_id,))
+        return {r["batch_id"]: r["attempts"] for r in rows}
 
     @staticmethod
     def _commit_batch(db: sqlite3.Connection, run_id: str, result: BatchResult) -> None:

@@ -104,11 +104,15 @@ class ExecutionSection(_Section):
     """Attempts per batch after the first when a worker dies or an I/O error is transient."""
     drain_timeout: float = 30.0
     """On SIGINT/SIGTERM, how long to wait for in-flight batches before abandoning them."""
+    batch_timeout: float | None = None
+    """A batch running longer has its worker killed and replaced, and is retried; None: off."""
+    retry_budget: Annotated[int, Field(ge=0)] = 100
+    """Retries allowed in the whole run; once spent, the run stops dispatching (fail fast)."""
 
-    @field_validator("drain_timeout", mode="before")
+    @field_validator("drain_timeout", "batch_timeout", mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value)
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
 
 class StagingSection(_Section):
@@ -196,6 +200,8 @@ class JobConfig(_Section):
     staging: StagingSection = StagingSection()
     validation: ValidationSection = ValidationSection()
     transform: TransformSection | None = None
+    faults: dict[str, Any] | None = None
+    """Fault injection for tests and drills (see batchrun/faults.py); checked at run start."""
     schema_: SchemaSection | None = Field(default=None, alias="schema")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -242,6 +248,7 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
         raise _config_error(str(path), exc) from None
     _check_custom_steps(str(path), config, job_path.parent)
     _check_patterns(str(path), config)
+    _check_faults(str(path), config)
     staging = Path(config.staging.dir).expanduser()
     staging_dir = staging if staging.is_absolute() else job_path.parent / staging
     return Job(config=config, path=job_path, staging_dir=staging_dir.resolve())
@@ -256,6 +263,15 @@ def _check_patterns(where: str, config: JobConfig) -> None:
         if problem:
             raise ConfigError(where, f"schema.columns.{name}.pattern",
                               f"not a regular expression RE2 accepts ({problem})")
+
+
+def _check_faults(where: str, config: JobConfig) -> None:
+    from batchrun.faults import load_faults
+
+    try:
+        load_faults(config.faults)
+    except ConfigError as exc:
+        raise ConfigError(where, "faults", exc.expected) from None
 
 
 def _check_custom_steps(where: str, config: JobConfig, base_dir: Path) -> None:

@@ -24,8 +24,9 @@ from loguru import logger
 from batchrun import logs
 from batchrun.catalog import Catalog, RunRecord
 from batchrun.config import ColumnSpec, Job, JobConfig
-from batchrun.driver import ProgressCallback, ScheduleOutcome, Scheduler, StopToken
+from batchrun.driver import Limits, ProgressCallback, ScheduleOutcome, Scheduler, StopToken
 from batchrun.errors import EnvironmentProblem
+from batchrun.faults import Faults, load_faults
 from batchrun.lock import JobLock
 from batchrun.plan import cut_batches, expand_sources
 from batchrun.plugins import module_location, resolve
@@ -34,9 +35,6 @@ from batchrun.staging import publish_staging_db, remove_orphans
 from batchrun.states import BatchState, RunState
 from batchrun.unique import apply_unique_keys
 from batchrun.worker import WorkerSpec
-
-FAULT_DELAY_ENV = "BATCHRUN_FAULT_BATCH_DELAY"
-"""Test hook: seconds every batch sleeps in its worker before writing."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,7 @@ def start_run(job: Job, state_dir: Path, stop: StopToken | None = None,
             pid=os.getpid(), host=socket.gethostname(), created_at=time.time(),
             started_at=None, finished_at=None, message=None)
         catalog.create_run(record, batches)
+        load_faults(job.config.faults).maybe_kill_driver("after_plan", 1 << 30)
         if on_planned:
             on_planned({"run_id": run_id, "batches": len(batches), "files": len(files),
                         "bytes": sum(f.size for f in files)})
@@ -105,6 +104,7 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
              columns: dict[str, ColumnSpec], stop: StopToken | None,
              on_progress: ProgressCallback | None, resumed: bool) -> RunOutcome:
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
+    faults = load_faults(config.faults)
     log = logger.bind(run_id=record.run_id)
     stop = stop or StopToken()
     started_ray = False
@@ -115,17 +115,14 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
                  record.job_file)
         started_ray = _connect_ray(config, Path(record.job_file).parent, log)
         stop.install()
-        pending = [(b["batch_id"], tuple(f["path"] for f in catalog.files_of(record.run_id,
-                                                                            b["batch_id"])))
+        pending = [(b["batch_id"], b["seq"],
+                    tuple(f["path"] for f in catalog.files_of(record.run_id, b["batch_id"])))
                    for b in catalog.batches(record.run_id, BatchState.PENDING)]
         scheduler = Scheduler(
-            catalog, record.run_id, _worker_spec(record, config, columns),
-            workers=config.execution.workers, in_flight_cap=config.in_flight_cap,
-            max_retries=config.execution.max_retries,
-            drain_timeout=config.execution.drain_timeout,
-            max_failed_files=config.validation.max_failed_files, stop=stop,
-            on_progress=on_progress, actor_options=_actor_options(config))
-        outcome = scheduler.execute(pending)
+            catalog, record.run_id, _worker_spec(record, config, columns, faults),
+            _limits(config), stop=stop, on_progress=on_progress,
+            actor_options=_actor_options(config))
+        outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
         state = _final_state(catalog, record.run_id, outcome)
         _publish(catalog, record, columns)
         catalog.set_run_state(record.run_id, state, message=_message(outcome))
@@ -155,7 +152,17 @@ def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome) -> Run
 def _message(outcome: ScheduleOutcome) -> str | None:
     if outcome.stopped_by is not None:
         return f"stopped by signal {outcome.stopped_by}; {outcome.abandoned} batch(es) abandoned"
+    if outcome.stopped_because:
+        return f"stopped dispatching: {outcome.stopped_because}"
     return None
+
+
+def _limits(config: JobConfig) -> Limits:
+    execution = config.execution
+    return Limits(workers=execution.workers, in_flight_cap=config.in_flight_cap,
+                  max_retries=execution.max_retries, retry_budget=execution.retry_budget,
+                  drain_timeout=execution.drain_timeout, batch_timeout=execution.batch_timeout,
+                  max_failed_files=config.validation.max_failed_files)
 
 
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
@@ -215,8 +222,8 @@ def _actor_options(config: JobConfig) -> dict[str, Any]:
     return {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
 
 
-def _worker_spec(record: RunRecord, config: JobConfig,
-                 columns: dict[str, ColumnSpec]) -> WorkerSpec:
+def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, ColumnSpec],
+                 faults: Faults) -> WorkerSpec:
     cpus = os.cpu_count() or 1
     return WorkerSpec(
         run_id=record.run_id, table=record.table, staging_dir=record.staging_dir,
@@ -226,7 +233,7 @@ def _worker_spec(record: RunRecord, config: JobConfig,
         reader=config.source.reader,
         transform=config.transform.function if config.transform else None,
         code_dirs=(str(Path(record.job_file).parent),),
-        fault_delay_s=float(os.environ.get(FAULT_DELAY_ENV, "0") or 0))
+        faults=faults)
 
 
 def _columns(job: Job, first_file: str) -> dict[str, ColumnSpec]:

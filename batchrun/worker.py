@@ -23,6 +23,7 @@ from loguru import logger
 from batchrun.catalog import BatchResult, FileOutcome
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
+from batchrun.faults import Faults
 from batchrun.plugins import last_line, resolve
 from batchrun.read import LINE, RawFile, read_file, table_as_raw
 from batchrun.validate import FILE, Validated, Validator
@@ -53,14 +54,16 @@ class WorkerSpec:
     """Custom transform "module:function" (Table → Table) for each file's good rows."""
     code_dirs: tuple[str, ...] = ()
     """Folders put on the import path for custom steps (the job file's folder)."""
-    fault_delay_s: float = 0.0
-    """Test hook: sleep this long inside every batch, before writing (slows a run down)."""
+    faults: Faults = Faults()
+    """Injected faults (tests and drills only)."""
 
 
 @dataclass(frozen=True)
 class BatchTask:
     batch_id: str
     files: tuple[str, ...]
+    seq: int = 0
+    attempt: int = 1
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     """Unique per dispatch, so a retried batch never writes over an earlier attempt."""
 
@@ -85,8 +88,10 @@ class BatchWorker:
         self.out_dir = partition_dir(spec.staging_dir, spec.table, partition)
         self.rejects_dir = partition_dir(spec.staging_dir, rejects_table_name(spec.table),
                                          partition)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.rejects_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (self.out_dir, self.rejects_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            for stale in directory.glob(f".{spec.run_id}-*.tmp"):
+                stale.unlink(missing_ok=True)  # left by this partition's previous owner
 
     def ping(self) -> int:
         return os.getpid()
@@ -94,17 +99,21 @@ class BatchWorker:
     def process(self, task: BatchTask) -> BatchResult:
         started = time.time()
         log = logger.bind(run_id=self.spec.run_id, batch_id=task.batch_id)
+        faults = self.spec.faults
+        faults.maybe_hang(task.seq, task.attempt)
         raws, outcomes = self._read_all(task)
         bytes_read = sum(len(r.text or b"") for r in raws)
         validated = self._validate(raws, task.batch_id)
         validated, outcomes = self._quarantine_noisy_files(validated, raws, outcomes)
         if self.transform:
             validated, outcomes = self._transformed(validated, outcomes)
-        if self.spec.fault_delay_s:
-            time.sleep(self.spec.fault_delay_s)
+        if faults.batch_delay:
+            time.sleep(faults.batch_delay)
+        faults.maybe_crash_worker("before_write", task.seq, task.attempt)
         name = f"{self.spec.run_id}-{task.batch_id}-{task.token}.parquet"
         output = self._write(validated.good, self.out_dir / name)
         rejects = self._write(validated.rejects, self.rejects_dir / name)
+        faults.maybe_crash_worker("after_rename", task.seq, task.attempt)
         log.debug("wrote {} rows, {} rejects", validated.good.num_rows, validated.rejects.num_rows)
         return BatchResult(
             batch_id=task.batch_id, worker=self.partition, output_path=output,
@@ -118,6 +127,7 @@ class BatchWorker:
         raws: list[RawFile] = []
         failures: dict[str, str] = {}
         for path in task.files:
+            self.spec.faults.maybe_fail_read(path, task.attempt)
             try:
                 raws.append(self._aligned(self._read(path)))
             except SourceError as exc:

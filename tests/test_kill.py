@@ -13,12 +13,12 @@ import pytest
 from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_LOCKED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from batchrun.demo import DemoTruth
-from batchrun.runner import FAULT_DELAY_ENV
+from batchrun.faults import FAULTS_ENV
 
 from .conftest import assert_exactly_once, committed_batches, kill_group, spawn_cli, wait_for, write_job
 
 pytestmark = pytest.mark.slow
-SLOW_BATCHES = {FAULT_DELAY_ENV: "0.8"}
+SLOW_BATCHES = {FAULTS_ENV: "batch_delay = 0.8"}
 
 
 def start_slow_run(tmp_path: Path, data: Path) -> tuple[subprocess.Popen[bytes], Path]:

@@ -14,7 +14,7 @@ import pytest
 from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_PARTIAL, invoke
 from batchrun.demo import DemoSpec, DemoTruth, generate
-from batchrun.runner import FAULT_DELAY_ENV
+from batchrun.faults import FAULTS_ENV
 
 from .conftest import assert_exactly_once, committed_batches, kill_group, spawn_cli, wait_for, write_job
 
@@ -64,7 +64,7 @@ def test_messy_feed_killed_and_resumed_rejects_each_bad_row_exactly_once(
     job = write_job(tmp_path, data, batch="max_files = 1")
     state = tmp_path / "s"
     process = spawn_cli("run", job, "--state-dir", state, "--no-progress",
-                        env={FAULT_DELAY_ENV: "0.5"})
+                        env={FAULTS_ENV: "batch_delay = 0.5"})
     try:
         wait_for(lambda: committed_batches(state) >= 3)
         kill_group(process, signal.SIGKILL)

@@ -1,0 +1,85 @@
+"""Fault injection for tests and drills: real failures inside the real worker and driver.
+
+Configured by a `[faults]` table in the job file, or by the environment variable
+`BATCHRUN_FAULTS` holding the same keys as an inline TOML table body, e.g.
+`BATCHRUN_FAULTS='kill_driver = "mid_commit", kill_driver_after = 3'` (the environment
+wins). Nothing here is active unless asked for. Decisions are deterministic given `seed`,
+so a test that injects faults gets the same faults on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from typing import Annotated, Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field
+
+from batchrun.errors import ConfigError, TransientSourceError
+
+FAULTS_ENV = "BATCHRUN_FAULTS"
+DriverPoint = Literal["after_plan", "after_dispatch", "after_rename", "mid_commit", "after_commit"]
+WorkerPoint = Literal["before_write", "after_rename"]
+
+
+class Faults(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    read_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """Probability that reading a file raises a transient I/O error (per file and attempt)."""
+    batch_delay: Annotated[float, Field(ge=0.0)] = 0.0
+    """Seconds every batch sleeps in its worker before writing (slows a run down)."""
+    hang_batches: list[int] = []
+    """Batch sequence numbers that hang on their first attempt ..."""
+    hang_seconds: Annotated[float, Field(ge=0.0)] = 3600.0
+    """... for this long."""
+    crash_worker: WorkerPoint | None = None
+    """Where the worker process dies (os._exit) on the first attempt of `crash_batches`."""
+    crash_batches: list[int] = []
+    kill_driver: DriverPoint | None = None
+    """Where the driver SIGKILLs itself, once `kill_driver_after` batch results arrived."""
+    kill_driver_after: Annotated[int, Field(ge=0)] = 1
+
+    @property
+    def active(self) -> bool:
+        return self != Faults()
+
+    def maybe_fail_read(self, path: str, attempt: int) -> None:
+        if self.read_error_rate and _chance(self.seed, path, attempt) < self.read_error_rate:
+            raise TransientSourceError(path, f"injected I/O error (attempt {attempt})")
+
+    def maybe_hang(self, seq: int, attempt: int) -> None:
+        if seq in self.hang_batches and attempt == 1:
+            time.sleep(self.hang_seconds)
+
+    def maybe_crash_worker(self, point: str, seq: int, attempt: int) -> None:
+        if self.crash_worker == point and seq in self.crash_batches and attempt == 1:
+            os._exit(17)
+
+    def maybe_kill_driver(self, point: str, results_seen: int) -> None:
+        if self.kill_driver == point and results_seen >= self.kill_driver_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _chance(seed: int, path: str, attempt: int) -> float:
+    digest = hashlib.sha256(f"{seed}\0{path}\0{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def load_faults(from_job: dict[str, Any] | None) -> Faults:
+    """The job's [faults] table, overridden key by key by BATCHRUN_FAULTS."""
+    merged = dict(from_job or {})
+    text = os.environ.get(FAULTS_ENV, "").strip()
+    if text:
+        try:
+            merged.update(tomllib.loads(f"faults = {{ {text} }}")["faults"])
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(FAULTS_ENV, "", f"not an inline TOML table body ({exc})") from None
+    try:
+        return Faults.model_validate(merged)
+    except ValueError as exc:
+        raise ConfigError(FAULTS_ENV if text else "[faults]", "", str(exc).splitlines()[0]) from None
