@@ -6,6 +6,7 @@ documented in the README.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -82,7 +83,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
     overrides = {"execution.workers": workers, "execution.address": address,
                  "staging.dir": str(staging_dir.resolve()) if staging_dir else None}
     job = load_job(job_file, overrides)
-    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
+    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, _stdout_for_results():
         outcome = start_run(job, state_dir, stop=StopToken(), on_progress=view.advance,
                             on_planned=view.planned)
     _finish(outcome, state_dir, as_json)
@@ -104,8 +105,9 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
         status = run_status(Catalog(state_dir), run_id)
         view.planned({"run_id": run_id, "batches": status["batches"]["total"]})
         view.advance({"committed": status["batches"]["committed"], "rows": status["rows"]["staged"]})
-        outcome = resume_run(run_id, state_dir, overrides, stop=StopToken(),
-                             on_progress=view.advance)
+        with _stdout_for_results():
+            outcome = resume_run(run_id, state_dir, overrides, stop=StopToken(),
+                                 on_progress=view.advance)
     if outcome.already_done and not as_json:
         err.print(f"run {run_id} already succeeded; nothing to resume")
     _finish(outcome, state_dir, as_json)
@@ -231,6 +233,13 @@ def demo(out_dir: Path, suppliers: int, files_per_supplier: int, file_mb: float,
 # -- rendering ------------------------------------------------------------------------------
 
 
+def _stdout_for_results() -> contextlib.redirect_stdout[Any]:
+    """While Ray runs, anything it prints (raylet notices) goes to stderr: stdout carries
+    only batchrun's result, so `--json` output always parses."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+
 class _ProgressView:
     """A rich progress bar on stderr, fed by the library's progress callbacks."""
 
@@ -327,6 +336,10 @@ def _render_status(report: dict[str, Any]) -> None:
         out.print(f"  [red]failed[/] {failed['path']}: {failed['error']}")
     for warned in report.get("warnings", []):
         out.print(f"  [yellow]warning[/] {warned['path']}: {warned['warning']}")
+    for retried in report.get("retried_batches", []):
+        out.print(f"  [yellow]retried[/] {retried['batch_id']} ({retried['state']}, "
+                  f"{retried['attempts']} attempts): {retried['last_error']} "
+                  f"[{retried['error_kind']}]")
     for failed in report.get("failed_batches", []):
         out.print(f"  [red]failed batch[/] {failed['batch_id']} after {failed['attempts']} "
                   f"attempt(s): {failed['last_error']}")

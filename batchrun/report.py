@@ -42,9 +42,12 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str,
     if detail:
         status["failed_files"] = catalog.failed_files(run_id)
         status["warnings"] = catalog.warned_files(run_id)
-        status["failed_batches"] = [
-            {k: b[k] for k in ("batch_id", "attempts", "last_error", "error_kind")}
-            for b in catalog.batches(run_id) if b["state"] == "failed"]
+        batches = catalog.batches(run_id)
+        keys = ("batch_id", "state", "attempts", "last_error", "error_kind")
+        status["failed_batches"] = [{k: b[k] for k in keys} for b in batches
+                                    if b["state"] == "failed"]
+        status["retried_batches"] = [{k: b[k] for k in keys} for b in batches
+                                     if b["attempts"] > 1 or (b["last_error"] and b["state"] != "failed")]
     return status
 
 

@@ -3,6 +3,7 @@ job files in tmp_path, and helpers that check staged rows against that truth."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,6 @@ import pytest
 import ray
 
 from batchrun.catalog import Catalog
-from batchrun.cli import invoke
 from batchrun.demo import DemoSpec, DemoTruth, generate
 from batchrun.staging import query_connection, staged_files
 
@@ -71,8 +71,10 @@ dir = "staging"
     return path
 
 
-def cli(*args: str | Path, capsys: pytest.CaptureFixture[str] | None = None) -> int:
-    return invoke([str(a) for a in args])
+def parse_json(stdout: str) -> Any:
+    """The JSON document batchrun printed (a shared in-process Ray may print notices too)."""
+    start = min(i for i in (stdout.find("{"), stdout.find("[")) if i >= 0)
+    return json.JSONDecoder().raw_decode(stdout[start:])[0]
 
 
 def spawn_cli(*args: str | Path, env: dict[str, str] | None = None,

@@ -17,7 +17,6 @@ from batchrun.demo import DemoTruth
 
 from .conftest import assert_exactly_once, write_job
 
-
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """Makes Ray keep 127.0.0.1 instead of swapping in the machine's external address."""
 

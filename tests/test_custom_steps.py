@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from batchrun.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, invoke
 
-from .conftest import assert_exactly_once
+from .conftest import assert_exactly_once, parse_json
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -64,7 +63,7 @@ def test_custom_reader_and_transform_run_in_the_workers(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job = setup(tmp_path)
     code = invoke(["run", str(job), "--state-dir", str(tmp_path / "s"), "--json", "--no-progress"])
-    report = json.loads(capsys.readouterr().out)
+    report = parse_json(capsys.readouterr().out)
     assert code == EXIT_PARTIAL
     assert report["rows"] == {"staged": 4, "rejected": 1}
     reasons = {Path(f["path"]).name: f["error"] for f in report["failed_files"]}
@@ -72,7 +71,7 @@ def test_custom_reader_and_transform_run_in_the_workers(
     assert "ValueError: not a pipe file" in reasons["broken.pipe"]
     assert invoke(["query", "SELECT id, cents FROM amounts", "--state-dir", str(tmp_path / "s"),
                    "--format", "json"]) == EXIT_OK
-    rows = json.loads(capsys.readouterr().out)
+    rows = parse_json(capsys.readouterr().out)
     assert rows == [{"id": 1, "cents": 250}, {"id": 3, "cents": 400},
                     {"id": 4, "cents": 100}, {"id": 5, "cents": 200}]
     assert_exactly_once(tmp_path / "s", truth_rows=4, truth_rejects=1, key="id")

@@ -3,7 +3,6 @@ every broken file quarantined with its reason — also across a kill and a resum
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -16,7 +15,15 @@ from batchrun.cli import EXIT_PARTIAL, invoke
 from batchrun.demo import DemoSpec, DemoTruth, generate
 from batchrun.faults import FAULTS_ENV
 
-from .conftest import assert_exactly_once, committed_batches, kill_group, spawn_cli, wait_for, write_job
+from .conftest import (
+    assert_exactly_once,
+    committed_batches,
+    kill_group,
+    parse_json,
+    spawn_cli,
+    wait_for,
+    write_job,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +53,13 @@ def test_messy_feed_keeps_every_good_row_and_every_bad_row_with_its_line(
     data, truth = messy
     job = write_job(tmp_path, data, batch="max_files = 3")
     code = invoke(["run", str(job), "--state-dir", str(tmp_path / "s"), "--json", "--no-progress"])
-    report = json.loads(capsys.readouterr().out)
+    report = parse_json(capsys.readouterr().out)
     assert code == EXIT_PARTIAL
     assert report["rows"] == {"staged": truth.total_valid_rows, "rejected": truth.total_rejects}
     assert report["files"]["failed"] == truth.quarantined_files
     check_against_truth(tmp_path / "s", truth)
     assert invoke(["rejects", "--state-dir", str(tmp_path / "s"), "--json"]) == 0
-    staged = {(Path(r["file"]).name, r["line"], r["rule"]) for r in json.loads(capsys.readouterr().out)}
+    staged = {(Path(r["file"]).name, r["line"], r["rule"]) for r in parse_json(capsys.readouterr().out)}
     wanted = {(Path(p).name, r.line, r.rule) for p, f in truth.details.items() for r in f.kept_rejects}
     assert staged == wanted
 

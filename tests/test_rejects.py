@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from batchrun.cli import EXIT_OK, EXIT_PARTIAL, invoke
 
-from .conftest import assert_exactly_once
+from .conftest import assert_exactly_once, parse_json
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -46,12 +45,12 @@ def make_files(tmp_path: Path, files: dict[str, str]) -> Path:
 
 def run(job: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
     code = invoke(["run", str(job), "--state-dir", str(tmp_path / "s"), "--json", "--no-progress"])
-    return code, json.loads(capsys.readouterr().out)
+    return code, parse_json(capsys.readouterr().out)
 
 
 def rejects(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict]:
     assert invoke(["rejects", "--state-dir", str(tmp_path / "s"), "--json", *args]) == EXIT_OK
-    return json.loads(capsys.readouterr().out)
+    return parse_json(capsys.readouterr().out)
 
 
 def test_unique_keys_are_checked_across_batches_in_file_and_line_order(

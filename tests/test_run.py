@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import duckdb
@@ -13,14 +12,14 @@ from batchrun.cli import EXIT_OK, EXIT_PARTIAL, invoke
 from batchrun.demo import DemoTruth
 from batchrun.staging import STAGING_DB
 
-from .conftest import assert_exactly_once, write_job
+from .conftest import assert_exactly_once, parse_json, write_job
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def run_json(job: Path, state: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict]:
     code = invoke(["run", str(job), "--state-dir", str(state), "--json", "--no-progress", *extra])
-    return code, json.loads(capsys.readouterr().out)
+    return code, parse_json(capsys.readouterr().out)
 
 
 def test_demo_shaped_job_stages_every_row_exactly_once(
@@ -43,7 +42,7 @@ def test_query_and_staging_duckdb_show_the_staged_table(
     assert run_json(write_job(tmp_path, data), state, capsys)[0] == EXIT_OK
     sql = "SELECT count(*) AS n, count(DISTINCT order_id) AS d FROM orders"
     assert invoke(["query", sql, "--state-dir", str(state), "--format", "json"]) == EXIT_OK
-    assert json.loads(capsys.readouterr().out) == [{"n": truth.total_rows, "d": truth.total_rows}]
+    assert parse_json(capsys.readouterr().out) == [{"n": truth.total_rows, "d": truth.total_rows}]
     # Any DuckDB client can open staging.duckdb (views over absolute paths).
     with duckdb.connect(str(tmp_path / "staging" / STAGING_DB), read_only=True) as db:
         assert db.execute("SELECT count(*) FROM orders").fetchone()[0] == truth.total_rows
@@ -76,11 +75,11 @@ def test_status_and_runs_report_the_history(
     first = run_json(job, state, capsys)[1]["run_id"]
     second = run_json(job, state, capsys)[1]["run_id"]
     assert invoke(["runs", "--state-dir", str(state), "--json"]) == EXIT_OK
-    history = json.loads(capsys.readouterr().out)
+    history = parse_json(capsys.readouterr().out)
     assert [r["run_id"] for r in history] == [second, first]
     assert all(r["rows"]["staged"] == truth.total_rows for r in history)
     assert invoke(["status", first, "--state-dir", str(state), "--json"]) == EXIT_OK
-    assert json.loads(capsys.readouterr().out)["run_id"] == first
+    assert parse_json(capsys.readouterr().out)["run_id"] == first
     assert invoke(["status", "--state-dir", str(state)]) == EXIT_OK
     assert second in capsys.readouterr().out
 
