@@ -131,6 +131,8 @@ class Scheduler:
         self.ready: deque[Pending] = deque()
         self.delayed: list[tuple[float, int, Pending]] = []
         self.results_seen = 0
+        self.dead: set[int] = set()
+        self.abandoned: list[str] = []
         self.outcome = ScheduleOutcome()
         self.log = logger.bind(run_id=run_id, batch_id="-")
 
@@ -219,6 +221,9 @@ class Scheduler:
             except RayTaskError as exc:
                 self._retry_or_fail(flight, _short(exc), _error_kind(exc), current)
         for worker in dead:
+            if self.stop.requested:  # no more work for it; the cluster may be going down too
+                self.dead.add(worker)
+                continue
             self.actors[worker] = self._new_actor(worker)
             self.log.warning("worker {} died; replaced it", worker)
         if current.results:
@@ -248,6 +253,10 @@ class Scheduler:
     def _retry_or_fail(self, flight: _Flight, error: str, kind: str, current: _Round) -> None:
         log = self.log.bind(batch_id=flight.task.batch_id)
         attempt = flight.task.attempt
+        if self.stop.requested and kind == "transient":
+            log.warning("abandoned while stopping ({}); left pending", error)
+            self.abandoned.append(flight.task.batch_id)
+            return
         if kind == "transient" and attempt <= self.limits.max_retries:
             delay = backoff_seconds(attempt)
             log.warning("attempt {} failed ({}); retrying in {:.1f}s", attempt, error, delay)
@@ -306,12 +315,13 @@ class Scheduler:
                 current = _Round()
                 self._collect(current, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
                 self._record(current)
-        unfinished = [f.task.batch_id for f in self.flights.values()]
+        unfinished = [f.task.batch_id for f in self.flights.values()] + self.abandoned
         unfinished += [p[0] for p in self.ready] + [p[2][0] for p in self.delayed]
         self.catalog.requeue_all(self.run_id, unfinished)
-        self.outcome.abandoned = len(self.flights)
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
+        self.outcome.abandoned = len(self.flights) + len(self.abandoned)
+        for worker, actor in enumerate(self.actors):
+            if worker not in self.dead:
+                ray.kill(actor, no_restart=True)
         self.flights.clear()
 
 
