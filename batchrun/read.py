@@ -82,7 +82,7 @@ def read_file(path: str, fmt: str, options: CsvOptions,
     if fmt == "parquet":
         return _read_parquet(path, data)
     encoding = options.encoding if fmt == "csv" else "utf-8"
-    if not data.strip():
+    if not data or (data[:1].isspace() and not data.strip()):
         raise PermanentSourceError(path, "empty file (no header, no rows)")
     if b"\0" in data[:8192] and not encoding.replace("-", "").lower().startswith(("utf16", "utf32")):
         raise PermanentSourceError(path, "binary content (NUL bytes), not text")
@@ -159,7 +159,10 @@ def _read_csv(path: str, text: bytes, options: CsvOptions,
     if ragged and any(r.line < 0 for r in ragged):
         table, ragged = _parse_csv(path, text, delimiter, names, options.header, threaded=False)
     header_lines = 1 if options.header else 0
-    lines, ragged = _line_numbers(table, ragged, header_lines)
+    # Each record is one physical line unless a quoted value spans lines: a newline
+    # count (memchr speed) tells whether the per-cell count is needed at all.
+    spans = text.count(b"\n") != header_lines + table.num_rows + len(ragged)
+    lines, ragged = _line_numbers(table, ragged, header_lines, spans)
     table = table.append_column(LINE, lines)
     raw = RawFile(path=path, table=table, ragged=ragged, text=text)
     blank = _blank_rows(raw)
@@ -191,8 +194,8 @@ def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header:
     return table, ragged
 
 
-def _line_numbers(table: pa.Table, ragged: list[RaggedRow],
-                  header_lines: int) -> tuple[pa.Array, list[RaggedRow]]:
+def _line_numbers(table: pa.Table, ragged: list[RaggedRow], header_lines: int,
+                  spans: bool = True) -> tuple[pa.Array, list[RaggedRow]]:
     """Physical line of each parsed row, and of each ragged row (vectorised).
 
     Records are numbered from 1 with the header included; pyarrow numbers the ragged
@@ -200,6 +203,8 @@ def _line_numbers(table: pa.Table, ragged: list[RaggedRow],
     record + (newlines inside quoted values of every record before it).
     """
     n = table.num_rows
+    if not spans and not ragged:
+        return pa.array(np.arange(header_lines + 1, header_lines + n + 1, dtype=np.int64)), []
     ragged_ids = np.array([r.line for r in ragged], dtype=np.int64)
     every_id = np.arange(header_lines + 1, header_lines + n + len(ragged) + 1, dtype=np.int64)
     kept_ids = np.setdiff1d(every_id, ragged_ids, assume_unique=True)

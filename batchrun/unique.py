@@ -10,14 +10,12 @@ the result is the same whatever the worker count, batch size or completion order
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from loguru import logger
 
 from batchrun.catalog import Catalog, RunRecord
@@ -25,7 +23,7 @@ from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.errors import SourceError
 from batchrun.read import read_file
 from batchrun.staging import quote_identifier, sql_paths
-from batchrun.worker import BATCH, REJECT_SCHEMA, partition_dir, rejects_table_name
+from batchrun.worker import BATCH, REJECT_SCHEMA, partition_dir, rejects_table_name, write_parquet_atomically
 
 UNIQUE_PARTITION = "part-unique"
 
@@ -88,12 +86,7 @@ def _write(duplicates: pa.Table, record: RunRecord) -> str:
     directory = directory / UNIQUE_PARTITION
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{record.run_id}-unique-{uuid.uuid4().hex[:8]}.parquet"
-    temporary = final.with_name(f".{final.name}.tmp")
-    pq.write_table(table, temporary)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, final)
-    return str(final)
+    return write_parquet_atomically(table, final)
 
 
 def _per_file(duplicates: pa.Table) -> dict[str, int]:

@@ -200,8 +200,7 @@ class BatchWorker:
         n = raw.table.num_rows
         arrays = [raw.table[c] if c in names else pa.nulls(n, pa.string())
                   for c in self.spec.columns]
-        arrays += [pa.array([raw.path] * n, pa.string()) if n else pa.array([], pa.string()),
-                   raw.table[LINE]]
+        arrays += [_constant(raw.path, n), raw.table[LINE]]
         table = pa.Table.from_arrays(arrays, names=[*self.spec.columns, FILE, LINE])
         return RawFile(path=raw.path, table=table, ragged=raw.ragged, text=raw.text)
 
@@ -214,7 +213,7 @@ class BatchWorker:
                 + [pa.array([], pa.int64())], names=[*self.spec.columns, FILE, LINE])
             validated = self.validator.validate(empty)
         good = validated.good.append_column(
-            BATCH, pa.array([batch_id] * validated.good.num_rows, pa.string()))
+            BATCH, _constant(batch_id, validated.good.num_rows))
         rejects = self._full_rejects(validated.rejects, raws, batch_id)
         return Validated(good=good, rejects=rejects)
 
@@ -233,8 +232,8 @@ class BatchWorker:
             return REJECT_SCHEMA.empty_table()
         table = pa.concat_tables(parts).sort_by([("file", "ascending"), ("line", "ascending")])
         n = table.num_rows
-        table = table.add_column(0, "batch_id", pa.array([batch_id] * n, pa.string()))
-        table = table.add_column(0, "run_id", pa.array([self.spec.run_id] * n, pa.string()))
+        table = table.add_column(0, "batch_id", _constant(batch_id, n))
+        table = table.add_column(0, "run_id", _constant(self.spec.run_id, n))
         return table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
 
     def _quarantine_noisy_files(self, validated: Validated, raws: list[RawFile],
@@ -268,15 +267,22 @@ class BatchWorker:
 
     @staticmethod
     def _write(table: pa.Table, final: Path) -> str | None:
-        """Write to a hidden temporary name, fsync, then rename into place."""
-        if table.num_rows == 0:
-            return None
-        temporary = final.with_name(f".{final.name}.tmp")
-        pq.write_table(table, temporary, row_group_size=1 << 20)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-        return str(final)
+        return write_parquet_atomically(table, final) if table.num_rows else None
+
+
+def write_parquet_atomically(table: pa.Table, final: Path) -> str:
+    """Write to a hidden temporary name, fsync, then rename into place."""
+    temporary = final.with_name(f".{final.name}.tmp")
+    pq.write_table(table, temporary, row_group_size=1 << 20)
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, final)
+    return str(final)
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    """One string repeated n times, built by Arrow (no Python list of n items)."""
+    return pa.repeat(pa.scalar(value, pa.string()), n)
 
 
 def _node_id() -> str | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_OK, EXIT_PARTIAL, invoke
 
 from .conftest import assert_exactly_once, parse_json
@@ -137,3 +138,18 @@ def test_json_lines_go_through_the_same_validation_and_rejects(
     found = [(r["line"], r["rule"]) for r in rejects(tmp_path, capsys)]
     assert found == [(2, "type:int32"), (3, "malformed_json")]
     assert_exactly_once(tmp_path / "s", truth_rows=2, truth_rejects=2)
+
+
+def test_without_a_schema_the_first_file_decides_and_later_files_are_held_to_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = make_files(tmp_path, {"a/1.csv": "id,amount,day\n1,2.5,2025-01-01\n2,3,2025-01-02\n",
+                                "b/2.csv": "id,amount,day\n3,x,2025-01-03\n4,4.25,not a day\n"
+                                           "5,1,2025-01-05\n"})
+    job.write_text(JOB.split("[validation]")[0])
+    code, report = run(job, tmp_path, capsys)
+    assert code == EXIT_OK and report["rows"] == {"staged": 3, "rejected": 2}
+    found = [(r["line"], r["rule"], r["column"]) for r in rejects(tmp_path, capsys)]
+    assert found == [(2, "type:float64", "amount"), (3, "type:date", "day")]
+    schema = Catalog(tmp_path / "s").run(report["run_id"]).schema
+    assert schema == {"id": "int64", "amount": "float64", "day": "date"}
+    assert_exactly_once(tmp_path / "s", truth_rows=3, truth_rejects=2, key="id")
