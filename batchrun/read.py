@@ -16,6 +16,7 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 
 from batchrun.config import CsvOptions
 from batchrun.errors import PermanentSourceError, TransientSourceError
+from batchrun.types import arrow_type
 
 LINE = "_line"
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -352,3 +354,62 @@ def type_name(arrow_type: pa.DataType) -> str:
     if pa.types.is_decimal(arrow_type):
         return f"decimal({arrow_type.precision},{arrow_type.scale})"
     return "string"
+
+
+_FAST_TYPES = {"string", "int32", "int64", "float64", "date", "timestamp"}
+"""Types pyarrow parses exactly as the validator would (no format, no rounding)."""
+
+
+def fast_typed_columns(columns: dict[str, Any]) -> frozenset[str]:
+    """Columns the fast path reads typed; the others it reads as raw strings."""
+    return frozenset(
+        name for name, spec in columns.items()
+        if spec.type in _FAST_TYPES and not spec.format
+        and (spec.type == "string" or (spec.pattern is None and spec.max_length is None)))
+
+
+def read_csv_fast(path: str, options: CsvOptions, columns: dict[str, Any],
+                  typed: frozenset[str]) -> RawFile | None:
+    """The fast path for a clean CSV: pyarrow parses the `typed` columns straight to their
+    types. Returns None whenever the file is not plainly clean (a cell pyarrow cannot
+    parse, a ragged row, a blank line, a header that is not exactly the schema): the
+    caller then reads it on the slow path, whose semantics are the reference."""
+    try:
+        data = _read_bytes(path)
+        if not data or b"\0" in data[:8192]:
+            return None
+        text = _decode(path, data, options.encoding)
+    except PermanentSourceError:
+        return None
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    first_line = text.split(b"\n", 1)[0].decode("utf-8", "replace")
+    delimiter = sniff_delimiter(first_line) if options.delimiter == "auto" else options.delimiter
+    names = _header(path, text, delimiter)
+    if sorted(names) != sorted(columns) or _BLANK_LINE.search(text):
+        return None
+    ragged: list[pacsv.InvalidRow] = []
+
+    def on_invalid_row(row: pacsv.InvalidRow) -> str:
+        ragged.append(row)
+        return "skip"
+
+    types = {n: arrow_type(columns[n].type) if n in typed else pa.string() for n in names}
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(text),
+            read_options=pacsv.ReadOptions(use_threads=len(text) > _THREADED_READ_BYTES,
+                                           column_names=names, skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                                             invalid_row_handler=on_invalid_row),
+            convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
+                                                 strings_can_be_null=True,
+                                                 quoted_strings_can_be_null=True))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if ragged:
+        return None
+    spans = text.count(b"\n") != 1 + table.num_rows
+    lines, _ = _line_numbers(table, [], 1, spans)
+    table = table.select(list(columns)).append_column(LINE, lines)
+    return RawFile(path=path, table=table, text=text)

@@ -85,12 +85,13 @@ def _bound(value: Any, spec: ColumnSpec) -> str:
     return _literal(value)
 
 
-def checks_for(name: str, spec: ColumnSpec, value: str, typed: str) -> list[Check]:
+def checks_for(name: str, spec: ColumnSpec, value: str, typed: str,
+               check_type: bool = True) -> list[Check]:
     """The rules of one column, in RULE_ORDER, as SQL conditions that mean 'broken'."""
     checks = []
     if spec.required:
         checks.append(Check(name, "required", f"{value} IS NULL"))
-    if spec.type != "string":
+    if spec.type != "string" and check_type:
         checks.append(Check(name, f"type:{spec.type}", f"{value} IS NOT NULL AND {typed} IS NULL"))
     if spec.min is not None:
         checks.append(Check(name, "min", f"{typed} < {_bound(spec.min, spec)}"))
@@ -120,16 +121,20 @@ def pattern_problem(pattern: str) -> str | None:
 class Validator:
     """Compiles the column rules once; validates any number of batches."""
 
-    def __init__(self, columns: dict[str, ColumnSpec], threads: int = 1) -> None:
+    def __init__(self, columns: dict[str, ColumnSpec], threads: int = 1,
+                 typed_inputs: frozenset[str] = frozenset()) -> None:
+        """`typed_inputs` names columns that arrive already typed (the fast path): they
+        skip cleaning and the type check; every other column arrives as raw strings."""
         self.columns = columns
         self.checks: list[Check] = []
         cleaned, typed = [], []
         # Helper columns are named _v<i>/_t<i>: schema names cannot start with "_".
         for index, (name, spec) in enumerate(columns.items()):
             value = f"_v{index}"
-            cleaned.append(f"{_cleaned(name, spec)} AS {value}")
-            typed.append(f"{_typed(value, spec)} AS _t{index}")
-            self.checks.extend(checks_for(name, spec, value, f"_t{index}"))
+            is_typed = name in typed_inputs
+            cleaned.append(f"{_quote(name) if is_typed else _cleaned(name, spec)} AS {value}")
+            typed.append(f"{value if is_typed else _typed(value, spec)} AS _t{index}")
+            self.checks.extend(checks_for(name, spec, value, f"_t{index}", not is_typed))
         self._sql = self._compile(cleaned, typed)
         self._db = duckdb.connect(config={"threads": threads})
         self._db.execute("SET TimeZone = 'UTC'")  # naive timestamps are read as UTC
@@ -139,7 +144,7 @@ class Validator:
         retyped = ", ".join(typed)
         codes = " ".join(f"WHEN {c.sql} THEN {i}" for i, c in enumerate(self.checks))
         reject = f"CASE {codes} END" if self.checks else "NULL::INTEGER"
-        values = " ".join(f"WHEN {i} THEN {_quote(c.column)}"
+        values = " ".join(f"WHEN {i} THEN CAST({_quote(c.column)} AS VARCHAR)"
                           for i, c in enumerate(self.checks))
         value = f"CASE _reject {values} END" if self.checks else "NULL::VARCHAR"
         outputs = ", ".join(f"_t{i} AS {_quote(n)}" for i, n in enumerate(names))

@@ -25,7 +25,7 @@ from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.faults import Faults
 from batchrun.plugins import last_line, resolve
-from batchrun.read import LINE, RawFile, read_file, table_as_raw
+from batchrun.read import LINE, RawFile, fast_typed_columns, read_csv_fast, read_file, table_as_raw
 from batchrun.validate import FILE, Validated, Validator
 
 BATCH = "_batch_id"
@@ -59,6 +59,19 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class _FastRead:
+    good: pa.Table | None = None
+    """Typed good rows of the files read on the fast path."""
+    paths: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+_EMPTY_REJECTS = pa.table({"file": pa.array([], pa.string()), "line": pa.array([], pa.int64()),
+                           "column": pa.array([], pa.string()), "rule": pa.array([], pa.string()),
+                           "value": pa.array([], pa.string())})
+
+
+@dataclass(frozen=True)
 class BatchTask:
     batch_id: str
     files: tuple[str, ...]
@@ -83,6 +96,9 @@ class BatchWorker:
         self.partition = partition
         self.spec = spec
         self.validator = Validator(spec.columns, threads=spec.threads)
+        self.fast_typed = fast_typed_columns(spec.columns)
+        self.fast_validator = (Validator(spec.columns, spec.threads, self.fast_typed)
+                               if self._fast_path_applies() else None)
         self.reader = resolve(spec.reader, spec.code_dirs) if spec.reader else None
         self.transform = resolve(spec.transform, spec.code_dirs) if spec.transform else None
         self.out_dir = partition_dir(spec.staging_dir, spec.table, partition)
@@ -101,10 +117,12 @@ class BatchWorker:
         log = logger.bind(run_id=self.spec.run_id, batch_id=task.batch_id)
         faults = self.spec.faults
         faults.maybe_hang(task.seq, task.attempt)
-        raws, outcomes = self._read_all(task)
-        bytes_read = sum(len(r.text or b"") for r in raws)
-        validated = self._validate(raws, task.batch_id)
-        validated, outcomes = self._quarantine_noisy_files(validated, raws, outcomes)
+        fast, slow_paths = self._read_fast(task)
+        raws, outcomes = self._read_all(slow_paths, task.attempt)
+        bytes_read = fast.bytes + sum(len(r.text or b"") for r in raws)
+        validated = self._validate(raws, task.batch_id, fast.good)
+        paths = sorted([*fast.paths, *(r.path for r in raws)])
+        validated, outcomes = self._quarantine_noisy_files(validated, paths, outcomes)
         if self.transform:
             validated, outcomes = self._transformed(validated, outcomes)
         if faults.batch_delay:
@@ -123,11 +141,41 @@ class BatchWorker:
             node=_node_id(),
         )
 
-    def _read_all(self, task: BatchTask) -> tuple[list[RawFile], list[FileOutcome]]:
-        raws: list[RawFile] = []
-        failures: dict[str, str] = {}
+    def _fast_path_applies(self) -> bool:
+        return self.spec.fmt == "csv" and self.spec.reader is None and self.spec.csv.header
+
+    def _read_fast(self, task: BatchTask) -> tuple[_FastRead, list[str]]:
+        """Files whose every row is valid, read and checked on the fast path; the rest
+        (anything unusual, any rejected row) go to the slow path, the reference."""
         for path in task.files:
             self.spec.faults.maybe_fail_read(path, task.attempt)
+        if self.fast_validator is None:
+            return _FastRead(), list(task.files)
+        tables, slow, sizes = [], [], {}
+        for path in task.files:
+            raw = read_csv_fast(path, self.spec.csv, self.spec.columns, self.fast_typed)
+            if raw is None:
+                slow.append(path)
+                continue
+            sizes[path] = len(raw.text or b"")
+            tables.append(raw.table.add_column(len(self.spec.columns), FILE,
+                                               _constant(path, raw.table.num_rows)))
+        if not tables:
+            return _FastRead(), slow
+        checked = self.fast_validator.validate(pa.concat_tables(tables))
+        good = checked.good
+        flagged = pc.unique(checked.rejects["file"]) if checked.rejects.num_rows else None
+        if flagged is not None:
+            good = good.filter(pc.invert(pc.is_in(good[FILE], flagged)))
+            for path in flagged.to_pylist():
+                sizes.pop(path)
+                slow.append(path)
+        return _FastRead(good=good, paths=list(sizes), bytes=sum(sizes.values())), sorted(slow)
+
+    def _read_all(self, paths: list[str], attempt: int) -> tuple[list[RawFile], list[FileOutcome]]:
+        raws: list[RawFile] = []
+        failures: dict[str, str] = {}
+        for path in paths:
             try:
                 raws.append(self._aligned(self._read(path)))
             except SourceError as exc:
@@ -136,7 +184,7 @@ class BatchWorker:
                 failures[path] = exc.reason
             except Exception as exc:  # noqa: BLE001 - one unreadable file must not fail a batch
                 failures[path] = f"unexpected error while reading: {last_line(exc)}"
-        outcomes = [FileOutcome(path=p, error=failures[p]) for p in task.files if p in failures]
+        outcomes = [FileOutcome(path=p, error=failures[p]) for p in paths if p in failures]
         return raws, outcomes
 
     def _read(self, path: str) -> RawFile:
@@ -204,18 +252,26 @@ class BatchWorker:
         table = pa.Table.from_arrays(arrays, names=[*self.spec.columns, FILE, LINE])
         return RawFile(path=raw.path, table=table, ragged=raw.ragged, text=raw.text)
 
-    def _validate(self, raws: list[RawFile], batch_id: str) -> Validated:
-        if raws:
-            validated = self.validator.validate(pa.concat_tables([r.table for r in raws]))
+    def _validate(self, raws: list[RawFile], batch_id: str, fast: pa.Table | None) -> Validated:
+        """Slow-path validation of `raws`, joined with the fast path's already-valid rows."""
+        if raws or fast is None:
+            validated = self.validator.validate(self._raw_table(raws))
+            good = validated.good if fast is None else pa.concat_tables([validated.good, fast])
         else:
-            empty = pa.Table.from_arrays(
-                [pa.array([], pa.string())] * (len(self.spec.columns) + 1)
-                + [pa.array([], pa.int64())], names=[*self.spec.columns, FILE, LINE])
-            validated = self.validator.validate(empty)
-        good = validated.good.append_column(
-            BATCH, _constant(batch_id, validated.good.num_rows))
+            validated = Validated(good=fast, rejects=_EMPTY_REJECTS)
+            good = fast
+        if fast is not None and raws:  # keep the batch file in (file, line) order, like the view
+            good = good.sort_by([(FILE, "ascending"), (LINE, "ascending")])
+        good = good.append_column(BATCH, _constant(batch_id, good.num_rows))
         rejects = self._full_rejects(validated.rejects, raws, batch_id)
         return Validated(good=good, rejects=rejects)
+
+    def _raw_table(self, raws: list[RawFile]) -> pa.Table:
+        if raws:
+            return pa.concat_tables([r.table for r in raws])
+        return pa.Table.from_arrays(
+            [pa.array([], pa.string())] * (len(self.spec.columns) + 1)
+            + [pa.array([], pa.int64())], names=[*self.spec.columns, FILE, LINE])
 
     def _full_rejects(self, rejects: pa.Table, raws: list[RawFile], batch_id: str) -> pa.Table:
         """Add run, batch and the raw line to every reject; add the ragged rows."""
@@ -236,7 +292,7 @@ class BatchWorker:
         table = table.add_column(0, "run_id", _constant(self.spec.run_id, n))
         return table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
 
-    def _quarantine_noisy_files(self, validated: Validated, raws: list[RawFile],
+    def _quarantine_noisy_files(self, validated: Validated, paths: list[str],
                                 outcomes: list[FileOutcome]
                                 ) -> tuple[Validated, list[FileOutcome]]:
         """Count rows per file; quarantine files past max_reject_ratio."""
@@ -244,18 +300,18 @@ class BatchWorker:
         rejected = _counts(validated.rejects["file"])
         ratio = self.spec.validation.max_reject_ratio
         noisy = {}
-        for raw in raws:
-            total = staged.get(raw.path, 0) + rejected.get(raw.path, 0)
-            if total and rejected.get(raw.path, 0) / total > ratio:
-                noisy[raw.path] = (f"{rejected[raw.path]} of {total} rows rejected, more than "
-                                   f"max_reject_ratio {ratio}")
+        for path in paths:
+            total = staged.get(path, 0) + rejected.get(path, 0)
+            if total and rejected.get(path, 0) / total > ratio:
+                noisy[path] = (f"{rejected[path]} of {total} rows rejected, more than "
+                               f"max_reject_ratio {ratio}")
         outcomes = outcomes + [
-            FileOutcome(path=r.path, error=noisy[r.path]) if r.path in noisy else
-            FileOutcome(path=r.path, rows_staged=staged.get(r.path, 0),
-                        rows_rejected=rejected.get(r.path, 0),
-                        warning=None if r.path in staged or r.path in rejected
+            FileOutcome(path=path, error=noisy[path]) if path in noisy else
+            FileOutcome(path=path, rows_staged=staged.get(path, 0),
+                        rows_rejected=rejected.get(path, 0),
+                        warning=None if path in staged or path in rejected
                         else "header only, no rows")
-            for r in raws
+            for path in paths
         ]
         if noisy:
             keep = pa.array(list(noisy), pa.string())

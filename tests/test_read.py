@@ -87,7 +87,11 @@ def outcome(result: BatchResult, path: str) -> Any:
 
 
 def staged(result: BatchResult) -> list[dict[str, Any]]:
-    return pq.read_table(result.output_path).to_pylist() if result.output_path else []
+    """Staged rows in (file, line) order: the order the staging view gives them."""
+    if not result.output_path:
+        return []
+    return pq.read_table(result.output_path).sort_by([("_file", "ascending"),
+                                                      ("_line", "ascending")]).to_pylist()
 
 
 def rejected(result: BatchResult) -> list[dict[str, Any]]:
