@@ -62,7 +62,8 @@ class WorkerSpec:
 class _FastRead:
     good: pa.Table | None = None
     """Typed good rows of the files read on the fast path."""
-    paths: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows staged per file (every row of a fast-path file is valid)."""
     bytes: int = 0
 
 
@@ -95,6 +96,7 @@ class BatchWorker:
     def __init__(self, partition: int, spec: WorkerSpec) -> None:
         self.partition = partition
         self.spec = spec
+        pa.set_cpu_count(spec.threads)  # one core's worth per worker: no oversubscription
         self.validator = Validator(spec.columns, threads=spec.threads)
         self.fast_typed = fast_typed_columns(spec.columns)
         self.fast_validator = (Validator(spec.columns, spec.threads, self.fast_typed)
@@ -120,9 +122,9 @@ class BatchWorker:
         fast, slow_paths = self._read_fast(task)
         raws, outcomes = self._read_all(slow_paths, task.attempt)
         bytes_read = fast.bytes + sum(len(r.text or b"") for r in raws)
-        validated = self._validate(raws, task.batch_id, fast.good)
-        paths = sorted([*fast.paths, *(r.path for r in raws)])
-        validated, outcomes = self._quarantine_noisy_files(validated, paths, outcomes)
+        validated, staged = self._validate(raws, task.batch_id, fast)
+        paths = sorted([*fast.rows, *(r.path for r in raws)])
+        validated, outcomes = self._quarantine_noisy_files(validated, paths, staged, outcomes)
         if self.transform:
             validated, outcomes = self._transformed(validated, outcomes)
         if faults.batch_delay:
@@ -151,13 +153,13 @@ class BatchWorker:
             self.spec.faults.maybe_fail_read(path, task.attempt)
         if self.fast_validator is None:
             return _FastRead(), list(task.files)
-        tables, slow, sizes = [], [], {}
+        tables, slow, sizes, rows = [], [], {}, {}
         for path in task.files:
             raw = read_csv_fast(path, self.spec.csv, self.spec.columns, self.fast_typed)
             if raw is None:
                 slow.append(path)
                 continue
-            sizes[path] = len(raw.text or b"")
+            sizes[path], rows[path] = len(raw.text or b""), raw.table.num_rows
             tables.append(raw.table.add_column(len(self.spec.columns), FILE,
                                                _constant(path, raw.table.num_rows)))
         if not tables:
@@ -169,8 +171,9 @@ class BatchWorker:
             good = good.filter(pc.invert(pc.is_in(good[FILE], flagged)))
             for path in flagged.to_pylist():
                 sizes.pop(path)
+                rows.pop(path)
                 slow.append(path)
-        return _FastRead(good=good, paths=list(sizes), bytes=sum(sizes.values())), sorted(slow)
+        return _FastRead(good=good, rows=rows, bytes=sum(sizes.values())), sorted(slow)
 
     def _read_all(self, paths: list[str], attempt: int) -> tuple[list[RawFile], list[FileOutcome]]:
         raws: list[RawFile] = []
@@ -252,19 +255,23 @@ class BatchWorker:
         table = pa.Table.from_arrays(arrays, names=[*self.spec.columns, FILE, LINE])
         return RawFile(path=raw.path, table=table, ragged=raw.ragged, text=raw.text)
 
-    def _validate(self, raws: list[RawFile], batch_id: str, fast: pa.Table | None) -> Validated:
-        """Slow-path validation of `raws`, joined with the fast path's already-valid rows."""
-        if raws or fast is None:
+    def _validate(self, raws: list[RawFile], batch_id: str,
+                  fast: _FastRead) -> tuple[Validated, dict[str, int]]:
+        """Slow-path validation of `raws`, joined with the fast path's already-valid rows.
+        Also returns the rows staged per file."""
+        if raws or fast.good is None:
             validated = self.validator.validate(self._raw_table(raws))
-            good = validated.good if fast is None else pa.concat_tables([validated.good, fast])
+            staged = {**fast.rows, **_counts(validated.good[FILE])}
+            good = (validated.good if fast.good is None
+                    else pa.concat_tables([validated.good, fast.good]))
         else:
-            validated = Validated(good=fast, rejects=_EMPTY_REJECTS)
-            good = fast
-        if fast is not None and raws:  # keep the batch file in (file, line) order, like the view
+            validated = Validated(good=fast.good, rejects=_EMPTY_REJECTS)
+            staged, good = dict(fast.rows), fast.good
+        if fast.good is not None and raws:  # keep the batch file in (file, line) order
             good = good.sort_by([(FILE, "ascending"), (LINE, "ascending")])
         good = good.append_column(BATCH, _constant(batch_id, good.num_rows))
         rejects = self._full_rejects(validated.rejects, raws, batch_id)
-        return Validated(good=good, rejects=rejects)
+        return Validated(good=good, rejects=rejects), staged
 
     def _raw_table(self, raws: list[RawFile]) -> pa.Table:
         if raws:
@@ -293,10 +300,9 @@ class BatchWorker:
         return table.select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
 
     def _quarantine_noisy_files(self, validated: Validated, paths: list[str],
-                                outcomes: list[FileOutcome]
+                                staged: dict[str, int], outcomes: list[FileOutcome]
                                 ) -> tuple[Validated, list[FileOutcome]]:
-        """Count rows per file; quarantine files past max_reject_ratio."""
-        staged = _counts(validated.good[FILE])
+        """Quarantine files past max_reject_ratio; record every file's outcome."""
         rejected = _counts(validated.rejects["file"])
         ratio = self.spec.validation.max_reject_ratio
         noisy = {}
@@ -309,7 +315,7 @@ class BatchWorker:
             FileOutcome(path=path, error=noisy[path]) if path in noisy else
             FileOutcome(path=path, rows_staged=staged.get(path, 0),
                         rows_rejected=rejected.get(path, 0),
-                        warning=None if path in staged or path in rejected
+                        warning=None if staged.get(path) or path in rejected
                         else "header only, no rows")
             for path in paths
         ]
