@@ -91,7 +91,6 @@ class ScheduleOutcome:
     stopped_because: str | None = None
     failed_files: int = 0
     retries: int = 0
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -289,8 +288,6 @@ class Scheduler:
             bad = [f for f in result.files if f.error]
             self.outcome.committed += 1
             self.outcome.failed_files += len(bad)
-            self.outcome.warnings.extend(f"{f.path}: {f.warning}" for f in result.files
-                                         if f.warning)
             log = self.log.bind(batch_id=result.batch_id)
             log.info("committed: {} rows staged, {} rejected, {} files quarantined, {:.2f}s",
                      result.rows_staged, result.rows_rejected, len(bad),

@@ -44,10 +44,6 @@ class Faults(BaseModel):
     """Where the driver SIGKILLs itself, once `kill_driver_after` batch results arrived."""
     kill_driver_after: Annotated[int, Field(ge=0)] = 1
 
-    @property
-    def active(self) -> bool:
-        return self != Faults()
-
     def maybe_fail_read(self, path: str, attempt: int) -> None:
         if self.read_error_rate and _chance(self.seed, path, attempt) < self.read_error_rate:
             raise TransientSourceError(path, f"injected I/O error (attempt {attempt})")

@@ -14,7 +14,6 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +68,6 @@ class RawFile:
             else:
                 out.append("")
         return out
-
-
-Reader = Callable[[str], RawFile]
 
 
 def read_file(path: str, fmt: str, options: CsvOptions,

@@ -32,6 +32,3 @@ def duckdb_type(type_name: str) -> str:
     parts = decimal_parts(type_name)
     return f"DECIMAL({parts[0]},{parts[1]})" if parts else _DUCKDB[type_name]
 
-
-def arrow_schema(columns: dict[str, str]) -> pa.Schema:
-    return pa.schema([(name, arrow_type(kind)) for name, kind in columns.items()])

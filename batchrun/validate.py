@@ -2,7 +2,8 @@
 
 All the work is one DuckDB query over the batch's Arrow table (zero-copy), built from
 the job's column rules. A row is rejected for the first rule it breaks, taking columns
-in schema order and, within a column, the rules in the order of `RULE_ORDER`.
+in schema order and, within a column, the rules in the order `checks_for` lists them:
+required, type, min, max, allowed, pattern, max_length.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from batchrun.read import LINE
 from batchrun.types import decimal_parts, duckdb_type
 
 FILE = "_file"
-RULE_ORDER = ("required", "type", "min", "max", "allowed", "pattern", "max_length")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ def _bound(value: Any, spec: ColumnSpec) -> str:
 
 def checks_for(name: str, spec: ColumnSpec, value: str, typed: str,
                check_type: bool = True) -> list[Check]:
-    """The rules of one column, in RULE_ORDER, as SQL conditions that mean 'broken'."""
+    """The rules of one column as SQL conditions that mean 'broken', in the order that
+    decides which rule a row breaks first."""
     checks = []
     if spec.required:
         checks.append(Check(name, "required", f"{value} IS NULL"))

@@ -111,9 +111,6 @@ class BatchWorker:
             for stale in directory.glob(f".{spec.run_id}-*.tmp"):
                 stale.unlink(missing_ok=True)  # left by this partition's previous owner
 
-    def ping(self) -> int:
-        return os.getpid()
-
     def process(self, task: BatchTask) -> BatchResult:
         started = time.time()
         log = logger.bind(run_id=self.spec.run_id, batch_id=task.batch_id)
