@@ -47,7 +47,18 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (run_id, path)
 );
 CREATE INDEX IF NOT EXISTS files_by_batch ON files (run_id, batch_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL, batch_id TEXT NOT NULL, attempt INTEGER NOT NULL, source TEXT,
+    worker INTEGER, bytes INTEGER, n_files INTEGER,
+    queued_at REAL NOT NULL, started_at REAL, finished_at REAL, ended_at REAL,
+    outcome TEXT, error TEXT, rows_staged INTEGER, rows_rejected INTEGER,
+    PRIMARY KEY (run_id, batch_id, attempt)
+);
 """
+"""`attempts` keeps one row per dispatch (the metrics): queued_at is when the driver
+dispatched it, started_at/finished_at when the worker began and ended it (committed
+attempts only), ended_at when the driver collected the outcome: committed, retried,
+failed, abandoned (stopped), or lost (the driver died; set by the next resume)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,50 @@ class BatchResult:
     files: tuple[FileOutcome, ...] = field(default_factory=tuple)
     node: str | None = None
     """The Ray node that ran the batch."""
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    batch_id: str
+    attempt: int
+    worker: int
+    source: str
+    bytes: int
+    n_files: int
+    at: float
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    batch_id: str
+    attempt: int
+    outcome: str
+    """committed | retried | failed | abandoned"""
+    at: float
+    error: str | None = None
+    kind: str | None = None
+    """transient | permanent, for failed and retried attempts"""
+    result: BatchResult | None = None
+
+
+@dataclass
+class RoundRecord:
+    """Everything one scheduler round changed, written in one transaction."""
+
+    dispatched: list[Dispatch] = field(default_factory=list)
+    ended: list[AttemptEnd] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(batch_id, reason): batches given up without running."""
+
+    @property
+    def results(self) -> list[BatchResult]:
+        return [e.result for e in self.ended if e.result is not None]
+
+    def outcomes(self, outcome: str) -> list[AttemptEnd]:
+        return [e for e in self.ended if e.outcome == outcome]
+
+    def __bool__(self) -> bool:
+        return bool(self.dispatched or self.ended or self.skipped)
 
 
 @dataclass(frozen=True)
@@ -211,12 +266,14 @@ class Catalog:
                 )
 
     def reset_unfinished_batches(self, run_id: str) -> int:
-        """Before a resume: running and failed batches go back to pending."""
+        """Before a resume: running, failed and skipped batches go back to pending."""
         with self.transaction() as db:
+            db.execute("UPDATE attempts SET outcome='lost' WHERE run_id=? AND outcome IS NULL",
+                       (run_id,))
             cursor = db.execute(
-                "UPDATE batches SET state=?, worker=NULL WHERE run_id=? AND state IN (?,?)",
+                "UPDATE batches SET state=?, worker=NULL WHERE run_id=? AND state IN (?,?,?)",
                 (BatchState.PENDING.value, run_id, BatchState.RUNNING.value,
-                 BatchState.FAILED.value),
+                 BatchState.FAILED.value, BatchState.SKIPPED.value),
             )
             db.execute(
                 "UPDATE files SET state=?, error=NULL WHERE run_id=? AND batch_id IN"
@@ -227,57 +284,72 @@ class Catalog:
 
     # -- dispatch and commit ----------------------------------------------------------
 
-    def record_progress(self, run_id: str, dispatched: list[tuple[str, int]],
-                        results: list[BatchResult], failures: list[tuple[str, str, str]],
-                        retries: list[tuple[str, str, str]] | None = None,
+    def record_progress(self, run_id: str, current: RoundRecord,
                         before_commit: Callable[[], None] | None = None) -> None:
-        """One transaction per scheduler round: dispatched, committed, retried, failed batches.
-
-        `dispatched` holds (batch_id, worker); `failures` and `retries` hold
-        (batch_id, error, kind). A result for a batch that is already committed is ignored
-        (idempotent commit). `before_commit` runs inside the transaction (fault injection).
-        """
-        now = time.time()
-        if not (dispatched or results or failures or retries):
+        """One transaction per scheduler round: dispatched, committed, retried, failed and
+        skipped batches, and the attempts' metrics. A result for a batch that is already
+        committed is ignored (idempotent commit). `before_commit` runs inside the
+        transaction (fault injection)."""
+        if not current:
             return
         with self.transaction() as db:
-            for batch_id, error, kind in retries or []:
+            for end in current.ended:
+                self._end_attempt(db, run_id, end)
+            for d in current.dispatched:
                 db.execute(
-                    "UPDATE batches SET state=?, last_error=?, error_kind=? WHERE run_id=?"
-                    " AND batch_id=? AND state<>?",
-                    (BatchState.PENDING.value, error, kind, run_id, batch_id,
+                    "UPDATE batches SET state=?, worker=?, attempts=?, queued_at=?"
+                    " WHERE run_id=? AND batch_id=? AND state<>?",
+                    (BatchState.RUNNING.value, d.worker, d.attempt, d.at, run_id, d.batch_id,
                      BatchState.COMMITTED.value))
-            for batch_id, worker in dispatched:
                 db.execute(
-                    "UPDATE batches SET state=?, worker=?, attempts=attempts+1, queued_at=?"
-                    " WHERE run_id=? AND batch_id=? AND state<>?",
-                    (BatchState.RUNNING.value, worker, now, run_id, batch_id,
-                     BatchState.COMMITTED.value),
-                )
-            for result in results:
-                self._commit_batch(db, run_id, result)
-            for batch_id, error, kind in failures:
-                db.execute(
-                    "UPDATE batches SET state=?, last_error=?, error_kind=?, finished_at=?"
-                    " WHERE run_id=? AND batch_id=? AND state<>?",
-                    (BatchState.FAILED.value, error, kind, now, run_id, batch_id,
-                     BatchState.COMMITTED.value),
-                )
-                db.execute(
-                    "UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
-                    (FileState.FAILED.value, error, run_id, batch_id),
-                )
+                    "INSERT OR REPLACE INTO attempts (run_id, batch_id, attempt, source, worker,"
+                    " bytes, n_files, queued_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (run_id, d.batch_id, d.attempt, d.source, d.worker, d.bytes, d.n_files, d.at))
+            for batch_id, reason in current.skipped:
+                self._skip_batch(db, run_id, batch_id, reason)
             if before_commit:
                 before_commit()
+
+    def _end_attempt(self, db: sqlite3.Connection, run_id: str, end: AttemptEnd) -> None:
+        result = end.result
+        db.execute(
+            "UPDATE attempts SET ended_at=?, outcome=?, error=?, started_at=?, finished_at=?,"
+            " rows_staged=?, rows_rejected=? WHERE run_id=? AND batch_id=? AND attempt=?",
+            (end.at, end.outcome, end.error, result and result.started_at,
+             result and result.finished_at, result and result.rows_staged,
+             result and result.rows_rejected, run_id, end.batch_id, end.attempt))
+        if result is not None:
+            self._commit_batch(db, run_id, result)
+        elif end.outcome in ("retried", "failed"):
+            failed = end.outcome == "failed"
+            state = BatchState.FAILED if failed else BatchState.PENDING
+            db.execute(
+                "UPDATE batches SET state=?, last_error=?, error_kind=?, finished_at=?"
+                " WHERE run_id=? AND batch_id=? AND state<>?",
+                (state.value, end.error, end.kind, end.at if failed else None, run_id,
+                 end.batch_id, BatchState.COMMITTED.value))
+            if failed:
+                db.execute("UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
+                           (FileState.FAILED.value, end.error, run_id, end.batch_id))
+
+    @staticmethod
+    def _skip_batch(db: sqlite3.Connection, run_id: str, batch_id: str, reason: str) -> None:
+        db.execute("UPDATE batches SET state=?, last_error=?, worker=NULL WHERE run_id=?"
+                   " AND batch_id=? AND state<>?",
+                   (BatchState.SKIPPED.value, reason, run_id, batch_id, BatchState.COMMITTED.value))
+        db.execute("UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
+                   (FileState.SKIPPED.value, reason, run_id, batch_id))
 
     def requeue_all(self, run_id: str, batch_ids: list[str]) -> None:
         """Put unfinished batches back to pending (a stop, or a spent budget)."""
         with self.transaction() as db:
+            db.execute("UPDATE attempts SET outcome='abandoned', ended_at=? WHERE run_id=?"
+                       " AND outcome IS NULL", (time.time(), run_id))
             db.executemany(
                 "UPDATE batches SET state=?, worker=NULL WHERE run_id=? AND batch_id=?"
-                " AND state NOT IN (?, ?)",
+                " AND state NOT IN (?, ?, ?)",
                 [(BatchState.PENDING.value, run_id, b, BatchState.COMMITTED.value,
-                  BatchState.FAILED.value) for b in batch_ids])
+                  BatchState.FAILED.value, BatchState.SKIPPED.value) for b in batch_ids])
 
     def attempts(self, run_id: str) -> dict[str, int]:
         rows = self.rows("SELECT batch_id, attempts FROM batches WHERE run_id=?", (run_id,))
@@ -334,6 +406,14 @@ class Catalog:
         return self.rows("SELECT * FROM files WHERE run_id=? AND batch_id=? ORDER BY path",
                          (run_id, batch_id))
 
+    def skipped_files(self, run_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT path, batch_id, source, error AS reason FROM files WHERE"
+                         " run_id=? AND state=? ORDER BY path", (run_id, FileState.SKIPPED.value))
+
+    def attempt_rows(self, run_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM attempts WHERE run_id=? ORDER BY queued_at, batch_id",
+                         (run_id,))
+
     def failed_files(self, run_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT path, batch_id, error FROM files WHERE run_id=? AND state=?"
                          " ORDER BY path", (run_id, FileState.FAILED.value))
@@ -367,11 +447,12 @@ class Catalog:
         batch = self.rows(
             "SELECT count(*) total, sum(state='committed') committed, sum(state='failed')"
             " failed, sum(state='pending') pending, sum(state='running') running,"
+            " sum(state='skipped') skipped,"
             " coalesce(sum(rows_staged),0) staged, coalesce(sum(attempts),0) attempts"
             " FROM batches WHERE run_id=?", (run_id,))[0]
         files = self.rows(
             "SELECT count(*) total, sum(state='committed') committed, sum(state='failed')"
-            " failed, coalesce(sum(size),0) bytes,"
+            " failed, sum(state='skipped') skipped, coalesce(sum(size),0) bytes,"
             " coalesce(sum(CASE WHEN state='committed' THEN rows_rejected + rows_unique END),0)"
             " rejected, coalesce(sum(rows_unique),0) duplicates"
             " FROM files WHERE run_id=?", (run_id,))[0]
@@ -379,6 +460,7 @@ class Catalog:
             "batches_total": batch["total"], "batches_committed": batch["committed"] or 0,
             "batches_failed": batch["failed"] or 0, "batches_pending": batch["pending"] or 0,
             "batches_running": batch["running"] or 0, "attempts": batch["attempts"],
+            "batches_skipped": batch["skipped"] or 0, "files_skipped": files["skipped"] or 0,
             "files_total": files["total"], "files_committed": files["committed"] or 0,
             "files_failed": files["failed"] or 0, "bytes_total": files["bytes"],
             "rows_staged": batch["staged"] - files["duplicates"],

@@ -34,6 +34,16 @@ def parse_size(value: Any) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
+def parse_rate(value: Any) -> float:
+    """'3/s' → 3.0, '90/m' → 1.5, '100/h'; plain numbers are per second."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*", str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a rate such as '3/s', '90/m' or '100/h', got {value!r}")
+    return float(match.group(1)) / _DURATION_UNITS[match.group(2)]
+
+
 def parse_duration(value: Any) -> float:
     """'200ms' → 0.2, '30s' → 30.0; plain numbers are seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
@@ -73,6 +83,24 @@ class SourceSection(_Section):
     reader: Annotated[str, Field(pattern=REFERENCE)] | None = None
     """"package.module:function" taking a path and returning a pyarrow Table; replaces the
     built-in readers (the job file's folder is importable)."""
+    group_by: str = "parent_dir"
+    """What a file's source is (per-source limits act on it): "parent_dir" (the supplier
+    folder), "none" (one source), or a regular expression with a named group, searched in
+    the file's path, e.g. "/(?P<supplier>[a-z]+)_[0-9]+\\.csv$"."""
+
+    @field_validator("group_by")
+    @classmethod
+    def _grouping(cls, value: str) -> str:
+        if value in ("parent_dir", "none"):
+            return value
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"expected parent_dir, none or a regular expression ({exc})") from None
+        if not compiled.groupindex:
+            raise ValueError("expected parent_dir, none or a regular expression with a named "
+                             "group such as (?P<source>...)")
+        return value
 
 
 class TransformSection(_Section):
@@ -93,9 +121,35 @@ class BatchSection(_Section):
         return parse_size(value)
 
 
+class CircuitBreaker(_Section):
+    failures: Annotated[int, Field(ge=0)] = 3
+    """Consecutive failed batches of one source that open its breaker; 0 turns it off."""
+    cooldown: float = 30.0
+    """How long an open breaker stops the source before one probe batch is sent. If the
+    probe fails too, the source's remaining batches are skipped (resume retries them)."""
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
 class ExecutionSection(_Section):
+    mode: Literal["parallel", "sequential"] = "parallel"
+    """"parallel" uses the limits below; "sequential" runs one batch at a time in plan
+    order on one worker and stops at the first failed batch (fail fast)."""
     workers: Annotated[int, Field(ge=1, le=1024)] = 2
-    """Number of worker actors; 1 means strictly sequential."""
+    """Number of worker actors."""
+    per_source_concurrency: Annotated[int, Field(ge=1)] | None = 3
+    """At most this many batches of one source in flight; "unlimited" lifts the cap."""
+    stagger: float = 0.0
+    """Delay between the first dispatch of successive sources, e.g. "200ms"."""
+    max_bytes_in_flight: Annotated[int, Field(ge=1)] | Literal["unlimited"] | None = None
+    """Input bytes of the batches in flight, at most; default 1/8 of the memory available
+    when the run starts; "unlimited" lifts it. A bigger batch still runs, alone."""
+    rate_limit: float | None = None
+    """Batch starts per second of each source, e.g. "3/s" or "20/m"; None: no limit."""
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
     address: str | None = None
     """Ray cluster to join ("auto", "ray://host:10001", "host:6379"); None starts a local one."""
     max_in_flight: Annotated[int, Field(ge=1)] | None = None
@@ -109,10 +163,25 @@ class ExecutionSection(_Section):
     retry_budget: Annotated[int, Field(ge=0)] = 100
     """Retries allowed in the whole run; once spent, the run stops dispatching (fail fast)."""
 
-    @field_validator("drain_timeout", "batch_timeout", mode="before")
+    @field_validator("drain_timeout", "batch_timeout", "stagger", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float | None:
         return None if value is None else parse_duration(value)
+
+    @field_validator("per_source_concurrency", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        return None if value == "unlimited" else value
+
+    @field_validator("max_bytes_in_flight", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> int | str | None:
+        return value if value in (None, "unlimited") else parse_size(value)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> float | None:
+        return None if value is None else parse_rate(value)
 
 
 class StagingSection(_Section):
@@ -208,6 +277,8 @@ class JobConfig(_Section):
 
     @property
     def in_flight_cap(self) -> int:
+        if self.execution.mode == "sequential":
+            return 1
         return self.execution.max_in_flight or 2 * self.execution.workers
 
 

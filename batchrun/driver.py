@@ -1,9 +1,11 @@
 """The driver's scheduler: keep a bounded number of batches in flight, commit results.
 
 Only this loop writes the catalog while a run executes (single writer). Each round it
-dispatches ready batches to worker actors (at most `in_flight_cap` at once, spread over
-the actors), waits with `ray.wait`, and records the round — new dispatches, committed
-results, failures — in one catalog transaction.
+dispatches the batches that `admission.py` lets start (global, per-source, byte, rate,
+stagger and circuit-breaker limits; or one at a time in sequential mode), spreads them
+over the worker actors, waits with `ray.wait`, and records the round — new dispatches,
+committed results, retries, failures, skipped batches, each attempt's timings — in one
+catalog transaction.
 
 Failures carry a kind. Transient ones (a worker that died, a batch past `batch_timeout`,
 an I/O error) are retried with exponential back-off and jitter (tenacity) up to
@@ -14,12 +16,10 @@ dispatching, drains for `drain_timeout`, and leaves every unfinished batch pendi
 
 from __future__ import annotations
 
-import heapq
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -28,14 +28,13 @@ from loguru import logger
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from batchrun.catalog import BatchResult, Catalog
+from batchrun.admission import Admission, Controls, QueuedBatch
+from batchrun.catalog import AttemptEnd, Catalog, Dispatch, RoundRecord
 from batchrun.errors import SourceError
 from batchrun.faults import Faults
 from batchrun.worker import BatchTask, BatchWorker, WorkerSpec
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-Pending = tuple[str, int, tuple[str, ...]]
-"""(batch_id, seq, files)"""
 _BACKOFF = wait_exponential_jitter(exp_base=2, max=30, jitter=0.25)
 
 
@@ -80,6 +79,7 @@ class StopToken:
 class _Flight:
     task: BatchTask
     worker: int
+    batch: QueuedBatch
 
 
 @dataclass
@@ -91,25 +91,18 @@ class ScheduleOutcome:
     stopped_because: str | None = None
     failed_files: int = 0
     retries: int = 0
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
 class Limits:
     workers: int
-    in_flight_cap: int
+    controls: Controls
     max_retries: int = 3
     retry_budget: int = 100
     drain_timeout: float = 30.0
     batch_timeout: float | None = None
     max_failed_files: int = 0
-
-
-@dataclass
-class _Round:
-    dispatched: list[tuple[str, int]] = field(default_factory=list)
-    results: list[BatchResult] = field(default_factory=list)
-    failures: list[tuple[str, str, str]] = field(default_factory=list)
-    retries: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class Scheduler:
@@ -127,8 +120,7 @@ class Scheduler:
         """When the batch at the head of each actor's queue started running."""
         self.timed_out: dict[str, float] = {}
         self.attempts: dict[str, int] = {}
-        self.ready: deque[Pending] = deque()
-        self.delayed: list[tuple[float, int, Pending]] = []
+        self.admission = Admission(limits.controls)
         self.results_seen = 0
         self.dead: set[int] = set()
         self.abandoned: list[str] = []
@@ -140,18 +132,18 @@ class Scheduler:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def execute(self, pending: list[Pending], attempts: dict[str, int] | None = None
+    def execute(self, pending: list[QueuedBatch], attempts: dict[str, int] | None = None
                 ) -> ScheduleOutcome:
         """Run every pending batch until done, failed, out of budget or stopped."""
-        self.ready.extend(pending)
+        for batch in sorted(pending):
+            self.admission.add(batch)
         self.attempts.update(attempts or {})
-        while self.ready or self.delayed or self.flights:
+        while self.admission or self.flights:
             if self._should_stop_dispatching():
                 break
-            current = _Round()
-            self._release_due_retries()
+            current = RoundRecord()
             self._dispatch(current)
-            self._collect(current, timeout=0.5)
+            self._collect(current, timeout=self._wait_budget())
             self._enforce_timeouts()
             self._record(current)
         self._drain()
@@ -160,6 +152,9 @@ class Scheduler:
 
     def _should_stop_dispatching(self) -> bool:
         if self.stop.requested:
+            return True
+        if self.limits.controls.sequential and self.outcome.failed:
+            self.outcome.stopped_because = "sequential mode stops at the first failed batch"
             return True
         budget = self.limits.max_failed_files
         if budget and self.outcome.failed_files >= budget:
@@ -170,26 +165,29 @@ class Scheduler:
             return True
         return False
 
-    def _release_due_retries(self) -> None:
+    def _wait_budget(self) -> float:
+        """How long this round may wait for results: until admission may let more start."""
         now = time.monotonic()
-        while self.delayed and self.delayed[0][0] <= now:
-            self.ready.appendleft(heapq.heappop(self.delayed)[2])
-        if not self.ready and not self.flights and self.delayed:
-            time.sleep(max(0.0, min(0.5, self.delayed[0][0] - now)))
+        wake = self.admission.wake_at(now)
+        timeout = 0.5 if wake is None else max(0.0, min(0.5, wake - now))
+        if not self.flights and timeout:
+            time.sleep(timeout)  # nothing running: only time can unblock a queued batch
+        return timeout
 
-    def _dispatch(self, current: _Round) -> None:
-        while self.ready and len(self.flights) < self.limits.in_flight_cap:
-            batch_id, seq, files = self.ready.popleft()
+    def _dispatch(self, current: RoundRecord) -> None:
+        while (batch := self.admission.next_batch(time.monotonic())) is not None:
             worker = self._least_loaded_worker()
-            attempt = self.attempts.get(batch_id, 0) + 1
-            self.attempts[batch_id] = attempt
-            task = BatchTask(batch_id=batch_id, files=files, seq=seq, attempt=attempt)
+            attempt = self.attempts.get(batch.batch_id, 0) + 1
+            self.attempts[batch.batch_id] = attempt
+            task = BatchTask(batch_id=batch.batch_id, files=batch.files, seq=batch.seq,
+                             attempt=attempt)
             if not self._queue_of(worker):
                 self.head_since[worker] = time.monotonic()
-            self.flights[self.actors[worker].process.remote(task)] = _Flight(task, worker)
-            current.dispatched.append((batch_id, worker))
-            self.log.bind(batch_id=batch_id).debug("dispatched to worker {} (attempt {})",
-                                                   worker, attempt)
+            self.flights[self.actors[worker].process.remote(task)] = _Flight(task, worker, batch)
+            current.dispatched.append(Dispatch(batch.batch_id, attempt, worker, batch.source,
+                                               batch.bytes, len(batch.files), time.time()))
+            self.log.bind(batch_id=batch.batch_id).debug(
+                "dispatched to worker {} (source {}, attempt {})", worker, batch.source, attempt)
 
     def _queue_of(self, worker: int) -> list[_Flight]:
         return [f for f in self.flights.values() if f.worker == worker]
@@ -200,7 +198,7 @@ class Scheduler:
             load[flight.worker] += 1
         return load.index(min(load))
 
-    def _collect(self, current: _Round, timeout: float) -> None:
+    def _collect(self, current: RoundRecord, timeout: float) -> None:
         """Gather every finished batch: results, failures and retries."""
         if not self.flights:
             return
@@ -212,19 +210,26 @@ class Scheduler:
             flight = self.flights.pop(ref)
             self.head_since[flight.worker] = time.monotonic()
             try:
-                current.results.append(ray.get(ref))
-                self.results_seen += 1
+                result = ray.get(ref)
             except RayActorError as exc:
                 dead.add(flight.worker)
                 self._retry_or_fail(flight, self._death_reason(flight, exc), "transient", current)
             except RayTaskError as exc:
                 self._retry_or_fail(flight, _short(exc), _error_kind(exc), current)
+            else:
+                self.admission.finished(flight.batch, time.monotonic(), failed=False)
+                current.ended.append(AttemptEnd(flight.task.batch_id, flight.task.attempt,
+                                                "committed", time.time(), result=result))
+                self.results_seen += 1
         for worker in dead:
             if self.stop.requested:  # no more work for it; the cluster may be going down too
                 self.dead.add(worker)
                 continue
             self.actors[worker] = self._new_actor(worker)
             self.log.warning("worker {} died; replaced it", worker)
+        for event in self.admission.take_events():
+            self.log.warning(event)
+        current.skipped += [(batch.batch_id, why) for batch, why in self.admission.take_skipped()]
         if current.results:
             self.faults.maybe_kill_driver("after_rename", self.results_seen)
 
@@ -249,29 +254,33 @@ class Scheduler:
                 ray.kill(self.actors[worker], no_restart=True)
                 self.head_since[worker] = now + 3600  # until its death is collected
 
-    def _retry_or_fail(self, flight: _Flight, error: str, kind: str, current: _Round) -> None:
+    def _retry_or_fail(self, flight: _Flight, error: str, kind: str, current: RoundRecord) -> None:
         log = self.log.bind(batch_id=flight.task.batch_id)
-        attempt = flight.task.attempt
+        task, now = flight.task, time.monotonic()
         if self.stop.requested and kind == "transient":
             log.warning("abandoned while stopping ({}); left pending", error)
-            self.abandoned.append(flight.task.batch_id)
+            self.admission.finished(flight.batch, now, failed=None)
+            current.ended.append(AttemptEnd(task.batch_id, task.attempt, "abandoned", time.time(),
+                                            error, kind))
+            self.abandoned.append(task.batch_id)
             return
-        if kind == "transient" and attempt <= self.limits.max_retries:
-            delay = backoff_seconds(attempt)
-            log.warning("attempt {} failed ({}); retrying in {:.1f}s", attempt, error, delay)
-            task = flight.task
-            heapq.heappush(self.delayed, (time.monotonic() + delay, task.seq,
-                                          (task.batch_id, task.seq, task.files)))
-            current.retries.append((task.batch_id, error, kind))
+        if kind == "transient" and task.attempt <= self.limits.max_retries:
+            delay = backoff_seconds(task.attempt)
+            log.warning("attempt {} failed ({}); retrying in {:.1f}s", task.attempt, error, delay)
+            self.admission.finished(flight.batch, now, failed=None)
+            self.admission.retry(flight.batch, now + delay)
+            current.ended.append(AttemptEnd(task.batch_id, task.attempt, "retried", time.time(),
+                                            error, kind))
             self.outcome.retries += 1
             return
-        log.error("failed after {} attempt(s): {}", attempt, error)
-        current.failures.append((flight.task.batch_id, error, kind))
+        log.error("failed after {} attempt(s): {}", task.attempt, error)
+        self.admission.finished(flight.batch, now, failed=True, error=error)
+        current.ended.append(AttemptEnd(task.batch_id, task.attempt, "failed", time.time(),
+                                        error, kind))
 
-    def _record(self, current: _Round) -> None:
-        self.catalog.record_progress(
-            self.run_id, current.dispatched, current.results, current.failures,
-            retries=current.retries, before_commit=self._kill_point("mid_commit"))
+    def _record(self, current: RoundRecord) -> None:
+        self.catalog.record_progress(self.run_id, current,
+                                     before_commit=self._kill_point("mid_commit"))
         if current.dispatched:
             self.faults.maybe_kill_driver("after_dispatch", self.results_seen)
         if current.results:
@@ -283,7 +292,7 @@ class Scheduler:
             return None
         return lambda: self.faults.maybe_kill_driver(point, self.results_seen)
 
-    def _after_round(self, current: _Round) -> None:
+    def _after_round(self, current: RoundRecord) -> None:
         for result in current.results:
             bad = [f for f in result.files if f.error]
             self.outcome.committed += 1
@@ -294,12 +303,14 @@ class Scheduler:
                      result.finished_at - result.started_at)
             for outcome in bad:
                 log.warning("quarantined {}: {}", outcome.path, outcome.error)
-        self.outcome.failed += len(current.failures)
-        self.outcome.failed_files += sum(len(self.catalog.files_of(self.run_id, b))
-                                         for b, _, _ in current.failures)
-        if self.on_progress and (current.results or current.failures):
+        failures = current.outcomes("failed")
+        self.outcome.failed += len(failures)
+        self.outcome.skipped += len(current.skipped)
+        self.outcome.failed_files += sum(len(self.catalog.files_of(self.run_id, e.batch_id))
+                                         for e in failures)
+        if self.on_progress and (current.results or failures or current.skipped):
             self.on_progress({"committed": len(current.results),
-                              "failed": len(current.failures),
+                              "failed": len(failures) + len(current.skipped),
                               "rows": sum(r.rows_staged for r in current.results)})
 
     def _drain(self) -> None:
@@ -309,11 +320,11 @@ class Scheduler:
             self.log.warning("stopping: draining {} in-flight batch(es) for up to {:.0f}s",
                              len(self.flights), max(0.0, deadline - time.monotonic()))
             while self.flights and time.monotonic() < deadline and self.stop.count < 2:
-                current = _Round()
+                current = RoundRecord()
                 self._collect(current, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
                 self._record(current)
         unfinished = [f.task.batch_id for f in self.flights.values()] + self.abandoned
-        unfinished += [p[0] for p in self.ready] + [p[2][0] for p in self.delayed]
+        unfinished += [batch.batch_id for batch in self.admission.remaining()]
         self.catalog.requeue_all(self.run_id, unfinished)
         self.outcome.abandoned = len(self.flights) + len(self.abandoned)
         for worker, actor in enumerate(self.actors):

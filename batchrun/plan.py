@@ -9,6 +9,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
+from collections.abc import Callable
 from itertools import groupby
 from pathlib import Path
 
@@ -27,13 +29,34 @@ def expand_sources(job: Job) -> list[PlannedFile]:
         patterns = ", ".join(job.config.source.paths)
         raise ConfigError(str(job.path), "source.paths",
                           f"no files match {patterns} (relative to {job.base_dir})")
-    return [_fingerprint(path) for path in sorted(matched)]
+    source_of = source_function(job.config.source.group_by, str(job.path))
+    return [_fingerprint(path, source_of) for path in sorted(matched)]
 
 
-def _fingerprint(path: str) -> PlannedFile:
+def source_function(group_by: str, where: str) -> Callable[[str], str]:
+    """path → source name, per `[source] group_by`."""
+    if group_by == "parent_dir":
+        return lambda path: Path(path).parent.name
+    if group_by == "none":
+        return lambda path: "all"
+    pattern = re.compile(group_by)
+    group = next(iter(pattern.groupindex))
+
+    def by_pattern(path: str) -> str:
+        match = pattern.search(path)
+        if not match or match.group(group) is None:
+            raise ConfigError(where, "source.group_by",
+                              f"pattern {group_by!r} does not match {path}")
+        return match.group(group)
+
+    return by_pattern
+
+
+def _fingerprint(path: str, source_of: Callable[[str], str]) -> PlannedFile:
     stat = os.stat(path)
-    return PlannedFile(path=os.path.abspath(path), size=stat.st_size, mtime=stat.st_mtime,
-                       source=Path(path).parent.name)
+    absolute = os.path.abspath(path)
+    return PlannedFile(path=absolute, size=stat.st_size, mtime=stat.st_mtime,
+                       source=source_of(absolute))
 
 
 def cut_batches(files: list[PlannedFile], max_files: int, max_bytes: int) -> list[PlannedBatch]:

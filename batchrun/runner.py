@@ -18,10 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import ray
 from loguru import logger
 
 from batchrun import logs
+from batchrun.admission import Controls, QueuedBatch
 from batchrun.catalog import Catalog, RunRecord
 from batchrun.config import ColumnSpec, Job, JobConfig
 from batchrun.driver import Limits, ProgressCallback, ScheduleOutcome, Scheduler, StopToken
@@ -35,6 +37,10 @@ from batchrun.staging import publish_staging_db, remove_orphans
 from batchrun.states import BatchState, RunState
 from batchrun.unique import apply_unique_keys
 from batchrun.worker import WorkerSpec
+
+DEFAULT_MEMORY_SHARE = 8
+"""max_bytes_in_flight defaults to 1/8 of the memory available at start: a batch's Arrow
+tables take several times its input bytes while it is parsed, checked and written."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,7 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
                  record.job_file)
         started_ray = _connect_ray(config, Path(record.job_file).parent, log)
         stop.install()
-        pending = [(b["batch_id"], b["seq"],
-                    tuple(f["path"] for f in catalog.files_of(record.run_id, b["batch_id"])))
-                   for b in catalog.batches(record.run_id, BatchState.PENDING)]
+        pending = _pending_batches(catalog, record.run_id)
         scheduler = Scheduler(
             catalog, record.run_id, _worker_spec(record, config, columns, faults),
             _limits(config), stop=stop, on_progress=on_progress,
@@ -140,11 +144,19 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
         logs.close_run_log(sink)
 
 
+def _pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
+    return [QueuedBatch(seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "",
+                        bytes=b["bytes"],
+                        files=tuple(f["path"] for f in catalog.files_of(run_id, b["batch_id"])))
+            for b in catalog.batches(run_id, BatchState.PENDING)]
+
+
 def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome) -> RunState:
     if outcome.stopped_by is not None:
         return RunState.INTERRUPTED
     counts = catalog.counts(run_id)
-    if counts["batches_failed"] or counts["files_failed"] or counts["batches_pending"]:
+    if (counts["batches_failed"] or counts["files_failed"] or counts["batches_pending"]
+            or counts["batches_skipped"]):
         return RunState.FAILED
     return RunState.SUCCEEDED
 
@@ -154,15 +166,32 @@ def _message(outcome: ScheduleOutcome) -> str | None:
         return f"stopped by signal {outcome.stopped_by}; {outcome.abandoned} batch(es) abandoned"
     if outcome.stopped_because:
         return f"stopped dispatching: {outcome.stopped_because}"
+    if outcome.skipped:
+        return f"{outcome.skipped} batch(es) skipped: a source's circuit breaker stayed open"
     return None
 
 
 def _limits(config: JobConfig) -> Limits:
     execution = config.execution
-    return Limits(workers=execution.workers, in_flight_cap=config.in_flight_cap,
+    sequential = execution.mode == "sequential"
+    return Limits(workers=1 if sequential else execution.workers, controls=controls(config),
                   max_retries=execution.max_retries, retry_budget=execution.retry_budget,
                   drain_timeout=execution.drain_timeout, batch_timeout=execution.batch_timeout,
                   max_failed_files=config.validation.max_failed_files)
+
+
+def controls(config: JobConfig) -> Controls:
+    """The admission limits of a job (see admission.py)."""
+    execution = config.execution
+    max_bytes = execution.max_bytes_in_flight
+    if max_bytes is None:
+        max_bytes = psutil.virtual_memory().available // DEFAULT_MEMORY_SHARE
+    breaker = execution.circuit_breaker
+    return Controls(in_flight=config.in_flight_cap, per_source=execution.per_source_concurrency,
+                    max_bytes=None if max_bytes == "unlimited" else int(max_bytes),
+                    stagger=execution.stagger, rate=execution.rate_limit,
+                    breaker_failures=breaker.failures, breaker_cooldown=breaker.cooldown,
+                    sequential=execution.mode == "sequential")
 
 
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:

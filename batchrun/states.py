@@ -22,9 +22,12 @@ class BatchState(str, Enum):
     RUNNING = "running"
     COMMITTED = "committed"
     FAILED = "failed"
+    SKIPPED = "skipped"
+    """Not run: its source's circuit breaker stayed open. `resume` tries it again."""
 
 
 class FileState(str, Enum):
     PENDING = "pending"
     COMMITTED = "committed"
     FAILED = "failed"
+    SKIPPED = "skipped"
