@@ -293,8 +293,6 @@ class Catalog:
         if not current:
             return
         with self.transaction() as db:
-            for end in current.ended:
-                self._end_attempt(db, run_id, end)
             for d in current.dispatched:
                 db.execute(
                     "UPDATE batches SET state=?, worker=?, attempts=?, queued_at=?"
@@ -305,6 +303,8 @@ class Catalog:
                     "INSERT OR REPLACE INTO attempts (run_id, batch_id, attempt, source, worker,"
                     " bytes, n_files, queued_at) VALUES (?,?,?,?,?,?,?,?)",
                     (run_id, d.batch_id, d.attempt, d.source, d.worker, d.bytes, d.n_files, d.at))
+            for end in current.ended:  # after the dispatches: a batch may end in its own round
+                self._end_attempt(db, run_id, end)
             for batch_id, reason in current.skipped:
                 self._skip_batch(db, run_id, batch_id, reason)
             if before_commit:

@@ -60,6 +60,60 @@ address_option = click.option("--address", envvar="BATCHRUN_ADDRESS",
                               help="Ray cluster to join, e.g. auto or 127.0.0.1:6379 "
                                    "[env BATCHRUN_ADDRESS].")
 
+_CONTROL_FLAGS = [
+    # (flag, job key, click type, help)
+    ("--mode", "execution.mode", click.Choice(["parallel", "sequential"]),
+     "parallel (with the limits below) or sequential (one batch at a time, fail fast)"),
+    ("--max-in-flight", "execution.max_in_flight", click.IntRange(min=1),
+     "batches in flight at most (default 2 x workers)"),
+    ("--per-source-concurrency", "execution.per_source_concurrency", str,
+     "batches of one source in flight at most, or 'unlimited'"),
+    ("--stagger", "execution.stagger", str,
+     "delay between the first batches of successive sources, e.g. 200ms"),
+    ("--max-bytes-in-flight", "execution.max_bytes_in_flight", str,
+     "input bytes in flight at most, e.g. 2GB, or 'unlimited'"),
+    ("--rate-limit", "execution.rate_limit", str, "batch starts per source, e.g. 3/s"),
+    ("--breaker-failures", "execution.circuit_breaker.failures", click.IntRange(min=0),
+     "consecutive failed batches that open a source's circuit breaker (0: off)"),
+    ("--breaker-cooldown", "execution.circuit_breaker.cooldown", str,
+     "how long an open breaker waits before its probe batch, e.g. 30s"),
+]
+
+
+def _env_name(flag: str) -> str:
+    return "BATCHRUN_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def control_options(command: Any) -> Any:
+    """The contention controls as flags (and environment variables), plus --set."""
+    command = click.option(
+        "--set", "settings", multiple=True, metavar="KEY=VALUE",
+        help="Override any job key, e.g. --set batch.max_files=10 (value parsed as TOML).")(command)
+    for flag, key, kind, text in reversed(_CONTROL_FLAGS):
+        command = click.option(flag, key.replace(".", "__"), type=kind, envvar=_env_name(flag),
+                               help=f"Override {key}: {text} [env {_env_name(flag)}].")(command)
+    return command
+
+
+def control_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """Flag values (and --set pairs) as dotted job keys."""
+    overrides = {key: params.get(key.replace(".", "__")) for _, key, _, _ in _CONTROL_FLAGS}
+    for pair in params.get("settings") or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key.strip()] = _toml_value(value.strip())
+    return overrides
+
+
+def _toml_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="batchrun")
@@ -77,11 +131,17 @@ def cli() -> None:
 @state_dir_option
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+@click.option("--group-by", envvar="BATCHRUN_GROUP_BY",
+              help="Override source.group_by: parent_dir, none or a regex with a named group "
+                   "[env BATCHRUN_GROUP_BY].")
+@control_options
 def run(job_file: Path, workers: int | None, address: str | None, staging_dir: Path | None,
-        state_dir: Path, as_json: bool, progress: bool | None) -> None:
+        state_dir: Path, as_json: bool, progress: bool | None, group_by: str | None,
+        **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
     overrides = {"execution.workers": workers, "execution.address": address,
-                 "staging.dir": str(staging_dir.resolve()) if staging_dir else None}
+                 "staging.dir": str(staging_dir.resolve()) if staging_dir else None,
+                 "source.group_by": group_by, **control_overrides(controls)}
     job = load_job(job_file, overrides)
     with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, _stdout_for_results():
         outcome = start_run(job, state_dir, stop=StopToken(), on_progress=view.advance,
@@ -96,11 +156,13 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
 @state_dir_option
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+@control_options
 def resume(run_id: str, workers: int | None, address: str | None, state_dir: Path,
-           as_json: bool, progress: bool | None) -> None:
+           as_json: bool, progress: bool | None, **controls: Any) -> None:
     """Finish a failed or killed run; committed batches are never redone."""
     run_id = _resolve_run(state_dir, run_id)
-    overrides = {"execution.workers": workers, "execution.address": address}
+    overrides = {"execution.workers": workers, "execution.address": address,
+                 **control_overrides(controls)}
     with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
         status = run_status(Catalog(state_dir), run_id)
         view.planned({"run_id": run_id, "batches": status["batches"]["total"]})
@@ -125,6 +187,21 @@ def status(run_id: str, state_dir: Path, as_json: bool) -> None:
         out.print_json(json.dumps(report))
     else:
         _render_status(report)
+
+
+@cli.command()
+@click.argument("run_id", default="latest")
+@state_dir_option
+@json_option
+def report(run_id: str, state_dir: Path, as_json: bool) -> None:
+    """Throughput, batch latency, errors, retries and concurrency per source of a run."""
+    from batchrun.metrics import run_metrics
+
+    metrics = run_metrics(Catalog(state_dir), _resolve_run(state_dir, run_id))
+    if as_json:
+        out.print_json(json.dumps(metrics))
+        return
+    _render_report(metrics)
 
 
 @cli.command()
@@ -309,9 +386,10 @@ def _render_summary(report: dict[str, Any]) -> None:
     b, f, r = report["batches"], report["files"], report["rows"]
     err.print(f"run {report['run_id']} {_state_text(report['state'])}: "
               f"{b['committed']}/{b['total']} batches, {r['staged']:,} rows staged, "
-              f"{r['rejected']:,} rejected, {f['failed']} file(s) quarantined "
-              f"in {report['duration_s'] or 0:.1f}s")
-    if f["failed"]:
+              f"{r['rejected']:,} rejected, {f['failed']} file(s) quarantined"
+              + (f", {f['skipped']} skipped" if f["skipped"] else "")
+              + f" in {report['duration_s'] or 0:.1f}s")
+    if f["failed"] or f["skipped"]:
         err.print(f"list them with: batchrun status {report['run_id']}")
     if r["rejected"]:
         err.print(f"see rejected rows with: batchrun rejects {report['run_id']}")
@@ -324,8 +402,9 @@ def _render_status(report: dict[str, Any]) -> None:
         ("run", report["run_id"]), ("job", f"{report['job']} ({report['job_file']})"),
         ("state", _state_text(report["state"])),
         ("batches", f"{b['committed']} committed, {b['running']} running, {b['pending']} "
-                    f"pending, {b['failed']} failed, of {b['total']}"),
-        ("files", f"{f['committed']} committed, {f['failed']} failed, of {f['total']}"),
+                    f"pending, {b['failed']} failed, {b['skipped']} skipped, of {b['total']}"),
+        ("files", f"{f['committed']} committed, {f['failed']} failed, {f['skipped']} skipped,"
+                  f" of {f['total']}"),
         ("rows", f"{r['staged']:,} staged, {r['rejected']:,} rejected"),
         ("started", report["started_at"] or "-"), ("finished", report["finished_at"] or "-"),
         ("staging", report["staging_dir"]), ("message", report["message"] or "-"),
@@ -334,6 +413,8 @@ def _render_status(report: dict[str, Any]) -> None:
     out.print(table)
     for failed in report.get("failed_files", []):
         out.print(f"  [red]failed[/] {failed['path']}: {failed['error']}")
+    for skipped in report.get("skipped_files", []):
+        out.print(f"  [yellow]skipped[/] {skipped['path']}: {skipped['reason']}")
     for warned in report.get("warnings", []):
         out.print(f"  [yellow]warning[/] {warned['path']}: {warned['warning']}")
     for retried in report.get("retried_batches", []):
@@ -343,6 +424,41 @@ def _render_status(report: dict[str, Any]) -> None:
     for failed in report.get("failed_batches", []):
         out.print(f"  [red]failed batch[/] {failed['batch_id']} after {failed['attempts']} "
                   f"attempt(s): {failed['last_error']}")
+
+
+def _render_report(m: dict[str, Any]) -> None:
+    summary = Table(show_header=False, box=None)
+    for key, value in [
+        ("run", f"{m['run_id']} ({m['job']}) {_state_text(m['state'])}"),
+        ("time", f"{_seconds(m['wall_s'])} wall, {_seconds(m['active_s'])} with batches in flight"),
+        ("throughput", f"{m['mb_per_s']:,} MB/s, {m['rows_per_s']:,.0f} rows/s"
+                       f" ({m['bytes'] / 1e6:,.1f} MB, {m['rows_staged']:,} rows staged,"
+                       f" {m['rows_rejected']:,} rejected)"),
+        ("batch latency", _percentile_text(m, "latency") + " (dispatch to commit)"),
+        ("processing", _percentile_text(m, "processing") + " (in the worker)"),
+        ("errors", f"{m['error_rate']:.1%} of {m['attempts']} attempts failed: {m['retries']}"
+                   f" retried, {m['failed_batches']} batch(es) failed,"
+                   f" {m['skipped_batches']} skipped"),
+        ("concurrency", f"{m['max_in_flight']} batches in flight at most,"
+                        f" {m['max_concurrency_per_source']} of one source"),
+    ]:
+        summary.add_row(f"[bold]{key}", value)
+    out.print(summary)
+    table = Table("source", "attempts", "committed", "retries", "failed", "MB", "rows",
+                  "max concurrency")
+    for s in m["sources"]:
+        table.add_row(s["source"], str(s["attempts"]), str(s["committed"]), str(s["retries"]),
+                      str(s["failed"]), f"{s['bytes'] / 1e6:,.1f}", f"{s['rows']:,}",
+                      str(s["max_concurrency"]))
+    out.print(table)
+
+
+def _percentile_text(m: dict[str, Any], name: str) -> str:
+    return ", ".join(f"p{p} {_seconds(m[f'{name}_p{p}_s'])}" for p in (50, 95, 99))
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
 
 
 def _state_text(state: str) -> str:

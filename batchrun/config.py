@@ -312,17 +312,21 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
     raw = _read_toml(job_path)
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(raw, dotted, value)
-    try:
-        config = JobConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise _config_error(str(path), exc) from None
+            set_dotted(raw, dotted, value)
+    config = validate_config(raw, str(path))
     _check_custom_steps(str(path), config, job_path.parent)
     _check_patterns(str(path), config)
     _check_faults(str(path), config)
     staging = Path(config.staging.dir).expanduser()
     staging_dir = staging if staging.is_absolute() else job_path.parent / staging
     return Job(config=config, path=job_path, staging_dir=staging_dir.resolve())
+
+
+def validate_config(raw: dict[str, Any], where: str) -> JobConfig:
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(where, exc) from None
 
 
 def _check_patterns(where: str, config: JobConfig) -> None:
@@ -369,7 +373,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "", f"not valid TOML ({exc})") from None
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = raw
     for key in parents:

@@ -31,6 +31,9 @@ class Faults(BaseModel):
     seed: int = 0
     read_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     """Probability that reading a file raises a transient I/O error (per file and attempt)."""
+    fail_paths: list[str] = []
+    """Files whose path contains one of these strings fail to read on every attempt with a
+    transient I/O error: a source behind an endpoint that is down."""
     batch_delay: Annotated[float, Field(ge=0.0)] = 0.0
     """Seconds every batch sleeps in its worker before writing (slows a run down)."""
     hang_batches: list[int] = []
@@ -45,6 +48,8 @@ class Faults(BaseModel):
     kill_driver_after: Annotated[int, Field(ge=0)] = 1
 
     def maybe_fail_read(self, path: str, attempt: int) -> None:
+        if any(part in path for part in self.fail_paths):
+            raise TransientSourceError(path, f"injected: endpoint down (attempt {attempt})")
         if self.read_error_rate and _chance(self.seed, path, attempt) < self.read_error_rate:
             raise TransientSourceError(path, f"injected I/O error (attempt {attempt})")
 

@@ -30,9 +30,9 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str,
         "state": effective_state(run).value,
         "batches": {"total": counts["batches_total"], "committed": counts["batches_committed"],
                     "failed": counts["batches_failed"], "pending": counts["batches_pending"],
-                    "running": counts["batches_running"]},
+                    "running": counts["batches_running"], "skipped": counts["batches_skipped"]},
         "files": {"total": counts["files_total"], "committed": counts["files_committed"],
-                  "failed": counts["files_failed"]},
+                  "failed": counts["files_failed"], "skipped": counts["files_skipped"]},
         "rows": {"staged": counts["rows_staged"], "rejected": counts["rows_rejected"]},
         "bytes": counts["bytes_total"], "attempts": counts["attempts"],
         "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
@@ -41,6 +41,7 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str,
     }
     if detail:
         status["failed_files"] = catalog.failed_files(run_id)
+        status["skipped_files"] = catalog.skipped_files(run_id)
         status["warnings"] = catalog.warned_files(run_id)
         batches = catalog.batches(run_id)
         keys = ("batch_id", "state", "attempts", "last_error", "error_kind")

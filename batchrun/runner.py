@@ -25,7 +25,7 @@ from loguru import logger
 from batchrun import logs
 from batchrun.admission import Controls, QueuedBatch
 from batchrun.catalog import Catalog, RunRecord
-from batchrun.config import ColumnSpec, Job, JobConfig
+from batchrun.config import ColumnSpec, Job, JobConfig, set_dotted, validate_config
 from batchrun.driver import Limits, ProgressCallback, ScheduleOutcome, Scheduler, StopToken
 from batchrun.errors import EnvironmentProblem
 from batchrun.faults import Faults, load_faults
@@ -288,6 +288,5 @@ def _config_with(stored: dict[str, Any], overrides: dict[str, Any]) -> JobConfig
            for section, values in stored.items() if values is not None}
     for dotted, value in overrides.items():
         if value is not None:
-            section, key = dotted.split(".", 1)
-            raw.setdefault(section, {})[key] = value
-    return JobConfig.model_validate(raw)
+            set_dotted(raw, dotted, value)
+    return validate_config(raw, "the stored job of this run")

@@ -98,3 +98,55 @@ def test_sizes_and_durations_parse() -> None:
 def test_every_shipped_job_file_is_valid(name: str) -> None:
     job = load_job(DEMO_JOB.parent / name)
     assert job.config.schema_ is not None and "order_id" in job.config.schema_.columns
+
+
+def test_contention_controls_parse_with_units_and_defaults(tmp_path: Path) -> None:
+    execution = load_job(write(tmp_path, MINIMAL)).config.execution
+    assert (execution.mode, execution.per_source_concurrency, execution.stagger) == ("parallel", 3, 0.0)
+    assert execution.circuit_breaker.failures == 3 and execution.max_bytes_in_flight is None
+    body = MINIMAL + ('[execution]\nper_source_concurrency = "unlimited"\nstagger = "200ms"\n'
+                      'rate_limit = "90/m"\nmax_bytes_in_flight = "1GB"\n'
+                      'circuit_breaker = { failures = 5, cooldown = "1m" }\n')
+    execution = load_job(write(tmp_path, body)).config.execution
+    assert execution.per_source_concurrency is None and execution.stagger == 0.2
+    assert execution.rate_limit == 1.5 and execution.max_bytes_in_flight == 10**9
+    assert execution.circuit_breaker.cooldown == 60.0
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ('[execution]\nper_source_concurrency = 0', "execution.per_source_concurrency"),
+    ('[execution]\nrate_limit = "3 per second"', "execution.rate_limit"),
+    ('[execution]\nstagger = "soon"', "execution.stagger"),
+    ('[execution]\nmode = "hybrid"', "execution.mode"),
+    ('[execution]\ncircuit_breaker = { failures = -1 }', "execution.circuit_breaker.failures"),
+    ('[execution]\nmax_bytes_in_flight = "lots"', "execution.max_bytes_in_flight"),
+])
+def test_bad_contention_controls_name_their_key(tmp_path: Path, section: str, key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_job(write(tmp_path, MINIMAL + section + "\n"))
+    assert f": {key}:" in str(raised.value) or key in str(raised.value)
+
+
+@pytest.mark.parametrize("group_by", ["(unclosed", "supplier_[0-9]+"])
+def test_group_by_must_be_a_regex_with_a_named_group(tmp_path: Path, group_by: str) -> None:
+    body = MINIMAL.replace('paths = ["*.csv"]', f'paths = ["*.csv"]\ngroup_by = {group_by!r}')
+    with pytest.raises(ConfigError, match="source.group_by"):
+        load_job(write(tmp_path, body))
+
+
+def test_a_group_by_pattern_that_misses_a_file_names_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    job = write(tmp_path, MINIMAL.replace('paths = ["*.csv"]',
+                                          'paths = ["*.csv"]\ngroup_by = "/(?P<s>zz)"'))
+    assert invoke(["run", str(job), "--state-dir", str(tmp_path / "s")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "source.group_by" in err and "a.csv" in err
+
+
+def test_set_needs_key_equals_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write(tmp_path, MINIMAL)
+    assert invoke(["run", str(job), "--set", "execution.workers"]) == EXIT_USAGE
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert invoke(["run", str(job), "--set", "execution.workers=0"]) == EXIT_USAGE
+    assert "execution.workers" in capsys.readouterr().err
