@@ -204,6 +204,53 @@ def report(run_id: str, state_dir: Path, as_json: bool) -> None:
     _render_report(metrics)
 
 
+@cli.command(name="compare")
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--shapes", "shape_specs", multiple=True, metavar="SPEC",
+              help="Shapes to run: sequential, parallel, hybrid (comma separated), or "
+                   "KEY=V1,V2,... e.g. workers=1,2,4 or per_source_concurrency=1,3,unlimited. "
+                   "Repeatable. Default: sequential,parallel,hybrid.")
+@click.option("--inject-faults", is_flag=False, flag_value="default", default=None,
+              metavar="[FAULTS]",
+              help="Repeat every shape with the fault injector on (default faults: 10% "
+                   "transient read errors and one worker crash; or an inline TOML body).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML report with charts.")
+@click.option("--scratch", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the shapes' state and staging go [default: a temporary folder].")
+@click.option("--keep", is_flag=True, help="Keep the scratch state and staging of every shape.")
+@json_option
+def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults: str | None,
+                    html_file: Path | None, scratch: Path | None, keep: bool, as_json: bool) -> None:
+    """Run JOB_FILE under several shapes (sequential, parallel, the job's own limits) into
+    scratch staging areas and compare time, throughput, latency, memory, retries and output."""
+    import tempfile
+
+    from batchrun.compare import DEFAULT_FAULTS, compare, parse_shapes
+
+    load_job(job_file)
+    shapes = parse_shapes(shape_specs)
+    faults = DEFAULT_FAULTS if inject_faults == "default" else inject_faults
+    if faults:
+        from batchrun.faults import load_faults_text
+
+        load_faults_text(faults)
+    scratch = scratch or Path(tempfile.mkdtemp(prefix="batchrun-compare-"))
+    result = compare(job_file.resolve(), shapes, scratch.resolve(), faults, keep,
+                     on_shape=lambda text: err.print(f"compare {text}", markup=False))
+    report = result.as_dict()
+    if html_file:
+        from batchrun.charts import write_html
+
+        write_html(report, html_file)
+        err.print(f"wrote {html_file}")
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        _render_compare(report)
+    sys.exit(EXIT_OK if result.all_identical else EXIT_PARTIAL)
+
+
 @cli.command()
 @state_dir_option
 @json_option
@@ -451,6 +498,20 @@ def _render_report(m: dict[str, Any]) -> None:
                       str(s["failed"]), f"{s['bytes'] / 1e6:,.1f}", f"{s['rows']:,}",
                       str(s["max_concurrency"]))
     out.print(table)
+
+
+def _render_compare(report: dict[str, Any]) -> None:
+    from batchrun.charts import COLUMNS, _cell
+
+    table = Table(*(heading for heading, _ in COLUMNS), title=f"compare {report['job']}")
+    for shape in report["shapes"]:
+        table.add_row(*(_cell(shape.get(key)) for _, key in COLUMNS))
+    out.print(table)
+    for shape in report["shapes"]:
+        if shape.get("error"):
+            err.print(f"shape {shape['name']} failed: {shape['error']}", markup=False)
+    if not report["all_identical"]:
+        err.print("some shapes staged different rows than the sequential baseline")
 
 
 def _percentile_text(m: dict[str, Any], name: str) -> str:

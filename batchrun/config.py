@@ -148,7 +148,8 @@ class ExecutionSection(_Section):
     """Input bytes of the batches in flight, at most; default 1/8 of the memory available
     when the run starts; "unlimited" lifts it. A bigger batch still runs, alone."""
     rate_limit: float | None = None
-    """Batch starts per second of each source, e.g. "3/s" or "20/m"; None: no limit."""
+    """Batch starts per second of each source, e.g. "3/s" or "20/m"; None or "unlimited":
+    no limit."""
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     address: str | None = None
     """Ray cluster to join ("auto", "ray://host:10001", "host:6379"); None starts a local one."""
@@ -181,7 +182,7 @@ class ExecutionSection(_Section):
     @field_validator("rate_limit", mode="before")
     @classmethod
     def _rate(cls, value: Any) -> float | None:
-        return None if value is None else parse_rate(value)
+        return None if value in (None, "unlimited") else parse_rate(value)
 
 
 class StagingSection(_Section):

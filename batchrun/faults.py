@@ -71,15 +71,25 @@ def _chance(seed: int, path: str, attempt: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def load_faults_text(text: str) -> dict[str, Any]:
+    """An inline TOML table body ("seed = 1, read_error_rate = 0.1") as checked fault keys."""
+    try:
+        table: dict[str, Any] = tomllib.loads(f"faults = {{ {text} }}")["faults"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(FAULTS_ENV, "", f"not an inline TOML table body ({exc})") from None
+    try:
+        Faults.model_validate(table)
+    except ValueError as exc:
+        raise ConfigError(FAULTS_ENV, "", str(exc).splitlines()[0]) from None
+    return table
+
+
 def load_faults(from_job: dict[str, Any] | None) -> Faults:
     """The job's [faults] table, overridden key by key by BATCHRUN_FAULTS."""
     merged = dict(from_job or {})
     text = os.environ.get(FAULTS_ENV, "").strip()
     if text:
-        try:
-            merged.update(tomllib.loads(f"faults = {{ {text} }}")["faults"])
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(FAULTS_ENV, "", f"not an inline TOML table body ({exc})") from None
+        merged.update(load_faults_text(text))
     try:
         return Faults.model_validate(merged)
     except ValueError as exc:
