@@ -67,7 +67,9 @@ class Faults(BaseModel):
 
 
 def _chance(seed: int, path: str, attempt: int) -> float:
-    digest = hashlib.sha256(f"{seed}\0{path}\0{attempt}".encode()).digest()
+    """Deterministic in (seed, the file's folder and name, attempt), wherever the data lives."""
+    where = "/".join(path.replace(os.sep, "/").split("/")[-2:])
+    digest = hashlib.sha256(f"{seed}\0{where}\0{attempt}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -45,6 +45,7 @@ def run_metrics(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "error_rate": round((retried + failed) / len(attempts), 4) if attempts else 0.0,
         **_percentiles("latency", latency), **_percentiles("processing", processing),
         "max_in_flight": peak_overlap(_points(intervals)),
+        "max_bytes_in_flight": peak_bytes_in_flight(attempts),
         "max_concurrency_per_source": max(per_source_peaks(intervals).values(), default=0),
         "sources": _per_source(attempts, intervals),
         "concurrency": concurrency_timeline(intervals),
@@ -92,6 +93,18 @@ def concurrency_timeline(intervals: list[tuple[str, float, float]]) -> list[tupl
         level += step
         timeline.append((round(moment - origin, 3), level))
     return timeline
+
+
+def peak_bytes_in_flight(attempts: list[dict[str, Any]]) -> int:
+    """Most input bytes in flight at once, from the recorded dispatch and end times."""
+    ended = [a for a in attempts if a["ended_at"] is not None]
+    points = [(a["queued_at"], a["bytes"] or 0) for a in ended]
+    points += [(a["ended_at"], -(a["bytes"] or 0)) for a in ended]
+    level = peak = 0
+    for _, step in sorted(points):
+        level += step
+        peak = max(peak, level)
+    return peak
 
 
 def _points(intervals: list[tuple[str, float, float]]) -> list[tuple[float, int]]:

@@ -811,6 +811,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll-ms", type=float, default=50.0, help="RSS sampling interval")
     parser.add_argument("--keep-outputs", action="store_true",
                         help="keep every run's output under DATA_DIR/_runs")
+    parser.add_argument("--memory-scaling", action="store_true",
+                        help="only measure batchrun's peak memory at N and 10×N files "
+                             "(fixed batch size), and the bytes in flight")
     parser.add_argument("--contender", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -834,6 +837,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.contender:
         return child_main(args.contender, args.task, args.output)
+    if args.memory_scaling:
+        return memory_scaling(args)
     scale = "quick" if args.quick else args.scale
     shapes: list[Shape] = pick(args.shapes, SCALES[scale], f"shape for scale {scale}")
     contenders: list[Contender] = pick(args.contenders, BY_NAME, "contender")
@@ -859,6 +864,43 @@ def main(argv: list[str] | None = None) -> int:
     render(results)
     console.print(f"total {results['total_s']:.0f} s; results written to {args.out}")
     return exit_code(results)
+
+
+def memory_scaling(args: argparse.Namespace, base_files: int = 400) -> int:
+    """Peak memory of batchrun's driver and workers as the file count grows 10× at a fixed
+    batch size: the design bounds it by the bytes in flight, not by the files or rows."""
+    from batchrun.catalog import Catalog
+    from batchrun.compare import Shape as RunShape
+    from batchrun.compare import run_shape
+    from batchrun.metrics import peak_bytes_in_flight
+
+    table = Table("files", "MB", "rows staged", "wall s", "driver peak MB", "workers peak MB",
+                  "batches in flight", "max bytes in flight MB")
+    results = []
+    for files in (base_files // (10 if args.quick else 1), base_files * (1 if args.quick else 10)):
+        shape = Shape(f"memory-{files}", 20, files // 20, 20_000)
+        data = ensure_data(shape, args.data_dir, args.seed)
+        folder = args.data_dir / "_runs" / shape.name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        job = write_jobs(data, folder)[True]
+        run = run_shape(job, RunShape(shape.name, {"batch.max_files": 20}), folder / "run")
+        attempts = Catalog(folder / "run" / "state").attempt_rows(run["run_id"]) if run["run_id"] else []
+        entry = {"files": files, "mb": round(shape.files * shape.file_bytes / 1e6, 1),
+                 "rows_staged": run["rows_staged"], "truth_rows": data.rows,
+                 "wall_s": run["wall_s"], "peak_driver_mb": run["peak_driver_mb"],
+                 "peak_workers_mb": run["peak_workers_mb"], "max_in_flight": run["max_in_flight"],
+                 "max_bytes_in_flight_mb": round(peak_bytes_in_flight(attempts) / 1e6, 2)}
+        results.append(entry)
+        table.add_row(*(str(entry[k]) for k in ("files", "mb", "rows_staged", "wall_s",
+                                                "peak_driver_mb", "peak_workers_mb",
+                                                "max_in_flight", "max_bytes_in_flight_mb")))
+        shutil.rmtree(folder, ignore_errors=True)
+    console.print(table)
+    out = args.out.with_name(args.out.stem + "-memory.json")
+    out.write_text(json.dumps({"machine": machine_info(), "memory_scaling": results}, indent=2) + "\n")
+    console.print(f"results written to {out}")
+    return 0 if all(r["rows_staged"] == r["truth_rows"] for r in results) else 1
 
 
 def shape_deadline(budget_end: float | None, shapes_left: int) -> float | None:
