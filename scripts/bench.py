@@ -814,6 +814,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-scaling", action="store_true",
                         help="only measure batchrun's peak memory at N and 10×N files "
                              "(fixed batch size), and the bytes in flight")
+    parser.add_argument("--planning", type=int, metavar="FILES", default=0,
+                        help="only measure planning + cataloguing of FILES tiny files "
+                             "(e.g. 100000) and the driver's memory while doing it")
     parser.add_argument("--contender", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -839,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args.contender, args.task, args.output)
     if args.memory_scaling:
         return memory_scaling(args)
+    if args.planning:
+        return planning(args)
     scale = "quick" if args.quick else args.scale
     shapes: list[Shape] = pick(args.shapes, SCALES[scale], f"shape for scale {scale}")
     contenders: list[Contender] = pick(args.contenders, BY_NAME, "contender")
@@ -864,6 +869,55 @@ def main(argv: list[str] | None = None) -> int:
     render(results)
     console.print(f"total {results['total_s']:.0f} s; results written to {args.out}")
     return exit_code(results)
+
+
+def planning(args: argparse.Namespace) -> int:
+    """Time to glob, fingerprint, cut into batches and write the plan of N files to the
+    catalog, and the process's peak RSS (what `batchrun run` does before dispatching)."""
+    import resource
+
+    from batchrun.catalog import Catalog, RunRecord
+    from batchrun.config import load_job
+    from batchrun.plan import cut_batches, expand_sources
+    from batchrun.states import RunState
+
+    root = args.data_dir / f"planning-{args.planning}"
+    folders = 100
+    if not (root / "done").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        for i in range(args.planning):
+            folder = root / f"supplier_{i % folders:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"f{i:07d}.csv").write_text("order_id\n1\n")
+        (root / "done").write_text("")
+    job_file = root / "job.toml"
+    job_file.write_text(f'[job]\nname = "plan"\ntable = "t"\n[source]\npaths = ["{root}/*/*.csv"]\n'
+                        '[batch]\nmax_files = 50\n[schema.columns]\norder_id = { type = "int64" }\n')
+    state = root / "_state"
+    shutil.rmtree(state, ignore_errors=True)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    started = time.perf_counter()
+    job = load_job(job_file)
+    files = expand_sources(job)
+    planned = time.perf_counter()
+    batches = cut_batches(files, 50, job.config.batch.max_bytes)
+    record = RunRecord(run_id="bench", job="plan", table="t", job_file=str(job_file),
+                       staging_dir=str(root / "_staging"), config=job.config.model_dump(by_alias=True),
+                       schema={"order_id": "int64"}, state=RunState.PLANNED, pid=os.getpid(),
+                       host="bench", created_at=time.time(), started_at=None, finished_at=None,
+                       message=None)
+    Catalog(state).create_run(record, batches)
+    done = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    result = {"files": len(files), "batches": len(batches),
+              "glob_and_fingerprint_s": round(planned - started, 2),
+              "cut_and_catalogue_s": round(done - planned, 2), "total_s": round(done - started, 2),
+              "peak_rss_mb": round(peak, 1), "rss_before_mb": round(rss_before, 1)}
+    console.print(result)
+    out = args.out.with_name(args.out.stem + "-planning.json")
+    out.write_text(json.dumps({"machine": machine_info(), "planning": result}, indent=2) + "\n")
+    shutil.rmtree(state, ignore_errors=True)
+    return 0
 
 
 def memory_scaling(args: argparse.Namespace, base_files: int = 400) -> int:

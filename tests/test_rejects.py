@@ -101,7 +101,7 @@ def test_quarantined_files_count_in_files_failed_not_in_rows(
     code, report = run(job, tmp_path, capsys)
     assert code == EXIT_PARTIAL
     assert report["rows"] == {"staged": 1, "rejected": 1}
-    assert report["files"] == {"total": 5, "committed": 2, "failed": 3}
+    assert report["files"] == {"total": 5, "committed": 2, "failed": 3, "skipped": 0}
     reasons = {Path(f["path"]).name: f["error"] for f in report["failed_files"]}
     assert "max_reject_ratio" in reasons["noisy.csv"]
     assert "empty file" in reasons["empty.csv"]

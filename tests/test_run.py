@@ -29,7 +29,8 @@ def test_demo_shaped_job_stages_every_row_exactly_once(
     assert code == EXIT_OK
     assert report["state"] == "succeeded"
     assert report["rows"] == {"staged": truth.total_rows, "rejected": 0}
-    assert report["files"] == {"total": len(truth.files), "committed": len(truth.files), "failed": 0}
+    assert report["files"] == {"total": len(truth.files), "committed": len(truth.files), "failed": 0,
+                               "skipped": 0}
     assert report["batches"]["committed"] == report["batches"]["total"] == 8
     assert report["started_at"] and report["finished_at"]
     assert_exactly_once(tmp_path / "state", truth.total_rows)
