@@ -212,7 +212,7 @@ def report(run_id: str, state_dir: Path, as_json: bool) -> None:
                    "Repeatable. Default: sequential,parallel,hybrid.")
 @click.option("--inject-faults", is_flag=False, flag_value="default", default=None,
               metavar="[FAULTS]",
-              help="Repeat every shape with the fault injector on (default faults: 10% "
+              help="Repeat every shape with the fault injector on (default faults: 5% "
                    "transient read errors and one worker crash; or an inline TOML body).")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML report with charts.")

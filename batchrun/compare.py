@@ -39,8 +39,8 @@ from batchrun.metrics import run_metrics
 from batchrun.staging import query_connection, quote_identifier
 from batchrun.worker import BATCH, rejects_table_name
 
-DEFAULT_FAULTS = "seed = 1, read_error_rate = 0.1, crash_worker = 'before_write', crash_batches = [2]"
-"""What `--inject-faults` injects unless told otherwise: 10% transient read errors and one
+DEFAULT_FAULTS = "seed = 1, read_error_rate = 0.05, crash_worker = 'before_write', crash_batches = [2]"
+"""What `--inject-faults` injects unless told otherwise: 5% transient read errors and one
 worker process that dies in the middle of a batch."""
 
 UNCAPPED: dict[str, Any] = {"execution.mode": "parallel", "execution.per_source_concurrency": "unlimited",
