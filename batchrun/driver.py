@@ -92,6 +92,8 @@ class ScheduleOutcome:
     failed_files: int = 0
     retries: int = 0
     skipped: int = 0
+    catalog_s: float = 0.0
+    """Time spent in the catalog's per-round transactions (the checkpoint cost)."""
 
 
 @dataclass(frozen=True)
@@ -279,8 +281,10 @@ class Scheduler:
                                         error, kind))
 
     def _record(self, current: RoundRecord) -> None:
+        started = time.perf_counter()
         self.catalog.record_progress(self.run_id, current,
                                      before_commit=self._kill_point("mid_commit"))
+        self.outcome.catalog_s += time.perf_counter() - started
         if current.dispatched:
             self.faults.maybe_kill_driver("after_dispatch", self.results_seen)
         if current.results:

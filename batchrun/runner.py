@@ -130,8 +130,9 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
         state = _final_state(catalog, record.run_id, outcome)
         _publish(catalog, record, columns)
         catalog.set_run_state(record.run_id, state, message=_message(outcome))
-        log.info("run {}: {} batch(es) committed, {} failed, {} abandoned", state.value,
-                 outcome.committed, outcome.failed, outcome.abandoned)
+        log.info("run {}: {} batch(es) committed, {} failed, {} abandoned; catalog writes took"
+                 " {:.3f}s", state.value, outcome.committed, outcome.failed, outcome.abandoned,
+                 outcome.catalog_s)
         return RunOutcome(record.run_id, state, resumed=resumed, schedule=outcome)
     except BaseException as exc:
         catalog.set_run_state(record.run_id, RunState.FAILED, message=f"{type(exc).__name__}: {exc}")
