@@ -71,6 +71,8 @@ class _Source:
     breaker: Breaker = Breaker.CLOSED
     reopens_at: float = 0.0
     last_error: str = ""
+    probe: str | None = None
+    """While probing: the one batch allowed through (it may be retried, nothing else)."""
 
     @property
     def waiting(self) -> bool:
@@ -93,10 +95,21 @@ class _Source:
         return self.fresh[0] if self.fresh else None
 
     def pop(self, batch: QueuedBatch) -> None:
-        if self.retries and self.retries[0][2] is batch:
-            heapq.heappop(self.retries)
-        else:
-            self.fresh.popleft()
+        for index, entry in enumerate(self.retries):
+            if entry[2] is batch:
+                self.retries.pop(index)
+                heapq.heapify(self.retries)
+                return
+        self.fresh.popleft()
+
+    def due(self, batch_id: str, now: float) -> QueuedBatch | None:
+        """That batch, if it is queued and due (the breaker's probe)."""
+        for not_before, _, batch in self.retries:
+            if batch.batch_id == batch_id:
+                return batch if not_before <= now else None
+        if self.fresh and self.fresh[0].batch_id == batch_id:
+            return self.fresh[0]
+        return None
 
     def drain(self) -> list[QueuedBatch]:
         batches = [*self.fresh, *(entry[2] for entry in sorted(self.retries))]
@@ -128,7 +141,7 @@ class Admission:
         source = self.sources.get(batch.source)
         if source is None:
             source = self.sources[batch.source] = _Source(batch.source, batch.seq)
-            self.order = sorted([*self.order, batch.source], key=lambda s: self.sources[s].first_seq)
+            self.order.append(batch.source)  # batches arrive in plan order
         source.first_seq = min(source.first_seq, batch.seq)
         if source.breaker is Breaker.TRIPPED:
             self.skipped.append((batch, self._trip_reason(source)))
@@ -187,6 +200,8 @@ class Admission:
 
     def _admissible(self, source: _Source, now: float) -> QueuedBatch | None:
         batch = source.head(now)
+        if source.breaker is Breaker.PROBING and source.probe is not None:
+            batch = source.due(source.probe, now)  # only the probe, until it settles
         if batch is None or now < source.next_start:
             return None
         cap = self.controls.per_source
@@ -203,7 +218,7 @@ class Admission:
         if source.breaker is Breaker.CLOSED:
             return True
         if source.breaker is Breaker.PROBING:
-            return not source.in_flight  # the probe, or its retry: one at a time
+            return not source.in_flight
         if source.breaker is Breaker.OPEN and now >= source.reopens_at and not source.in_flight:
             source.breaker = Breaker.PROBING
             self.events.append(f"source {source.name}: cool-down over, sending one probe batch")
@@ -212,6 +227,8 @@ class Admission:
 
     def _start(self, source: _Source, batch: QueuedBatch, now: float) -> QueuedBatch:
         source.pop(batch)
+        if source.breaker is Breaker.PROBING and source.probe is None:
+            source.probe = batch.batch_id
         source.in_flight += 1
         if self.controls.rate:
             source.next_start = now + 1.0 / self.controls.rate
@@ -239,7 +256,7 @@ class Admission:
         if not failed:
             if source.breaker is not Breaker.CLOSED:
                 self.events.append(f"source {source.name}: probe succeeded, breaker closed")
-            source.failures, source.breaker = 0, Breaker.CLOSED
+            source.failures, source.breaker, source.probe = 0, Breaker.CLOSED, None
             return
         source.failures += 1
         source.last_error = error

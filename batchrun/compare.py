@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -111,6 +112,8 @@ def compare(job_file: Path, shapes: list[Shape], scratch: Path, inject_faults: s
     for shape in shapes:  # a bad override fails here, before anything runs
         _checked(job_file, shape)
     plan = shapes + ([s.with_faults(inject_faults) for s in shapes] if inject_faults else [])
+    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="compare-", dir=scratch))  # only this is deleted
     result = CompareResult(job=str(job_file), scratch=str(scratch))
     baseline: dict[str, Any] | None = None
     try:

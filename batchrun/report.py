@@ -48,7 +48,8 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str,
         status["failed_batches"] = [{k: b[k] for k in keys} for b in batches
                                     if b["state"] == "failed"]
         status["retried_batches"] = [{k: b[k] for k in keys} for b in batches
-                                     if b["attempts"] > 1 or (b["last_error"] and b["state"] != "failed")]
+                                     if b["attempts"] > 1 or (b["last_error"] and b["state"]
+                                                              not in ("failed", "skipped"))]
     return status
 
 

@@ -125,3 +125,18 @@ def test_sequential_is_plan_order_one_at_a_time_with_retries_first() -> None:
 def test_peaks() -> None:
     assert peak_overlap([(0, 1), (1, -1), (1, 1), (2, -1)]) == 1
     assert per_source_peaks([("a", 0, 2), ("a", 1, 3), ("b", 0, 1)]) == {"a": 2, "b": 1}
+
+
+def test_a_probe_waiting_for_its_retry_lets_no_other_batch_through() -> None:
+    gate = admission(Controls(in_flight=4, per_source=4, breaker_failures=1, breaker_cooldown=1.0),
+                     batches({"a": 4}))
+    [first, *_] = started = start_all(gate, 0.0)
+    gate.finished(first, 0.1, failed=True, error="down")
+    for batch in started[1:]:
+        gate.finished(batch, 0.1, failed=None)
+        gate.retry(batch, 0.2)
+    [probe] = start_all(gate, 1.2)
+    gate.finished(probe, 1.3, failed=None)
+    gate.retry(probe, 3.0)
+    assert start_all(gate, 2.0) == []  # others are due, but only the probe may go
+    assert start_all(gate, 3.0) == [probe]

@@ -39,7 +39,7 @@ def test_default_shapes_stage_identical_rows_and_report_every_figure(
     assert report["shapes"][1]["max_in_flight"] > 1
     page = html.read_text()
     assert "plotly" in page and "Batches in flight over time" in page and "hybrid" in page
-    assert not (tmp_path / "scratch").exists()  # scratch removed unless --keep
+    assert list((tmp_path / "scratch").iterdir()) == []  # its run folder removed unless --keep
 
 
 def test_custom_shapes_with_faults_print_the_table(
