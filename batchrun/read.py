@@ -125,6 +125,19 @@ def _decode(path: str, data: bytes, encoding: str) -> bytes:
     return data if encoding.replace("-", "").lower() == "utf8" else text.encode("utf-8")
 
 
+def _has_blank_line(text: bytes, columns: int) -> bool:
+    """Whether `text` may hold a blank line, which pyarrow would drop without a trace.
+    An empty line is two line ends in a row (memchr-speed searches); a line of only
+    spaces is a one-field record, ragged unless the schema has a single column."""
+    if b"\n\n" in text or b"\r\r" in text or b"\n\r" in text:
+        return True
+    return columns == 1 and _BLANK_LINE.search(text) is not None
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.replace("-", "").replace("_", "").lower() == "utf8"
+
+
 def sniff_delimiter(header: str) -> str:
     """The most frequent of , ; TAB | in the header line."""
     counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
@@ -374,15 +387,19 @@ def read_csv_fast(path: str, options: CsvOptions, columns: dict[str, Any],
         data = _read_bytes(path)
         if not data or b"\0" in data[:8192]:
             return None
-        text = _decode(path, data, options.encoding)
-    except PermanentSourceError:
+        # pyarrow checks UTF-8 itself (invalid text fails the parse, and the slow path
+        # then names the line), so UTF-8 is not decoded twice.
+        text = (data.removeprefix(_UTF8_BOM) if _is_utf8(options.encoding)
+                else _decode(path, data, options.encoding))
+        if not text.endswith(b"\n"):
+            text += b"\n"
+        first_line = text.split(b"\n", 1)[0].decode("utf-8")
+        delimiter = (sniff_delimiter(first_line) if options.delimiter == "auto"
+                     else options.delimiter)
+        names = _header(path, text, delimiter)
+    except (PermanentSourceError, UnicodeDecodeError):
         return None
-    if not text.endswith(b"\n"):
-        text += b"\n"
-    first_line = text.split(b"\n", 1)[0].decode("utf-8", "replace")
-    delimiter = sniff_delimiter(first_line) if options.delimiter == "auto" else options.delimiter
-    names = _header(path, text, delimiter)
-    if sorted(names) != sorted(columns) or _BLANK_LINE.search(text):
+    if sorted(names) != sorted(columns) or _has_blank_line(text, len(names)):
         return None
     ragged: list[pacsv.InvalidRow] = []
 

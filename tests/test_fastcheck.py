@@ -1,0 +1,132 @@
+"""The fast path is an optimisation, never a second definition of "valid".
+
+A differential test: hypothesis writes CSV files whose cells sit on and around every
+rule's edge (bounds, patterns, allowed values, lengths, decimals with an exponent or a
+padded value, dates that do not exist, NaN), then two in-process workers process the same
+batch: one with the fast path (pyarrow typed read + `CleanCheck`), one forced onto the
+slow path, the reference. Staged rows, rejects and per-file outcomes must be identical.
+A second test proves the fast path is actually taken for clean data, so the first one
+compares two different code paths rather than one with itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchrun.config import ColumnSpec, CsvOptions
+from batchrun.fastcheck import CleanCheck
+from batchrun.read import fast_typed_columns, read_csv_fast
+from batchrun.worker import BatchTask, BatchWorker, WorkerSpec
+
+COLUMNS = {
+    "id": ColumnSpec(type="int64", required=True, min=1),
+    "price": ColumnSpec(type="decimal(8,2)", min=0, max=1000),
+    "code": ColumnSpec(type="string", pattern="^[A-Z]{2}-[0-9]{3}$"),
+    "cur": ColumnSpec(type="string", allowed=["USD", "EUR"]),
+    "ts": ColumnSpec(type="timestamp", format="%Y-%m-%d %H:%M:%S"),
+    "day": ColumnSpec(type="date", format="%d/%m/%Y"),
+    "note": ColumnSpec(type="string", max_length=5),
+    "ratio": ColumnSpec(type="float64", min=0, max=1),
+}
+CELLS = {
+    "id": ["1", "42", "0", "-3", "", "x", "1e3", "007"],
+    "price": ["0", "0.00", "999.99", "1000", "1000.01", "-0.01", ".5", "+1.5", "1.", "1e2",
+              " 5.00", "5.00 ", "12.345", "1234567.00", "", "abc"],
+    "code": ["AB-123", "ZZ-999", "ab-123", "AB-1234", "AB-12", "", " AB-123", "AB-123\n"],
+    "cur": ["USD", "EUR", "usd", "GBP", "", "EUR "],
+    "ts": ["2024-01-05 10:20:30", "1999-12-31 23:59:59", "2024-02-30 10:00:00", "2024-1-5 1:2:3",
+           "2024-01-05T10:20:30", " 2024-01-05 10:20:30", "2024-01-05", "", "soon"],
+    "day": ["05/01/2024", "29/02/2024", "30/02/2023", "5/1/2024", "2024-01-05", ""],
+    "note": ["", "abc", "abcde", "abcdef", "e\u0301e\u0301e", "😀😀😀😀😀", "😀😀😀😀😀😀"],
+    "ratio": ["0", "1", "0.5", "1.0000001", "-0.0", "nan", "inf", "", "1e-3"],
+}
+GOOD = {"id": "7", "price": "12.50", "code": "AB-123", "cur": "USD", "ts": "2024-01-05 10:20:30",
+        "day": "05/01/2024", "note": "ok", "ratio": "0.5"}
+
+
+def row_of(cells: dict[str, str]) -> list[str]:
+    return [cells.get(name, GOOD[name]) for name in COLUMNS]
+
+
+ROWS = st.lists(
+    st.dictionaries(st.sampled_from(list(COLUMNS)), st.none(), max_size=3).flatmap(
+        lambda chosen: st.fixed_dictionaries({c: st.sampled_from(CELLS[c]) for c in chosen})),
+    min_size=1, max_size=12)
+
+
+def write(path: Path, rows: list[list[str]]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(list(COLUMNS))
+    writer.writerows(rows)
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+
+def process(folder: Path, files: list[str], fast: bool) -> tuple[list[dict], list[dict], list]:
+    spec = WorkerSpec(run_id="r", table="t", staging_dir=str(folder), fmt="csv",
+                      csv=CsvOptions(), columns=COLUMNS)
+    worker = BatchWorker(0, spec)
+    if not fast:
+        worker.fast_validator = None  # the slow path for every file: the reference
+    result = worker.process(BatchTask(batch_id="b", files=tuple(files)))
+    staged = pq.read_table(result.output_path).to_pylist() if result.output_path else []
+    rejects = (pq.read_table(result.rejects_path).drop_columns(["run_id"]).to_pylist()
+               if result.rejects_path else [])
+    return staged, rejects, sorted((o.path, o.rows_staged, o.rows_rejected, o.error)
+                                   for o in result.files)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(files=st.lists(ROWS, min_size=1, max_size=3))
+def test_the_fast_path_stages_and_rejects_exactly_what_the_reference_does(
+        tmp_path_factory: pytest.TempPathFactory, files: list[list[dict[str, str]]]) -> None:
+    data = tmp_path_factory.mktemp("data")
+    paths = []
+    for index, rows in enumerate(files):
+        path = data / f"f{index}.csv"
+        write(path, [row_of(cells) for cells in rows])
+        paths.append(str(path))
+    fast = process(tmp_path_factory.mktemp("fast"), paths, fast=True)
+    reference = process(tmp_path_factory.mktemp("slow"), paths, fast=False)
+    assert fast[0] == reference[0]
+    assert fast[1] == reference[1]
+    assert fast[2] == reference[2]
+    total = sum(len(rows) for rows in files)
+    assert len(reference[0]) + len({(r["file"], r["line"]) for r in reference[1]}) == total
+
+
+def test_clean_files_are_staged_by_the_fast_path(tmp_path: Path) -> None:
+    path = tmp_path / "clean.csv"
+    write(path, [row_of({}), row_of({"price": "1000", "note": "abcde", "ratio": "1"})])
+    typed = fast_typed_columns(COLUMNS)
+    raw = read_csv_fast(str(path), CsvOptions(), COLUMNS, typed)
+    assert raw is not None
+    clean = CleanCheck(COLUMNS, typed).typed_if_clean(raw.table)
+    assert clean is not None
+    assert clean.schema.field("price").type == pa.decimal128(8, 2)
+    assert clean.schema.field("ts").type == pa.timestamp("us")
+    assert clean.schema.field("day").type == pa.date32()
+    assert clean.num_rows == 2
+
+
+@pytest.mark.parametrize("column, cell", [
+    ("price", "1e2"), ("price", "1000.01"), ("ts", "2024-02-30 10:00:00"), ("code", "AB-1234"),
+    ("cur", "GBP"), ("note", "abcdef"), ("ratio", "nan"), ("id", "0"), ("day", "30/02/2023"),
+])
+def test_one_doubtful_cell_sends_the_batch_to_the_reference(tmp_path: Path, column: str,
+                                                           cell: str) -> None:
+    path = tmp_path / "one.csv"
+    write(path, [row_of({}), row_of({column: cell})])
+    typed = fast_typed_columns(COLUMNS)
+    raw = read_csv_fast(str(path), CsvOptions(), COLUMNS, typed)
+    if raw is not None:  # pyarrow itself may already refuse the cell
+        assert CleanCheck(COLUMNS, typed).typed_if_clean(raw.table) is None
