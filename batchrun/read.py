@@ -31,6 +31,8 @@ from batchrun.types import arrow_type
 LINE = "_line"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _THREADED_READ_BYTES = 32 * 2**20
+_JOINT_READ_BYTES = 2**20
+"""Files under this size are parsed together with the batch's other small files."""
 _BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 
 
@@ -127,11 +129,10 @@ def _decode(path: str, data: bytes, encoding: str) -> bytes:
 
 def _has_blank_line(text: bytes, columns: int) -> bool:
     """Whether `text` may hold a blank line, which pyarrow would drop without a trace.
-    An empty line is two line ends in a row (memchr-speed searches); a line of only
-    spaces is a one-field record, ragged unless the schema has a single column."""
-    if b"\n\n" in text or b"\r\r" in text or b"\n\r" in text:
+    Conservative: a line of spaces, or any bare CR (a CR-only or mixed file), says yes."""
+    if _BLANK_LINE.search(text):
         return True
-    return columns == 1 and _BLANK_LINE.search(text) is not None
+    return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
 
 
 def _is_utf8(encoding: str) -> bool:
@@ -165,7 +166,7 @@ def _read_csv(path: str, text: bytes, options: CsvOptions,
         names = list(column_names or [f"f{i}" for i in range(width)])
     if len(set(names)) != len(names):
         raise PermanentSourceError(path, f"duplicate column names in header: {names}")
-    threaded = len(text) > _THREADED_READ_BYTES
+    threaded = _threaded(text)
     table, ragged = _parse_csv(path, text, delimiter, names, options.header, threaded)
     if ragged and any(r.line < 0 for r in ragged):
         table, ragged = _parse_csv(path, text, delimiter, names, options.header, threaded=False)
@@ -180,6 +181,11 @@ def _read_csv(path: str, text: bytes, options: CsvOptions,
     if blank is not None:
         raw.table = table.filter(pc.invert(blank))
     return raw
+
+
+def _threaded(text: bytes) -> bool:
+    """pyarrow's parallel reader pays off only on big texts, and only with spare threads."""
+    return len(text) > _THREADED_READ_BYTES and pa.cpu_count() > 1
 
 
 def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header: bool,
@@ -235,7 +241,7 @@ def _embedded_newlines(table: pa.Table) -> np.ndarray:
     total = np.zeros(table.num_rows, dtype=np.int64)
     for column in table.columns:
         if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, "\n")).as_py():
-            total += _numpy(pc.count_substring(column, "\n"))
+            total += _numpy(pc.fill_null(pc.count_substring(column, "\n"), 0))
     return total
 
 
@@ -377,12 +383,102 @@ def fast_typed_columns(columns: dict[str, Any]) -> frozenset[str]:
         and (spec.type == "string" or (spec.pattern is None and spec.max_length is None)))
 
 
+@dataclass(frozen=True)
+class _CleanText:
+    """A file that may be clean: UTF-8 text ending in a newline, with a schema header."""
+
+    path: str
+    text: bytes
+    header: bytes
+    names: list[str]
+    delimiter: str
+
+
+@dataclass
+class FastBatch:
+    """The fast path's reading of a batch's files (see `read_csv_fast_batch`)."""
+
+    table: pa.Table | None = None
+    """The clean files' rows: the schema columns (typed where asked), then `_line`."""
+    files: list[tuple[str, int]] = field(default_factory=list)
+    """(path, rows) of each clean file, in table order."""
+    bytes: dict[str, int] = field(default_factory=dict)
+    slow: list[str] = field(default_factory=list)
+    """Files left to the slow path."""
+
+
 def read_csv_fast(path: str, options: CsvOptions, columns: dict[str, Any],
                   typed: frozenset[str]) -> RawFile | None:
     """The fast path for a clean CSV: pyarrow parses the `typed` columns straight to their
     types. Returns None whenever the file is not plainly clean (a cell pyarrow cannot
     parse, a ragged row, a blank line, a header that is not exactly the schema): the
     caller then reads it on the slow path, whose semantics are the reference."""
+    clean = _clean_text(path, options, columns)
+    table = None if clean is None else _read_alone(clean, columns, typed)
+    return None if clean is None or table is None else RawFile(path, table, text=clean.text)
+
+
+def read_csv_fast_batch(paths: list[str], options: CsvOptions, columns: dict[str, Any],
+                        typed: frozenset[str]) -> FastBatch:
+    """The fast path over a whole batch. Files with the same header are parsed as one
+    text (one pyarrow call instead of one per file: what makes many small files cheap);
+    that holds only if every record is one line, which the row count proves. Otherwise,
+    or if the joint parse fails, each file is read alone, and a file that is not plainly
+    clean goes to the slow path."""
+    batch = FastBatch()
+    groups: dict[bytes, list[_CleanText]] = {}
+    for path in paths:
+        clean = _clean_text(path, options, columns)
+        if clean is None:
+            batch.slow.append(path)
+        else:  # a big file is its own group: joining would only copy it
+            key = clean.header if len(clean.text) < _JOINT_READ_BYTES else clean.path.encode()
+            groups.setdefault(key, []).append(clean)
+    tables = []
+    for group in groups.values():
+        parsed = _parse_jointly(group, columns, typed) if len(group) > 1 else None
+        if parsed is None:
+            parsed = [(clean, _read_alone(clean, columns, typed)) for clean in group]
+        for clean, table in parsed:
+            if table is None:
+                batch.slow.append(clean.path)
+                continue
+            tables.append(table)
+            batch.files.append((clean.path, table.num_rows))
+            batch.bytes[clean.path] = len(clean.text)
+    batch.table = pa.concat_tables(tables) if tables else None
+    batch.slow.sort()
+    return batch
+
+
+def _read_alone(clean: _CleanText, columns: dict[str, Any], typed: frozenset[str]
+                ) -> pa.Table | None:
+    table = _parse_typed(clean.text, clean, columns, typed)
+    if table is None:
+        return None
+    spans = clean.text.count(b"\n") != 1 + table.num_rows
+    lines, _ = _line_numbers(table, [], 1, spans)
+    return table.append_column(LINE, lines)
+
+
+def _parse_jointly(group: list[_CleanText], columns: dict[str, Any], typed: frozenset[str]
+                   ) -> list[tuple[_CleanText, pa.Table | None]] | None:
+    """Parse the files of one header as one text; None unless every record is one line."""
+    bodies = [clean.text[len(clean.header) + 1:] for clean in group]
+    counts = [body.count(b"\n") for body in bodies]
+    table = _parse_typed(group[0].header + b"\n" + b"".join(bodies), group[0], columns, typed)
+    if table is None or table.num_rows != sum(counts):
+        return None
+    parts, offset = [], 0
+    for clean, count in zip(group, counts):
+        lines = pa.array(np.arange(2, count + 2, dtype=np.int64))
+        parts.append((clean, table.slice(offset, count).append_column(LINE, lines)))
+        offset += count
+    return parts
+
+
+def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any]) -> _CleanText | None:
+    """The file's text if nothing visible rules out the fast path, else None."""
     try:
         data = _read_bytes(path)
         if not data or b"\0" in data[:8192]:
@@ -393,7 +489,8 @@ def read_csv_fast(path: str, options: CsvOptions, columns: dict[str, Any],
                 else _decode(path, data, options.encoding))
         if not text.endswith(b"\n"):
             text += b"\n"
-        first_line = text.split(b"\n", 1)[0].decode("utf-8")
+        header = text.split(b"\n", 1)[0]
+        first_line = header.decode("utf-8")
         delimiter = (sniff_delimiter(first_line) if options.delimiter == "auto"
                      else options.delimiter)
         names = _header(path, text, delimiter)
@@ -401,28 +498,31 @@ def read_csv_fast(path: str, options: CsvOptions, columns: dict[str, Any],
         return None
     if sorted(names) != sorted(columns) or _has_blank_line(text, len(names)):
         return None
+    return _CleanText(path=path, text=text, header=header, names=names, delimiter=delimiter)
+
+
+def _parse_typed(text: bytes, clean: _CleanText, columns: dict[str, Any],
+                 typed: frozenset[str]) -> pa.Table | None:
+    """The schema columns of `text` (header skipped), `typed` ones at their type; None if
+    pyarrow cannot parse a cell or a row is ragged."""
     ragged: list[pacsv.InvalidRow] = []
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
         ragged.append(row)
         return "skip"
 
+    names = clean.names
     types = {n: arrow_type(columns[n].type) if n in typed else pa.string() for n in names}
     try:
         table = pacsv.read_csv(
             pa.BufferReader(text),
-            read_options=pacsv.ReadOptions(use_threads=len(text) > _THREADED_READ_BYTES,
+            read_options=pacsv.ReadOptions(use_threads=_threaded(text),
                                            column_names=names, skip_rows=1),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+            parse_options=pacsv.ParseOptions(delimiter=clean.delimiter, newlines_in_values=True,
                                              invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
                                                  strings_can_be_null=True,
                                                  quoted_strings_can_be_null=True))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if ragged:
-        return None
-    spans = text.count(b"\n") != 1 + table.num_rows
-    lines, _ = _line_numbers(table, [], 1, spans)
-    table = table.select(list(columns)).append_column(LINE, lines)
-    return RawFile(path=path, table=table, text=text)
+    return None if ragged else table.select(list(columns))

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -26,7 +27,7 @@ from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.fastcheck import CleanCheck
 from batchrun.faults import Faults
 from batchrun.plugins import last_line, resolve
-from batchrun.read import LINE, RawFile, fast_typed_columns, read_csv_fast, read_file, table_as_raw
+from batchrun.read import LINE, RawFile, fast_typed_columns, read_csv_fast_batch, read_file, table_as_raw
 from batchrun.validate import FILE, Validated, Validator
 
 BATCH = "_batch_id"
@@ -152,18 +153,12 @@ class BatchWorker:
             self.spec.faults.maybe_fail_read(path, task.attempt)
         if self.fast_validator is None:
             return _FastRead(), list(task.files)
-        tables, slow, sizes, rows = [], [], {}, {}
-        for path in task.files:
-            raw = read_csv_fast(path, self.spec.csv, self.spec.columns, self.fast_typed)
-            if raw is None:
-                slow.append(path)
-                continue
-            sizes[path], rows[path] = len(raw.text or b""), raw.table.num_rows
-            tables.append(raw.table.add_column(len(self.spec.columns), FILE,
-                                               _constant(path, raw.table.num_rows)))
-        if not tables:
-            return _FastRead(), slow
-        batch = pa.concat_tables(tables)
+        read = read_csv_fast_batch(list(task.files), self.spec.csv, self.spec.columns,
+                                   self.fast_typed)
+        if read.table is None:
+            return _FastRead(), read.slow
+        slow, sizes, rows = read.slow, read.bytes, dict(read.files)
+        batch = read.table.add_column(len(self.spec.columns), FILE, _file_column(read.files))
         clean = self.clean_check.typed_if_clean(batch)
         if clean is not None:
             return _FastRead(good=clean, rows=rows, bytes=sum(sizes.values())), sorted(slow)
@@ -351,6 +346,13 @@ def _statistics_columns(schema: pa.Schema) -> list[str]:
     statistics cost a quarter of the write and rarely prune a batch's file."""
     return [f.name for f in schema
             if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+
+
+def _file_column(files: list[tuple[str, int]]) -> pa.Array:
+    """Each file's path repeated once per row of it, in order."""
+    paths = pa.array([path for path, _ in files], pa.string())
+    counts = np.array([rows for _, rows in files], dtype=np.int64)
+    return pc.take(paths, pa.array(np.repeat(np.arange(len(files)), counts)))
 
 
 def _constant(value: str, n: int) -> pa.Array:
