@@ -153,6 +153,12 @@ class RoundRecord:
     def __bool__(self) -> bool:
         return bool(self.dispatched or self.ended or self.skipped)
 
+    def merge(self, later: RoundRecord) -> None:
+        """Append a later round (deferred checkpoints write many rounds as one)."""
+        self.dispatched += later.dispatched
+        self.ended += later.ended
+        self.skipped += later.skipped
+
 
 @dataclass(frozen=True)
 class Committed:

@@ -105,6 +105,10 @@ class Limits:
     drain_timeout: float = 30.0
     batch_timeout: float | None = None
     max_failed_files: int = 0
+    checkpoint_each_round: bool = True
+    """False only to measure what checkpoints cost (`BATCHRUN_DEFER_CHECKPOINTS=1`): every
+    round is held in memory and written in one transaction at the end, so a run killed
+    midway has nothing to resume from."""
 
 
 class Scheduler:
@@ -127,6 +131,7 @@ class Scheduler:
         self.dead: set[int] = set()
         self.abandoned: list[str] = []
         self.outcome = ScheduleOutcome()
+        self.deferred = RoundRecord()
         self.log = logger.bind(run_id=run_id, batch_id="-")
 
     def _new_actor(self, partition: int) -> Any:
@@ -281,15 +286,21 @@ class Scheduler:
                                         error, kind))
 
     def _record(self, current: RoundRecord) -> None:
-        started = time.perf_counter()
-        self.catalog.record_progress(self.run_id, current,
-                                     before_commit=self._kill_point("mid_commit"))
-        self.outcome.catalog_s += time.perf_counter() - started
+        if self.limits.checkpoint_each_round:
+            self._write(current)
+        else:
+            self.deferred.merge(current)
         if current.dispatched:
             self.faults.maybe_kill_driver("after_dispatch", self.results_seen)
         if current.results:
             self.faults.maybe_kill_driver("after_commit", self.results_seen)
         self._after_round(current)
+
+    def _write(self, current: RoundRecord) -> None:
+        started = time.perf_counter()
+        self.catalog.record_progress(self.run_id, current,
+                                     before_commit=self._kill_point("mid_commit"))
+        self.outcome.catalog_s += time.perf_counter() - started
 
     def _kill_point(self, point: str) -> Callable[[], None] | None:
         if self.faults.kill_driver != point:
@@ -327,6 +338,7 @@ class Scheduler:
                 current = RoundRecord()
                 self._collect(current, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
                 self._record(current)
+        self._write(self.deferred)  # empty unless checkpoints were deferred
         unfinished = [f.task.batch_id for f in self.flights.values()] + self.abandoned
         unfinished += [batch.batch_id for batch in self.admission.remaining()]
         self.catalog.requeue_all(self.run_id, unfinished)

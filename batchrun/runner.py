@@ -178,7 +178,14 @@ def _limits(config: JobConfig) -> Limits:
     return Limits(workers=1 if sequential else execution.workers, controls=controls(config),
                   max_retries=execution.max_retries, retry_budget=execution.retry_budget,
                   drain_timeout=execution.drain_timeout, batch_timeout=execution.batch_timeout,
-                  max_failed_files=config.validation.max_failed_files)
+                  max_failed_files=config.validation.max_failed_files,
+                  checkpoint_each_round=not _checkpoints_deferred())
+
+
+def _checkpoints_deferred() -> bool:
+    """For measuring the checkpoint cost only (scripts/bench.py --checkpoint-cost): no
+    per-round catalog transaction and no fsync of outputs. Such a run cannot resume."""
+    return os.environ.get("BATCHRUN_DEFER_CHECKPOINTS") == "1"
 
 
 def controls(config: JobConfig) -> Controls:
@@ -213,6 +220,7 @@ def _connect_ray(config: JobConfig, job_dir: Path, log: Any) -> bool:
                                "logging_level": logging.ERROR, "configure_logging": True}
     if address:
         _probe(address)
+    began = time.monotonic()
     try:
         if address:
             import batchrun
@@ -222,11 +230,32 @@ def _connect_ray(config: JobConfig, job_dir: Path, log: Any) -> bool:
         else:
             cpus = max(os.cpu_count() or 1, config.execution.workers)
             ray.init(num_cpus=cpus, **options)
+            _stop_unused_helpers()
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EnvironmentProblem(f"cannot reach Ray at {address or 'local'}: {exc}") from None
-    log.info("connected to Ray at {} ({} CPUs)", address or "a new local instance",
-             ray.cluster_resources().get("CPU", 0))
+    log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", address or "a new local instance",
+             ray.cluster_resources().get("CPU", 0), time.monotonic() - began)
     return not address
+
+
+_UNUSED_HELPERS = ("monitor", "log_monitor")
+"""Processes a local instance starts that a batchrun run never uses: the autoscaler's
+monitor (a fixed-size local instance never scales) and the log monitor (worker logs are
+not forwarded: log_to_driver=False). Together they cost ~1 s of CPU during the run, and
+the monitor ignores SIGTERM, which made every ray.shutdown() wait a full second."""
+
+
+def _stop_unused_helpers() -> None:
+    """Stop `_UNUSED_HELPERS` of the local instance we just started (best effort: this
+    reaches into Ray's node object, so any surprise leaves them running)."""
+    try:
+        node: Any = ray._private.worker._global_node
+        for kind in _UNUSED_HELPERS:
+            for info in node.all_processes.get(kind, []):
+                info.process.kill()
+                info.process.wait(timeout=2)
+    except Exception as exc:  # noqa: BLE001 - an optimisation only
+        logger.debug("left Ray's helper processes running: {}", exc)
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -263,7 +292,7 @@ def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, Column
         reader=config.source.reader,
         transform=config.transform.function if config.transform else None,
         code_dirs=(str(Path(record.job_file).parent),),
-        faults=faults)
+        faults=faults, durable=not _checkpoints_deferred())
 
 
 def _columns(job: Job, first_file: str) -> dict[str, ColumnSpec]:

@@ -58,6 +58,8 @@ class WorkerSpec:
     """Folders put on the import path for custom steps (the job file's folder)."""
     faults: Faults = Faults()
     """Injected faults (tests and drills only)."""
+    durable: bool = True
+    """fsync each output before its rename (off only to measure what checkpoints cost)."""
 
 
 @dataclass(frozen=True)
@@ -325,18 +327,18 @@ class BatchWorker:
                     pc.invert(pc.is_in(validated.rejects["file"], keep))))
         return validated, outcomes
 
-    @staticmethod
-    def _write(table: pa.Table, final: Path) -> str | None:
-        return write_parquet_atomically(table, final) if table.num_rows else None
+    def _write(self, table: pa.Table, final: Path) -> str | None:
+        return write_parquet_atomically(table, final, self.spec.durable) if table.num_rows else None
 
 
-def write_parquet_atomically(table: pa.Table, final: Path) -> str:
+def write_parquet_atomically(table: pa.Table, final: Path, durable: bool = True) -> str:
     """Write to a hidden temporary name, fsync, then rename into place."""
     temporary = final.with_name(f".{final.name}.tmp")
     pq.write_table(table, temporary, row_group_size=1 << 20,
                    write_statistics=_statistics_columns(table.schema))
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
+    if durable:
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
     os.replace(temporary, final)
     return str(final)
 
