@@ -434,19 +434,23 @@ def read_csv_fast_batch(paths: list[str], options: CsvOptions, columns: dict[str
         else:  # a big file is its own group: joining would only copy it
             key = clean.header if len(clean.text) < _JOINT_READ_BYTES else clean.path.encode()
             groups.setdefault(key, []).append(clean)
-    tables = []
+    tables: dict[str, tuple[_CleanText, pa.Table | None]] = {}
     for group in groups.values():
         parsed = _parse_jointly(group, columns, typed) if len(group) > 1 else None
         if parsed is None:
             parsed = [(clean, _read_alone(clean, columns, typed)) for clean in group]
-        for clean, table in parsed:
-            if table is None:
-                batch.slow.append(clean.path)
-                continue
-            tables.append(table)
-            batch.files.append((clean.path, table.num_rows))
-            batch.bytes[clean.path] = len(clean.text)
-    batch.table = pa.concat_tables(tables) if tables else None
+        tables.update((clean.path, (clean, table)) for clean, table in parsed)
+    for path in paths:  # the batch's file order, whatever the grouping
+        if path not in tables:
+            continue
+        clean, table = tables[path]
+        if table is None:
+            batch.slow.append(path)
+            continue
+        batch.files.append((path, table.num_rows))
+        batch.bytes[path] = len(clean.text)
+    parts = [tables[path][1] for path, _ in batch.files]
+    batch.table = pa.concat_tables(parts) if parts else None
     batch.slow.sort()
     return batch
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchrun.config import ColumnSpec, CsvOptions
@@ -89,6 +89,7 @@ def process(folder: Path, files: list[str], fast: bool) -> tuple[list[dict], lis
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(files=st.lists(st.tuples(ROWS, st.booleans()), min_size=1, max_size=4))
+@example(files=[([{}], True), ([{}], False), ([{}], True)])  # grouped by header, kept in order
 def test_the_fast_path_stages_and_rejects_exactly_what_the_reference_does(
         tmp_path_factory: pytest.TempPathFactory,
         files: list[tuple[list[dict[str, str]], bool]]) -> None:
