@@ -38,20 +38,20 @@ def parse_rate(value: Any) -> float:
     """'3/s' → 3.0, '90/m' → 1.5, '100/h'; plain numbers are per second."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*", str(value))
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|m|h))?\s*", str(value))
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"expected a rate such as '3/s', '90/m' or '100/h', got {value!r}")
-    return float(match.group(1)) / _DURATION_UNITS[match.group(2)]
+    return float(match.group(1)) / _DURATION_UNITS[match.group(2) or "s"]
 
 
 def parse_duration(value: Any) -> float:
     """'200ms' → 0.2, '30s' → 30.0; plain numbers are seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", str(value))
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
     if not match:
         raise ValueError(f"expected a duration such as '200ms' or '30s', got {value!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
 
 
 class _Section(BaseModel):

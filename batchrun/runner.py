@@ -220,6 +220,7 @@ def _connect_ray(config: JobConfig, job_dir: Path, log: Any) -> bool:
                                "logging_level": logging.ERROR, "configure_logging": True}
     if address:
         _probe(address)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home (opt in with 1)
     began = time.monotonic()
     try:
         if address:
@@ -288,7 +289,7 @@ def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, Column
         run_id=record.run_id, table=record.table, staging_dir=record.staging_dir,
         fmt=config.source.format, csv=config.source.csv, columns=columns,
         validation=config.validation,
-        threads=max(1, cpus // config.execution.workers),
+        threads=max(1, cpus // _limits(config).workers),  # sequential: one worker, all cores
         reader=config.source.reader,
         transform=config.transform.function if config.transform else None,
         code_dirs=(str(Path(record.job_file).parent),),

@@ -478,7 +478,8 @@ def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
              extra_env: tuple[tuple[str, str], ...] = ()) -> Finished:
     """Run a command in its own session; time it and watch the RSS of its process tree."""
     out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
-    env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP} | dict(extra_env)
+    env = ({"RAY_USAGE_STATS_ENABLED": "0"} | {k: v for k, v in os.environ.items()
+                                               if k not in CHILD_ENV_DROP} | dict(extra_env))
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,

@@ -8,4 +8,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e ".[test]"
 .venv/bin/python -m ruff check batchrun tests scripts
 .venv/bin/python -m mypy batchrun
+export RAY_USAGE_STATS_ENABLED=0  # Ray's usage reporting would be traffic off this machine
 exec .venv/bin/python -m pytest -q "$@"

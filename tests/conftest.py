@@ -23,6 +23,7 @@ from batchrun.staging import query_connection, staged_files
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO / "configs" / "demo.toml"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no Ray started by a test phones home
 
 
 @pytest.fixture(scope="session")

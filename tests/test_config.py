@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batchrun.cli import EXIT_USAGE, invoke
-from batchrun.config import load_job, parse_duration, parse_size
+from batchrun.config import load_job, parse_duration, parse_size, set_dotted, validate_config
 from batchrun.errors import ConfigError
 
 from .conftest import DEMO_JOB
@@ -150,3 +151,17 @@ def test_set_needs_key_equals_value(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "KEY=VALUE" in capsys.readouterr().err
     assert invoke(["run", str(job), "--set", "execution.workers=0"]) == EXIT_USAGE
     assert "execution.workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "text", "expected"), [
+    ("stagger", "0.2", 0.2), ("stagger", "200ms", 0.2), ("rate_limit", "2.5", 2.5),
+    ("rate_limit", "3/s", 3.0), ("circuit_breaker.cooldown", "1.5", 1.5),
+])
+def test_plain_numbers_from_the_command_line_are_seconds_or_per_second(
+        key: str, text: str, expected: float) -> None:
+    raw: dict[str, Any] = {"job": {"name": "j", "table": "t"}, "source": {"paths": ["*.csv"]}}
+    set_dotted(raw, f"execution.{key}", text)
+    execution = validate_config(raw, "--set").execution
+    value = (execution.circuit_breaker.cooldown if key == "circuit_breaker.cooldown"
+             else getattr(execution, key))
+    assert value == pytest.approx(expected)
