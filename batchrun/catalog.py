@@ -256,14 +256,16 @@ class Catalog:
     # -- run lifecycle ------------------------------------------------------------
 
     def set_run_state(self, run_id: str, state: RunState, *, pid: int | None = None,
-                      host: str | None = None, message: str | None = None) -> None:
+                      host: str | None = None, message: str | None = None,
+                      since: float | None = None) -> None:
+        """`since`: when a fresh run began (its planning), kept as started_at."""
         now = time.time()
         with self.transaction() as db:
             if state is RunState.RUNNING:
                 db.execute(
                     "UPDATE runs SET state=?, pid=?, host=?, finished_at=NULL, message=NULL,"
                     " started_at=COALESCE(started_at, ?) WHERE run_id=?",
-                    (state.value, pid, host, now, run_id),
+                    (state.value, pid, host, since or now, run_id),
                 )
             else:
                 db.execute(
@@ -407,6 +409,17 @@ class Catalog:
             return self.rows("SELECT * FROM batches WHERE run_id=? ORDER BY seq", (run_id,))
         return self.rows("SELECT * FROM batches WHERE run_id=? AND state=? ORDER BY seq",
                          (run_id, state.value))
+
+    def paths_by_batch(self, run_id: str, state: BatchState) -> dict[str, list[str]]:
+        """The file paths of every batch in `state`, in path order, in one read (a query per
+        batch took 0.4 s for 200 batches of 50 files)."""
+        grouped: dict[str, list[str]] = {}
+        for batch_id, path in self._db.execute(
+                "SELECT f.batch_id, f.path FROM files f JOIN batches b ON b.run_id = f.run_id"
+                " AND b.batch_id = f.batch_id WHERE f.run_id=? AND b.state=?"
+                " ORDER BY f.batch_id, f.path", (run_id, state.value)):
+            grouped.setdefault(batch_id, []).append(path)
+        return grouped
 
     def files_of(self, run_id: str, batch_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM files WHERE run_id=? AND batch_id=? ORDER BY path",
