@@ -8,7 +8,6 @@ Both hold the job's lock for their whole life, so one job never runs twice at on
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import socket
@@ -32,7 +31,8 @@ from batchrun.errors import EnvironmentProblem
 from batchrun.faults import Faults, load_faults
 from batchrun.lock import JobLock
 from batchrun.plan import cut_batches, expand_sources
-from batchrun.plugins import module_location, resolve
+from batchrun.plugins import resolve
+from batchrun.ray_session import RayReady, connect_ray
 from batchrun.read import infer_schema, type_name
 from batchrun.staging import publish_staging_db, remove_orphans
 from batchrun.states import BatchState, RunState
@@ -118,7 +118,7 @@ def _start_ray_beside_planning(config: JobConfig, job_dir: Path
     """Start (or join) Ray; an unreachable cluster is reported once planning is done, so
     the planned run can be marked failed with the reason."""
     try:
-        return _connect_ray(config, job_dir), None
+        return connect_ray(config, job_dir), None
     except EnvironmentProblem as exc:
         return None, exc
 
@@ -164,7 +164,7 @@ def _execute(catalog: Catalog, record: RunRecord, config: JobConfig,
         log.info("{} job {} ({})", "resuming" if resumed else "starting", record.job,
                  record.job_file)
         if ray_ready is None:
-            ray_ready = _connect_ray(config, Path(record.job_file).parent)
+            ray_ready = connect_ray(config, Path(record.job_file).parent)
             started_ray = ray_ready.started
         log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address,
                  ray.cluster_resources().get("CPU", 0), ray_ready.seconds)
@@ -257,80 +257,6 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
     remove_orphans(staging, record.table, record.run_id, committed.paths)
     publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
                        committed)
-
-
-@dataclass(frozen=True)
-class RayReady:
-    started: bool
-    """True when this process started a local instance (and so shuts it down)."""
-    address: str
-    seconds: float
-
-
-def _connect_ray(config: JobConfig, job_dir: Path) -> RayReady:
-    """Join the configured cluster, or start a local instance."""
-    address = config.execution.address
-    if address:
-        _probe(address)  # even when this process already has Ray: the job asked for this one
-    if ray.is_initialized():
-        return RayReady(started=False, address="the Ray instance already running", seconds=0.0)
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                               "logging_level": logging.ERROR, "configure_logging": True}
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home (opt in with 1)
-    began = time.monotonic()
-    try:
-        if address:
-            import batchrun
-
-            modules = [str(Path(batchrun.__file__).parent), *_custom_modules(config, job_dir)]
-            ray.init(address=address, runtime_env={"py_modules": modules}, **options)
-        else:
-            cpus = max(os.cpu_count() or 1, config.execution.workers)
-            ray.init(num_cpus=cpus, **options)
-            _stop_unused_helpers()
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise EnvironmentProblem(f"cannot reach Ray at {address or 'local'}: {exc}") from None
-    return RayReady(started=not address, address=address or "a new local instance",
-                    seconds=time.monotonic() - began)
-
-
-_UNUSED_HELPERS = ("monitor", "log_monitor")
-"""Processes a local instance starts that a batchrun run never uses: the autoscaler's
-monitor (a fixed-size local instance never scales) and the log monitor (worker logs are
-not forwarded: log_to_driver=False). Together they cost ~1 s of CPU during the run, and
-the monitor ignores SIGTERM, which made every ray.shutdown() wait a full second."""
-
-
-def _stop_unused_helpers() -> None:
-    """Stop `_UNUSED_HELPERS` of the local instance we just started (best effort: this
-    reaches into Ray's node object, so any surprise leaves them running)."""
-    try:
-        node: Any = ray._private.worker._global_node
-        for kind in _UNUSED_HELPERS:
-            for info in node.all_processes.get(kind, []):
-                info.process.kill()
-                info.process.wait(timeout=2)
-    except Exception as exc:  # noqa: BLE001 - an optimisation only
-        logger.debug("left Ray's helper processes running: {}", exc)
-
-
-def _probe(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not minutes, when a host:port cluster address does not answer."""
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto" and friends: Ray resolves (and reports) those itself
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot reach Ray at {address}: {exc}") from None
-
-
-def _custom_modules(config: JobConfig, job_dir: Path) -> list[str]:
-    """Files or packages of custom readers and transforms, shipped to the cluster."""
-    references = [config.source.reader, config.transform.function if config.transform else None]
-    found = [module_location(r, [str(job_dir)]) for r in references if r]
-    return sorted({f for f in found if f})
 
 
 def _actor_options(config: JobConfig) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def test_demo_job_loads_with_paths_resolved_against_its_folder() -> None:
 
 def test_defaults_fill_every_optional_section(tmp_path: Path) -> None:
     job = load_job(write(tmp_path, MINIMAL))
-    assert job.config.batch.max_files == 50
+    assert job.config.batch.max_files == 500
     assert job.config.batch.max_bytes == 256_000_000
     assert job.config.execution.workers == 2 and job.config.in_flight_cap == 4
 
