@@ -37,10 +37,16 @@ Method
 * A contender that exceeds `--timeout` is killed with its whole tree, reported as
   "timeout" and not retried in later rounds of that shape. A peer whose library is not
   installed is reported as "skipped (not installed)".
-* Derived figures: machine limit = 2 × pyarrow_1thread MB/s (two cores, each doing the
-  same per-file parse+write as the one-thread loop) and batchrun's throughput as a share
-  of it; 2-vs-1 worker speedup = wall(batchrun_1worker) / wall(batchrun); validation
-  cost = wall(batchrun) / wall(batchrun_types_only) − 1, in %.
+* Derived figures: machine limit = cores × pyarrow_1thread MB/s (its own timing: each
+  core doing the same per-file parse+write as the one-thread loop) and batchrun's steady
+  throughput as a share of it; pyarrow_2proc runs that loop in one process per core at
+  once, which shows what the cores really give together; 2-vs-1 worker speedup = steady
+  MB/s of batchrun over batchrun_1worker; validation cost = wall(batchrun) /
+  wall(batchrun_types_only) − 1, in %; checkpoint cost likewise against
+  batchrun_no_checkpoints.
+* CPU seconds: the sampler also reads each process's user + system CPU time and sums it
+  by kind (driver, Ray's daemons, workers), so every wall time comes with where its CPU
+  went: the profile that explains what bounds each contender.
 MB are 10**6 bytes of CSV on disk.
 """
 
@@ -124,6 +130,7 @@ class Contender:
 CONTENDERS: tuple[Contender, ...] = (
     Contender("duckdb_copy", needs=("duckdb",)),
     Contender("pyarrow_1thread", needs=("pyarrow",)),
+    Contender("pyarrow_2proc", needs=("pyarrow",)),
     Contender("ray_data", needs=("ray", "pandas", "fsspec")),
     Contender("dask", needs=("dask", "pandas")),
     Contender("polars", needs=("polars",)),
@@ -153,6 +160,11 @@ class Sample:
     inner_s: float | None = None
     """Seconds measured inside the child, from just before the peer imports its library
     (interpreter start excluded); batchrun: the run's own duration_s."""
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds (user + system) of the whole process tree by kind of process: driver
+    (the command itself), ray_daemons (GCS, raylet, dashboard, agents, monitors),
+    workers (Ray workers and actors, or a peer's own child processes). Sampled every
+    --poll-ms, so a process's last few milliseconds can be missed."""
     error: str | None = None
 
 
@@ -240,6 +252,19 @@ def run_pyarrow_1thread(paths: list[str], schema: dict[str, str], out: Path) -> 
         pq.write_table(table, out / f"part-{index:05d}.parquet")
 
 
+def run_pyarrow_2proc(paths: list[str], schema: dict[str, str], out: Path) -> None:
+    """The single-thread loop in one process per core, each on its share of the files:
+    what the cores really give together (shared caches, memory bandwidth, a VM's
+    neighbours), next to the cores × one-core figure the machine limit assumes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = os.cpu_count() or 1
+    shares = [paths[k::cores] for k in range(cores)]
+    with ProcessPoolExecutor(cores) as pool:
+        list(pool.map(run_pyarrow_1thread, shares, [schema] * cores,
+                      [out / f"proc-{k}" for k in range(cores)]))
+
+
 def run_ray_data(paths: list[str], schema: dict[str, str], out: Path) -> None:
     import logging
 
@@ -279,6 +304,7 @@ def run_polars(paths: list[str], schema: dict[str, str], out: Path) -> None:
 
 PEERS: dict[str, Callable[[list[str], dict[str, str], Path], None]] = {
     "duckdb_copy": run_duckdb_copy, "pyarrow_1thread": run_pyarrow_1thread,
+    "pyarrow_2proc": run_pyarrow_2proc,
     "ray_data": run_ray_data, "dask": run_dask, "polars": run_polars,
 }
 
@@ -403,6 +429,12 @@ def write_jobs(data: ShapeData, folder: Path) -> dict[bool, Path]:
 # -- running one sample ---------------------------------------------------------------------
 
 
+RAY_DAEMONS = ("gcs_server", "raylet", "dashboard/dashboard.py", "dashboard/agent.py",
+               "monitor.py", "runtime_env", "DashboardAgent", "RuntimeEnvAgent")
+"""Ray's own processes, by executable, script or process title; other processes under a
+contender are its workers (Ray's default_worker.py renames itself ray::<Actor>)."""
+
+
 class TreeWatcher:
     """Samples the summed RSS of a process and all its descendants in a thread."""
 
@@ -411,6 +443,8 @@ class TreeWatcher:
         self.interval = interval
         self.seen: dict[int, psutil.Process] = {pid: self.root}
         self.peak = 0
+        self.cpu: dict[int, tuple[str, float]] = {}
+        """pid → (kind, latest user + system CPU seconds seen)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -437,9 +471,30 @@ class TreeWatcher:
             try:
                 total += proc.memory_info().rss
                 self.seen.setdefault(proc.pid, proc)
+                times = proc.cpu_times()
+                kind = self._kind(proc)  # every time: a Ray worker renames itself
+                self.cpu[proc.pid] = (kind, times.user + times.system)
             except psutil.Error:
                 continue
         return total
+
+    def _kind(self, proc: psutil.Process) -> str:
+        if proc.pid == self.root.pid:
+            return "driver"
+        command = proc.cmdline() or [proc.name()]
+        if command[0].startswith("ray::"):  # a process title: an agent, or a worker
+            return "ray_daemons" if any(d in command[0] for d in RAY_DAEMONS) else "workers"
+        if any("default_worker.py" in part for part in command):
+            return "workers"
+        if any(d in part for part in command[:2] for d in RAY_DAEMONS):
+            return "ray_daemons"
+        return "workers"
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for kind, seconds in self.cpu.values():
+            totals[kind] = round(totals.get(kind, 0.0) + seconds, 2)
+        return totals
 
     def kill_tree(self) -> None:
         """Kill the root and every descendant ever seen (psutil guards against pid reuse)."""
@@ -472,6 +527,7 @@ class Finished:
     peak_rss_mb: float
     stdout: str
     stderr: str
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
@@ -489,7 +545,7 @@ def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
             wall = time.perf_counter() - started
         _reap(watcher)
     return Finished(code, wall, watcher.peak / 1e6, out_path.read_text(errors="replace"),
-                    err_path.read_text(errors="replace"))
+                    err_path.read_text(errors="replace"), watcher.cpu_by_kind())
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float, watcher: TreeWatcher) -> int | None:
@@ -550,7 +606,7 @@ def run_sample(contender: Contender, data: ShapeData, round_no: int, scratch: Pa
 def judge(contender: Contender, done: Finished, out: Path, round_no: int) -> Sample:
     """Turn a finished process into a Sample: status, rows read back, types."""
     sample = Sample(contender.name, round_no, "ok", round(done.wall_s, 3),
-                    round(done.peak_rss_mb, 1))
+                    round(done.peak_rss_mb, 1), cpu_s=done.cpu_s)
     if done.code is None:
         sample.status, sample.error = "timeout", f"killed after {done.wall_s:.0f} s"
         return sample
@@ -709,6 +765,8 @@ def contender_stats(data: ShapeData, name: str) -> dict[str, Any]:
         "types_ok": all(s.types_ok for s in ok),
         "median_inner_s": _median([s.inner_s for s in ok]),
         "median_steady_mb_per_s": _median([s.steady_mb_per_s for s in ok]),
+        "median_cpu_s": {kind: _median([s.cpu_s.get(kind, 0.0) for s in ok])
+                         for kind in sorted({k for s in ok for k in s.cpu_s})},
     })
     return entry
 
@@ -728,6 +786,8 @@ def derived(stats: dict[str, dict[str, Any]], data_bytes: int) -> dict[str, floa
 
     inner = get("pyarrow_1thread", "median_inner_s")
     limit = (os.cpu_count() or 1) * data_bytes / 1e6 / inner if inner else None
+    inner_all = get("pyarrow_2proc", "median_inner_s")
+    measured = data_bytes / 1e6 / inner_all if inner_all else None
     steady, steady_one = (get("batchrun", "median_steady_mb_per_s"),
                           get("batchrun_1worker", "median_steady_mb_per_s"))
     full, types = get("batchrun", "median_wall_s"), get("batchrun_types_only", "median_wall_s")
@@ -736,6 +796,9 @@ def derived(stats: dict[str, dict[str, Any]], data_bytes: int) -> dict[str, floa
         "machine_limit_mb_per_s": round(limit, 2) if limit else None,
         "batchrun_steady_mb_per_s": steady,
         "batchrun_steady_pct_of_limit": round(100 * steady / limit, 1) if limit and steady else None,
+        "measured_all_cores_mb_per_s": round(measured, 2) if measured else None,
+        "batchrun_steady_pct_of_measured": (round(100 * steady / measured, 1)
+                                            if measured and steady else None),
         "speedup_2_vs_1_worker": round(steady / steady_one, 2) if steady and steady_one else None,
         "validation_cost_pct": round(100 * (full / types - 1), 1) if full and types else None,
         "checkpoint_cost_pct": round(100 * (full / deferred - 1), 1) if full and deferred else None,
@@ -759,6 +822,7 @@ def render(results: dict[str, Any]) -> None:
                               f"rows, the generator wrote {shape['truth_rows']:,}[/]")
             if entry.get("error"):
                 console.print(f"  {contender}: {escape(entry['error'])}")
+        console.print(cpu_text(shape["contenders"]))
         console.print(derived_text(shape["derived"]))
 
 
@@ -780,6 +844,17 @@ def row_cells(entry: dict[str, Any], truth: int) -> list[str]:
                     f"{ratio:.2f}×" if ratio else "-"]
 
 
+def cpu_text(contenders: dict[str, dict[str, Any]]) -> str:
+    """Where each contender's CPU time went: the profile behind the wall times."""
+    lines = ["  CPU seconds by process kind (median; driver / ray_daemons / workers):"]
+    for name, entry in contenders.items():
+        cpu = entry.get("median_cpu_s")
+        if cpu:
+            parts = " / ".join(f"{cpu.get(k, 0.0):.1f}" for k in ("driver", "ray_daemons", "workers"))
+            lines.append(f"    {name:<24} {parts}  = {sum(cpu.values()):.1f} s")
+    return "\n".join(lines)
+
+
 def derived_text(d: dict[str, Any]) -> str:
     def fmt(value: float | None, suffix: str) -> str:
         return "n/a" if value is None else f"{value:,}{suffix}"
@@ -787,7 +862,10 @@ def derived_text(d: dict[str, Any]) -> str:
     return (f"  machine limit ({os.cpu_count()} × pyarrow_1thread's rate): "
             f"{fmt(d['machine_limit_mb_per_s'], ' MB/s')}; batchrun steady state "
             f"{fmt(d['batchrun_steady_mb_per_s'], ' MB/s')} = "
-            f"{fmt(d['batchrun_steady_pct_of_limit'], '%')} of it\n"
+            f"{fmt(d['batchrun_steady_pct_of_limit'], '%')} of it; the same loop in "
+            f"{os.cpu_count()} processes at once (pyarrow_2proc): "
+            f"{fmt(d['measured_all_cores_mb_per_s'], ' MB/s')}, batchrun steady = "
+            f"{fmt(d['batchrun_steady_pct_of_measured'], '%')} of that\n"
             f"  2-vs-1 worker speedup (steady state): {fmt(d['speedup_2_vs_1_worker'], '×')}"
             f"; validation cost (full vs types-only wall): {fmt(d['validation_cost_pct'], '%')}"
             f"; checkpoint cost (vs deferred): {fmt(d['checkpoint_cost_pct'], '%')}\n")
