@@ -135,6 +135,12 @@ def _has_blank_line(text: bytes, columns: int) -> bool:
     return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
 
 
+def _line_one(text: bytes) -> bytes:
+    """The bytes before the first newline, without copying the rest (split() would)."""
+    end = text.find(b"\n")
+    return text if end < 0 else text[:end]
+
+
 def _is_utf8(encoding: str) -> bool:
     return encoding.replace("-", "").replace("_", "").lower() == "utf8"
 
@@ -146,7 +152,7 @@ def sniff_delimiter(header: str) -> str:
 
 
 def _header(path: str, text: bytes, delimiter: str) -> list[str]:
-    first = text.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    first = _line_one(text).decode("utf-8").rstrip("\r")
     try:
         return next(csv.reader(io.StringIO(first, newline=""), delimiter=delimiter), [])
     except csv.Error as exc:
@@ -157,7 +163,7 @@ def _read_csv(path: str, text: bytes, options: CsvOptions,
               column_names: list[str] | None = None) -> RawFile:
     if not text.endswith(b"\n"):
         text += b"\n"
-    first_line = text.split(b"\n", 1)[0].decode("utf-8", "replace")
+    first_line = _line_one(text).decode("utf-8", "replace")
     delimiter = sniff_delimiter(first_line) if options.delimiter == "auto" else options.delimiter
     if options.header:
         names = _header(path, text, delimiter)
@@ -493,7 +499,7 @@ def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any]) -> _Cle
                 else _decode(path, data, options.encoding))
         if not text.endswith(b"\n"):
             text += b"\n"
-        header = text.split(b"\n", 1)[0]
+        header = _line_one(text)
         first_line = header.decode("utf-8")
         delimiter = (sniff_delimiter(first_line) if options.delimiter == "auto"
                      else options.delimiter)

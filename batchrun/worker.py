@@ -334,28 +334,13 @@ class BatchWorker:
 def write_parquet_atomically(table: pa.Table, final: Path, durable: bool = True) -> str:
     """Write to a hidden temporary name, fsync, then rename into place."""
     temporary = final.with_name(f".{final.name}.tmp")
-    pq.write_table(_lineage_as_dictionaries(table), temporary, row_group_size=1 << 20,
+    pq.write_table(table, temporary, row_group_size=1 << 20,
                    write_statistics=_statistics_columns(table.schema))
     if durable:
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
     os.replace(temporary, final)
     return str(final)
-
-
-_REPEATED_COLUMNS = (FILE, BATCH, "run_id", "batch_id", "file")
-"""Lineage columns that repeat a handful of values over every row (the file path, ~70
-bytes, and the batch id). Handed to Parquet as dictionaries, they are written as indices
-without hashing every row's string again: a 40 MB batch's write took 0.157 s, now 0.124 s.
-Readers see the same values (DuckDB a VARCHAR; Arrow a dictionary of strings)."""
-
-
-def _lineage_as_dictionaries(table: pa.Table) -> pa.Table:
-    for name in _REPEATED_COLUMNS:
-        if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
-            index = table.column_names.index(name)
-            table = table.set_column(index, name, pc.dictionary_encode(table[name]))
-    return table
 
 
 def _statistics_columns(schema: pa.Schema) -> list[str]:
