@@ -481,6 +481,8 @@ def _render_report(m: dict[str, Any]) -> None:
         ("throughput", f"{m['mb_per_s']:,} MB/s, {m['rows_per_s']:,.0f} rows/s"
                        f" ({m['bytes'] / 1e6:,.1f} MB, {m['rows_staged']:,} rows staged,"
                        f" {m['rows_rejected']:,} rejected)"),
+        ("steady", f"{m['steady_mb_per_s'] or '-'} MB/s from the first commit to the last"
+                   " (start-up left out)"),
         ("batch latency", _percentile_text(m, "latency") + " (dispatch to commit)"),
         ("processing", _percentile_text(m, "processing") + " (in the worker)"),
         ("errors", f"{m['error_rate']:.1%} of {m['attempts']} attempts failed: {m['retries']}"

@@ -6,6 +6,11 @@ actor included); processing is the worker's own start-to-finish. Throughput divi
 committed input bytes and staged rows by the *active* time: the union of the intervals in
 which at least one batch was in flight, so Ray start-up, planning and the gap between a
 kill and its resume do not count (the run's wall time is reported next to it).
+
+Steady throughput leaves out the start-up transient too (actors starting, the first
+batches warming up): the bytes committed after the first commit, over the active time from
+the first commit to the last. With 20 batches of 40 MB on 2 workers, the first commit came
+~1.1 s after the first dispatch, a fifth of the run's active time.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def run_metrics(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "rows_rejected": status["rows"]["rejected"],
         "mb_per_s": round(staged_bytes / 1e6 / active, 2) if active else 0.0,
         "rows_per_s": round(status["rows"]["staged"] / active, 1) if active else 0.0,
+        "steady_mb_per_s": steady_throughput(committed, intervals),
         "batches": status["batches"], "attempts": len(attempts), "retries": retried,
         "failed_batches": status["batches"]["failed"],
         "skipped_batches": status["batches"]["skipped"],
@@ -50,6 +56,19 @@ def run_metrics(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "sources": _per_source(attempts, intervals),
         "concurrency": concurrency_timeline(intervals),
     }
+
+
+def steady_throughput(committed: list[dict[str, Any]],
+                      intervals: list[tuple[str, float, float]]) -> float | None:
+    """MB/s from the first commit to the last (None with fewer than two commits)."""
+    ends = sorted(a["ended_at"] for a in committed)
+    if len(ends) < 2:
+        return None
+    first = ends[0]
+    window = _union_length([(max(start, first), end) for _, start, end in intervals
+                            if end > first])
+    later = sum(a["bytes"] or 0 for a in committed if a["ended_at"] > first)
+    return round(later / 1e6 / window, 2) if window else None
 
 
 def _percentiles(name: str, values: list[float]) -> dict[str, float | None]:

@@ -155,8 +155,8 @@ class Sample:
     rejected: int | None = None
     types_ok: bool | None = None
     steady_mb_per_s: float | None = None
-    """batchrun only: MB/s while batches were in flight (`batchrun report`), which leaves
-    out Ray's start-up and shutdown."""
+    """batchrun only: MB/s from the first commit to the last (`batchrun report`), which
+    leaves out Ray's start-up, the actors' start and shutdown."""
     inner_s: float | None = None
     """Seconds measured inside the child, from just before the peer imports its library
     (interpreter start excluded); batchrun: the run's own duration_s."""
@@ -638,12 +638,12 @@ def read_child_report(contender: Contender, stdout: str, sample: Sample) -> None
 
 
 def steady_throughput(state_dir: Path) -> float | None:
-    """The run's MB/s over the time batches were in flight, from `batchrun report`."""
+    """The run's steady MB/s, from the first commit to the last (`batchrun report`)."""
     done = subprocess.run([sys.executable, "-m", "batchrun", "report", "--json",
                            "--state-dir", str(state_dir)], capture_output=True, text=True,
                           check=False)
     try:
-        return float(json.loads(done.stdout)["mb_per_s"])
+        return float(json.loads(done.stdout)["steady_mb_per_s"])
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -12,7 +12,7 @@ from batchrun.admission import per_source_peaks
 from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_OK, EXIT_PARTIAL, invoke
 from batchrun.demo import DemoSpec, DemoTruth, generate
-from batchrun.metrics import peak_bytes_in_flight, run_metrics
+from batchrun.metrics import peak_bytes_in_flight, run_metrics, steady_throughput
 
 from .conftest import assert_exactly_once, parse_json, write_job
 
@@ -150,11 +150,12 @@ def test_report_shows_throughput_latency_and_concurrency_per_source(
     assert metrics["attempts"] == 12 + metrics["retries"]
     assert 0 < metrics["latency_p50_s"] <= metrics["latency_p95_s"] <= metrics["latency_p99_s"]
     assert metrics["mb_per_s"] > 0 and metrics["rows_per_s"] > 0
+    assert metrics["steady_mb_per_s"] is not None and metrics["steady_mb_per_s"] > 0
     assert {s["source"] for s in metrics["sources"]} == {f"supplier_0{i}" for i in range(4)}
     assert all(1 <= s["max_concurrency"] <= 3 for s in metrics["sources"])
     assert invoke(["report", "--state-dir", str(tmp_path / "s")]) == EXIT_OK
     text = capsys.readouterr().out
-    for label in ("throughput", "batch latency", "errors", "max concurrency", "supplier_03"):
+    for label in ("throughput", "steady", "batch latency", "errors", "max concurrency", "supplier_03"):
         assert label in text
     assert invoke(["report", "--state-dir", str(tmp_path / "s"), "--json"]) == EXIT_OK
     assert parse_json(capsys.readouterr().out)["retries"] == metrics["retries"]
@@ -175,3 +176,23 @@ def test_group_by_regex_names_the_sources(
     assert code == EXIT_OK
     catalog = Catalog(tmp_path / "one" / "s")
     assert {b["source"] for b in catalog.batches(catalog.latest_run_id())} == {"all"}
+
+
+def committed_at(queued: float, ended: float, megabytes: int) -> dict[str, float | int | str]:
+    return {"queued_at": queued, "ended_at": ended, "bytes": megabytes * 10**6, "source": "a"}
+
+
+def test_steady_throughput_counts_from_the_first_commit_to_the_last() -> None:
+    # 2 workers start at 0 (actors start, first batches warm up), then a commit every second
+    done = [committed_at(0, 3, 40), committed_at(0, 3.5, 40), committed_at(3, 4.5, 40),
+            committed_at(3.5, 5.5, 40), committed_at(4.5, 6, 40)]
+    intervals = [(str(a["source"]), float(a["queued_at"]), float(a["ended_at"])) for a in done]
+    assert steady_throughput(done, intervals) == round(160 / 3.0, 2)
+
+
+def test_steady_throughput_leaves_out_the_gap_between_a_kill_and_its_resume() -> None:
+    before = [committed_at(0, 2, 10), committed_at(1, 3, 10)]
+    after = [committed_at(100, 101, 10), committed_at(101, 102, 10)]
+    intervals = [("a", float(a["queued_at"]), float(a["ended_at"])) for a in before + after]
+    assert steady_throughput(before + after, intervals) == round(30 / 3.0, 2)
+    assert steady_throughput(before[:1], intervals[:1]) is None
