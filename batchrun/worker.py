@@ -10,10 +10,12 @@ rest of the batch still commits.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -71,9 +73,9 @@ class _FastRead:
     bytes: int = 0
 
 
-_EMPTY_REJECTS = pa.table({"file": pa.array([], pa.string()), "line": pa.array([], pa.int64()),
-                           "column": pa.array([], pa.string()), "rule": pa.array([], pa.string()),
-                           "value": pa.array([], pa.string())})
+_EMPTY_REJECTS_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()),
+                                    ("column", pa.string()), ("rule", pa.string()),
+                                    ("value", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,33 @@ class BatchTask:
     attempt: int = 1
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     """Unique per dispatch, so a retried batch never writes over an earlier attempt."""
+
+
+def skip_pandas_probe() -> None:
+    """Spare this process pyarrow's implicit import of pandas (0.2 s of CPU per process).
+
+    The first `pa.array(list)` or `pa.scalar(...)` in a process probes for pandas by
+    importing it, only to learn whether the argument might be a pandas object; a worker
+    never passes one. The probe is answered once, with pandas made unimportable for that
+    moment, and pandas is importable again right after: explicit pandas use
+    (`Table.to_pandas()`, or `import pandas`) still works. Skipped when custom steps run
+    in the worker, which may hand pandas objects to pyarrow."""
+    if "pandas" in sys.modules:
+        return
+    blocker = _PandasBlocker()
+    sys.meta_path.insert(0, blocker)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(blocker)
+
+
+class _PandasBlocker:
+    """An import finder that refuses pandas (see `skip_pandas_probe`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas left out of pyarrow's probe by batchrun")
 
 
 def partition_dir(staging_dir: str | Path, table: str, partition: int) -> Path:
@@ -100,6 +129,8 @@ class BatchWorker:
     def __init__(self, partition: int, spec: WorkerSpec) -> None:
         self.partition = partition
         self.spec = spec
+        if spec.reader is None and spec.transform is None:
+            skip_pandas_probe()
         pa.set_cpu_count(spec.threads)  # one core's worth per worker: no oversubscription
         self.validator = Validator(spec.columns, threads=spec.threads)
         self.fast_typed = fast_typed_columns(spec.columns)
@@ -265,7 +296,7 @@ class BatchWorker:
             good = (validated.good if fast.good is None
                     else pa.concat_tables([validated.good, fast.good]))
         else:
-            validated = Validated(good=fast.good, rejects=_EMPTY_REJECTS)
+            validated = Validated(good=fast.good, rejects=_EMPTY_REJECTS_SCHEMA.empty_table())
             staged, good = dict(fast.rows), fast.good
         if fast.good is not None and raws:  # keep the batch file in (file, line) order
             good = good.sort_by([(FILE, "ascending"), (LINE, "ascending")])

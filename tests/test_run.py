@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -134,3 +137,38 @@ def test_deferred_checkpoints_still_stage_and_record_every_batch_once(
     metrics = parse_json(capsys.readouterr().out)
     assert metrics["attempts"] == 8 and metrics["retries"] == 0
     assert metrics["rows_staged"] == truth.total_rows
+
+
+WORKER_WITHOUT_PANDAS = """
+import json, sys
+from pathlib import Path
+from batchrun.config import load_job
+from batchrun.worker import BatchTask, BatchWorker, WorkerSpec
+
+job = load_job(Path(sys.argv[1]), {"staging.dir": sys.argv[2]})
+config = job.config
+spec = WorkerSpec(run_id="r", table=job.table, staging_dir=str(job.staging_dir),
+                  fmt="csv", csv=config.source.csv, columns=dict(config.schema_.columns),
+                  validation=config.validation)
+result = BatchWorker(0, spec).process(BatchTask(batch_id="b", files=tuple(sys.argv[3:])))
+imported = "pandas" in sys.modules
+import pyarrow.parquet as pq
+frame = pq.read_table(result.output_path).to_pandas()
+print(json.dumps({"imported_by_batch": imported, "staged": result.rows_staged,
+                  "frame_rows": len(frame)}))
+"""
+
+
+def test_a_worker_leaves_pandas_unimported_and_pandas_still_works_after(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    pytest.importorskip("pandas")
+    data, truth = demo_data
+    job = write_job(tmp_path, data)
+    names = sorted(name for name in truth.files if name.endswith(".csv"))[:3]
+    done = subprocess.run([sys.executable, "-c", WORKER_WITHOUT_PANDAS, str(job),
+                           str(tmp_path / "staging"), *(str(data / name) for name in names)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not seen["imported_by_batch"]
+    assert seen["staged"] == seen["frame_rows"] == sum(truth.details[n].valid_rows for n in names)
