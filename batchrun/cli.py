@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -23,12 +23,13 @@ from rich.table import Table
 from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import load_job
-from batchrun.driver import StopToken
 from batchrun.errors import BatchrunError, ConfigError, EnvironmentProblem, RunActiveError, RunNotFoundError
 from batchrun.report import run_status, runs_status
-from batchrun.runner import RunOutcome, resume_run, start_run
-from batchrun.staging import query_connection
 from batchrun.states import RunState
+from batchrun.stopping import StopToken
+
+if TYPE_CHECKING:
+    from batchrun.execute import RunOutcome
 
 EXIT_OK = 0
 """Every batch committed, every file staged."""
@@ -139,6 +140,8 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
         state_dir: Path, as_json: bool, progress: bool | None, group_by: str | None,
         **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
+    from batchrun.runner import start_run  # Ray and Arrow load only for run and resume
+
     overrides = {"execution.workers": workers, "execution.address": address,
                  "staging.dir": str(staging_dir.resolve()) if staging_dir else None,
                  "source.group_by": group_by, **control_overrides(controls)}
@@ -160,6 +163,8 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
 def resume(run_id: str, workers: int | None, address: str | None, state_dir: Path,
            as_json: bool, progress: bool | None, **controls: Any) -> None:
     """Finish a failed or killed run; committed batches are never redone."""
+    from batchrun.runner import resume_run
+
     run_id = _resolve_run(state_dir, run_id)
     overrides = {"execution.workers": workers, "execution.address": address,
                  **control_overrides(controls)}
@@ -281,6 +286,8 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
     """Run SQL over a run's staged table and its <table>__rejects view (DuckDB)."""
     import duckdb
 
+    from batchrun.staging import query_connection  # DuckDB: loaded only where needed
+
     catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
     record = catalog.run(run_id)
@@ -304,6 +311,8 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
 def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
             state_dir: Path, as_json: bool) -> None:
     """Rejected rows of a run, with file, line, column, rule, value and the raw line."""
+    from batchrun.staging import query_connection  # DuckDB: loaded only where needed
+
     catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
     record = catalog.run(run_id)

@@ -16,11 +16,9 @@ dispatching, drains for `drain_timeout`, and leaves every unfinished batch pendi
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import ray
@@ -32,6 +30,7 @@ from batchrun.admission import Admission, Controls, QueuedBatch
 from batchrun.catalog import AttemptEnd, Catalog, Dispatch, RoundRecord
 from batchrun.errors import SourceError
 from batchrun.faults import Faults
+from batchrun.stopping import StopToken
 from batchrun.worker import BatchTask, BatchWorker, WorkerSpec
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -43,36 +42,6 @@ def backoff_seconds(attempt: int) -> float:
     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = attempt
     return float(_BACKOFF(state)) * 0.2
-
-
-class StopToken:
-    """Set by SIGINT/SIGTERM (or by code); the scheduler checks it between rounds."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.count = 0
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def request(self, signum: int = signal.SIGINT) -> None:
-        self.signum = self.signum or signum
-        self.count += 1
-
-    def install(self) -> None:
-        """Catch SIGINT and SIGTERM (call after ray.init, which sets its own)."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._on_signal)
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.request(signum)
 
 
 @dataclass
