@@ -128,9 +128,13 @@ def _decode(path: str, data: bytes, encoding: str) -> bytes:
 
 
 def _has_blank_line(text: bytes, columns: int) -> bool:
-    """Whether `text` may hold a blank line, which pyarrow would drop without a trace.
-    Conservative: a line of spaces, or any bare CR (a CR-only or mixed file), says yes."""
-    if _BLANK_LINE.search(text):
+    """Whether `text` may hold a blank line that the fast parse would not notice.
+    Conservative: a line of spaces, or any bare CR (a CR-only or mixed file), says yes.
+    With two or more columns the fast parse notices by itself (it keeps empty lines, and a
+    blank or spaces-only line is one field short: a ragged row sends the file to the slow
+    path), so the regex scan (~1 ms per MB) runs only for one-column files, where such a
+    line would parse as a row."""
+    if columns < 2 and _BLANK_LINE.search(text):
         return True
     return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
 
@@ -529,6 +533,7 @@ def _parse_typed(text: bytes, clean: _CleanText, columns: dict[str, Any],
             read_options=pacsv.ReadOptions(use_threads=_threaded(text),
                                            column_names=names, skip_rows=1),
             parse_options=pacsv.ParseOptions(delimiter=clean.delimiter, newlines_in_values=True,
+                                             ignore_empty_lines=False,
                                              invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
                                                  strings_can_be_null=True,
