@@ -92,8 +92,16 @@ def read_file(path: str, fmt: str, options: CsvOptions,
     return _read_csv(path, text, options, column_names)
 
 
+_COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
+"""The suffixes Arrow's compression="detect" decompresses (case-sensitive, as Arrow's);
+other files are read plainly: one copy instead of Arrow's buffer plus a bytes copy."""
+
+
 def _read_bytes(path: str) -> bytes:
     try:
+        if not path.endswith(_COMPRESSED):
+            with open(path, "rb") as handle:
+                return handle.read()
         with pa.input_stream(path, compression="detect") as stream:
             return bytes(stream.read())
     except FileNotFoundError:
