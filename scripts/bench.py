@@ -863,7 +863,7 @@ def derived_text(d: dict[str, Any]) -> str:
     return (f"  machine limit ({os.cpu_count()} × pyarrow_1thread's rate): "
             f"{fmt(d['machine_limit_mb_per_s'], ' MB/s')}; batchrun steady state "
             f"{fmt(d['batchrun_steady_mb_per_s'], ' MB/s')} = "
-            f"{fmt(d['batchrun_steady_pct_of_limit'], '%')} of it; the same loop in "
+            f"{fmt(d['batchrun_steady_pct_of_limit'], '%')} of it\n  the same loop in "
             f"{os.cpu_count()} processes at once (pyarrow_2proc): "
             f"{fmt(d['measured_all_cores_mb_per_s'], ' MB/s')}, batchrun steady = "
             f"{fmt(d['batchrun_steady_pct_of_measured'], '%')} of that\n"
