@@ -64,9 +64,9 @@ def steady_throughput(committed: list[dict[str, Any]],
     ends = sorted(a["ended_at"] for a in committed)
     if len(ends) < 2:
         return None
-    first = ends[0]
-    window = _union_length([(max(start, first), end) for _, start, end in intervals
-                            if end > first])
+    first, last = ends[0], ends[-1]
+    window = _union_length([(max(start, first), min(end, last)) for _, start, end in intervals
+                            if end > first and start < last])
     later = sum(a["bytes"] or 0 for a in committed if a["ended_at"] > first)
     return round(later / 1e6 / window, 2) if window else None
 

@@ -135,14 +135,15 @@ def _decode(path: str, data: bytes, encoding: str) -> bytes:
     return data if encoding.replace("-", "").lower() == "utf8" else text.encode("utf-8")
 
 
-def _has_blank_line(text: bytes, columns: int) -> bool:
+def _has_blank_line(text: bytes, columns: int, delimiter: str) -> bool:
     """Whether `text` may hold a blank line that the fast parse would not notice.
-    Conservative: a line of spaces, or any bare CR (a CR-only or mixed file), says yes.
-    With two or more columns the fast parse notices by itself (it keeps empty lines, and a
-    blank or spaces-only line is one field short: a ragged row sends the file to the slow
-    path), so the regex scan (~1 ms per MB) runs only for one-column files, where such a
-    line would parse as a row."""
-    if columns < 2 and _BLANK_LINE.search(text):
+    Conservative: a line of spaces or tabs, or any bare CR (a CR-only or mixed file), says
+    yes. The fast parse keeps empty lines, so in a file of two or more columns a blank
+    line is one field short: a ragged row, which sends the file to the slow path. That
+    fails when the line has enough fields anyway: one column, or a space or tab
+    delimiter (a line of tabs is a full row of empty cells). Only then does the regex
+    scan (~1 ms per MB) run."""
+    if (columns < 2 or delimiter.isspace()) and _BLANK_LINE.search(text):
         return True
     return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
 
@@ -518,7 +519,7 @@ def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any]) -> _Cle
         names = _header(path, text, delimiter)
     except (PermanentSourceError, UnicodeDecodeError):
         return None
-    if sorted(names) != sorted(columns) or _has_blank_line(text, len(names)):
+    if sorted(names) != sorted(columns) or _has_blank_line(text, len(names), delimiter):
         return None
     return _CleanText(path=path, text=text, header=header, names=names, delimiter=delimiter)
 

@@ -22,7 +22,6 @@ import ray
 
 from batchrun.catalog import Catalog, RunRecord
 from batchrun.config import ColumnSpec, Job, JobConfig, set_dotted, validate_config
-from batchrun.errors import EnvironmentProblem
 from batchrun.faults import load_faults
 from batchrun.lock import JobLock
 from batchrun.plan import cut_batches, expand_sources
@@ -60,24 +59,42 @@ def start_run(job: Job, state_dir: Path, stop: StopToken | None = None,
     with JobLock(state_dir, job.name).acquire() as lock:
         run_id = new_run_id()
         lock.describe(run_id)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchrun-plan") as pool:
-            planning = pool.submit(_plan_run, job, state_dir, run_id, time.time())
-            ray_ready, ray_error = _start_ray_beside_planning(job.config, job.base_dir)
-            try:
-                record, columns, summary = planning.result()
-            except BaseException:
-                if ray_ready and ray_ready.started:
-                    ray.shutdown()
-                raise
-        if ray_error is not None:
-            catalog.set_run_state(run_id, RunState.FAILED, message=str(ray_error))
-            raise ray_error
+        record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, state_dir,
+                                                                     run_id)
         load_faults(job.config.faults).maybe_kill_driver("after_plan", 1 << 30)
         if on_planned:
             on_planned(summary)
         execute = importlib.import_module(EXECUTION_MODULES)  # loaded by the planning thread
         return execute.execute_run(catalog, record, job.config, columns, stop,
                                    on_progress, resumed=False, ray_ready=ray_ready)
+
+
+def _plan_while_ray_starts(catalog: Catalog, job: Job, state_dir: Path, run_id: str
+                           ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any], RayReady]:
+    """Plan in a helper thread while this (the main) thread starts Ray, which must be.
+
+    If either fails, or the wait is interrupted: a Ray instance this process started is
+    shut down, and a run already planned is marked failed with the reason, as a failure
+    during execution would be."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchrun-plan") as pool:
+        planning = pool.submit(_plan_run, job, state_dir, run_id, time.time())
+        ray_ready: RayReady | None = None
+        failure: BaseException | None = None
+        try:
+            ray_ready = connect_ray(job.config, job.base_dir)
+            planned = planning.result()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once planning is over
+            failure = exc
+    if failure is None:
+        assert ray_ready is not None
+        return (*planned, ray_ready)
+    if (ray_ready.started if ray_ready else not job.config.execution.address) \
+            and ray.is_initialized():
+        ray.shutdown()  # ours, even if its start was interrupted halfway
+    if planning.done() and not planning.cancelled() and planning.exception() is None:
+        catalog.set_run_state(run_id, RunState.FAILED,
+                              message=f"{type(failure).__name__}: {failure}")
+    raise failure
 
 
 def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
@@ -102,16 +119,6 @@ def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
     summary = {"run_id": run_id, "batches": len(batches), "files": len(files),
                "bytes": sum(f.size for f in files)}
     return record, columns, summary
-
-
-def _start_ray_beside_planning(config: JobConfig, job_dir: Path
-                               ) -> tuple[RayReady | None, EnvironmentProblem | None]:
-    """Start (or join) Ray; an unreachable cluster is reported once planning is done, so
-    the planned run can be marked failed with the reason."""
-    try:
-        return connect_ray(config, job_dir), None
-    except EnvironmentProblem as exc:
-        return None, exc
 
 
 def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = None,

@@ -94,9 +94,11 @@ def skip_pandas_probe() -> None:
     The first `pa.array(list)` or `pa.scalar(...)` in a process probes for pandas by
     importing it, only to learn whether the argument might be a pandas object; a worker
     never passes one. The probe is answered once, with pandas made unimportable for that
-    moment, and pandas is importable again right after: explicit pandas use
-    (`Table.to_pandas()`, or `import pandas`) still works. Skipped when custom steps run
-    in the worker, which may hand pandas objects to pyarrow."""
+    moment, and pandas is importable again right after. Explicit pandas use
+    (`Table.to_pandas()`, `import pandas`) still works, but pyarrow keeps the answer for
+    its implicit checks: in this process, `pa.array(series)` converts a pandas Series as a
+    plain sequence (a categorical becomes strings, not a dictionary). So it is skipped
+    when custom steps run in the worker, which may hand pandas objects to pyarrow."""
     if "pandas" in sys.modules:
         return
     blocker = _PandasBlocker()

@@ -14,6 +14,7 @@ from ray.cluster_utils import Cluster
 from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK, invoke
 from batchrun.demo import DemoTruth
+from batchrun.states import RunState
 
 from .conftest import assert_exactly_once, write_job
 
@@ -57,3 +58,7 @@ def test_an_unreachable_cluster_fails_fast_with_exit_4(
     code = invoke(["run", str(job), "--address", "127.0.0.1:9", "--state-dir", str(tmp_path / "s")])
     assert code == EXIT_ENVIRONMENT
     assert "cannot reach Ray at 127.0.0.1:9" in capsys.readouterr().err
+    catalog = Catalog(tmp_path / "s")
+    run = catalog.run(catalog.latest_run_id())  # planned beside the attempt, then failed
+    assert run.state is RunState.FAILED
+    assert run.message is not None and "cannot reach Ray at 127.0.0.1:9" in run.message

@@ -270,7 +270,7 @@ def write_demo_job(root: Path, max_reject_ratio: float | None = None) -> Path:
 
 
 def demo_worker(job_path: Path, staging: Path) -> BatchWorker:
-    """An in-process worker (no Ray), its spec built like runner._worker_spec builds it."""
+    """An in-process worker (no Ray), its spec built like execute._worker_spec builds it."""
     job = load_job(job_path, {"staging.dir": str(staging)})
     config = job.config
     assert config.schema_ is not None

@@ -72,10 +72,10 @@ def write(path: Path, rows: list[list[str]], reverse: bool = False) -> None:
     path.write_text(out.getvalue(), encoding="utf-8")
 
 
-def process(folder: Path, files: list[str], fast: bool,
-            columns: dict[str, ColumnSpec] = COLUMNS) -> tuple[list[dict], list[dict], list]:
+def process(folder: Path, files: list[str], fast: bool, columns: dict[str, ColumnSpec] = COLUMNS,
+            csv: CsvOptions | None = None) -> tuple[list[dict], list[dict], list]:
     spec = WorkerSpec(run_id="r", table="t", staging_dir=str(folder), fmt="csv",
-                      csv=CsvOptions(), columns=columns)
+                      csv=csv or CsvOptions(), columns=columns)
     worker = BatchWorker(0, spec)
     if not fast:
         worker.fast_validator = None  # the slow path for every file: the reference
@@ -142,27 +142,35 @@ def test_one_doubtful_cell_sends_the_batch_to_the_reference(tmp_path: Path, colu
 HEADER = ",".join(COLUMNS)
 LINE = ",".join(GOOD[name] for name in COLUMNS)
 ONE_COLUMN = {"id": ColumnSpec(type="int64")}
+TWO_COLUMNS = {"id": ColumnSpec(type="int64"), "note": ColumnSpec(type="string")}
 
 
-@pytest.mark.parametrize("columns, text", [
-    (COLUMNS, f"{HEADER}\n{LINE}\n\n{LINE}\n"),                # an empty line
-    (COLUMNS, f"{HEADER}\n{LINE}\n   \n{LINE}\n"),             # spaces only
-    (COLUMNS, f"{HEADER}\n{LINE}\n\t\n{LINE}\n"),             # a tab only
-    (COLUMNS, f"{HEADER}\n{LINE}\n{LINE}\n\n\n"),              # blank lines at the end
-    (COLUMNS, f"{HEADER}\r\n{LINE}\r\n\r\n{LINE}\r\n"),      # CRLF, an empty line
-    (COLUMNS, f"{HEADER}\n\n{LINE}\n"),                        # right after the header
-    (ONE_COLUMN, "id\n1\n\n2\n   \n3\n"),                     # one column: a blank is a row?
-    (ONE_COLUMN, "id\n1\n2\n"),
+@pytest.mark.parametrize("columns, delimiter, text", [
+    (COLUMNS, ",", f"{HEADER}\n{LINE}\n\n{LINE}\n"),                # an empty line
+    (COLUMNS, ",", f"{HEADER}\n{LINE}\n   \n{LINE}\n"),             # spaces only
+    (COLUMNS, ",", f"{HEADER}\n{LINE}\n\t\n{LINE}\n"),             # a tab only
+    (COLUMNS, ",", f"{HEADER}\n{LINE}\n{LINE}\n\n\n"),              # blank lines at the end
+    (COLUMNS, ",", f"{HEADER}\r\n{LINE}\r\n\r\n{LINE}\r\n"),      # CRLF, an empty line
+    (COLUMNS, ",", f"{HEADER}\n\n{LINE}\n"),                        # right after the header
+    (ONE_COLUMN, ",", "id\n1\n\n2\n   \n3\n"),                     # one column: a blank is a row?
+    (ONE_COLUMN, ",", "id\n1\n2\n"),
+    (TWO_COLUMNS, "\t", "id\tnote\n1\ta\n\t\n2\tb\n"),               # TSV: a line of one tab
+    (TWO_COLUMNS, "\t", "id\tnote\n1\ta\n \t \n2\tb\n"),             # TSV: spaces and a tab
+    (TWO_COLUMNS, " ", "id note\n1 a\n \n2 b\n"),                     # space-delimited
 ])
 def test_blank_lines_are_staged_and_counted_as_the_reference_does(
-        tmp_path: Path, columns: dict[str, ColumnSpec], text: str) -> None:
+        tmp_path: Path, columns: dict[str, ColumnSpec], delimiter: str, text: str) -> None:
     """The fast parse keeps empty lines, so a blank line in a many-column file is a
-    ragged row there and sends the file to the reference; one-column files are scanned."""
+    ragged row there and sends the file to the reference; one-column files, and files
+    whose delimiter is a space or a tab (a line of tabs is a full row), are scanned."""
     path = tmp_path / "blank.csv"
     path.write_bytes(text.encode())
-    fast = process(tmp_path / "fast", [str(path)], fast=True, columns=columns)
-    reference = process(tmp_path / "slow", [str(path)], fast=False, columns=columns)
+    options = CsvOptions(delimiter=delimiter)
+    fast = process(tmp_path / "fast", [str(path)], fast=True, columns=columns, csv=options)
+    reference = process(tmp_path / "slow", [str(path)], fast=False, columns=columns,
+                        csv=options)
     assert fast == reference
-    records = [line for line in text.replace("\r\n", "\n").split("\n")[1:] if line]
+    lines = text.replace("\r\n", "\n").split("\n")[1:]
+    records = [line for line in lines if any(line.split(delimiter))]  # not all cells empty
     rejected = {(r["file"], r["line"]) for r in reference[1]}
-    assert len(reference[0]) + len(rejected) == len(records)  # empty lines are not records
+    assert len(reference[0]) + len(rejected) == len(records)

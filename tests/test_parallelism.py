@@ -188,6 +188,8 @@ def test_steady_throughput_counts_from_the_first_commit_to_the_last() -> None:
             committed_at(3.5, 5.5, 40), committed_at(4.5, 6, 40)]
     intervals = [(str(a["source"]), float(a["queued_at"]), float(a["ended_at"])) for a in done]
     assert steady_throughput(done, intervals) == round(160 / 3.0, 2)
+    # a retried attempt that ends after the last commit does not stretch the window
+    assert steady_throughput(done, [*intervals, ("a", 5.0, 9.0)]) == round(160 / 3.0, 2)
 
 
 def test_steady_throughput_leaves_out_the_gap_between_a_kill_and_its_resume() -> None:

@@ -50,7 +50,7 @@ def test_a_local_instance_starts_without_the_monitor_and_the_log_monitor(tmp_pat
     assert not {"monitor.log", "monitor.out", "log_monitor.log"} & set(seen["logs"])
 
 
-def test_the_plan_is_in_the_catalog_before_any_batch_starts(
+def test_a_fresh_run_counts_planning_and_ray_start_in_its_duration(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth], ray_session: None) -> None:
     data, truth = demo_data
     job = write_job(tmp_path, data)
@@ -60,10 +60,34 @@ def test_the_plan_is_in_the_catalog_before_any_batch_starts(
     run_id = assert_exactly_once(state, truth.total_rows)
     catalog = Catalog(state)
     run = catalog.run(run_id)
-    first_dispatch = min(a["queued_at"] for a in catalog.attempt_rows(run_id))
-    assert run.created_at <= first_dispatch
-    assert run.started_at == run.created_at, "a fresh run's duration counts its planning"
+    assert run.started_at == run.created_at <= min(a["queued_at"] for a in catalog.attempt_rows(run_id))
     assert sum(b["n_files"] for b in catalog.batches(run_id)) == len(truth.files)
+
+
+PLANNING_FAILS = """
+import sys
+from pathlib import Path
+
+import ray
+
+from batchrun.config import load_job
+from batchrun.runner import start_run
+
+try:
+    start_run(load_job(Path(sys.argv[1])), Path(sys.argv[2]))
+except Exception as exc:
+    print(type(exc).__name__)
+print("ray still up" if ray.is_initialized() else "ray shut down")
+"""
+
+
+def test_when_planning_fails_the_local_ray_it_started_is_shut_down(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    job = write_job(tmp_path, tmp_path / "empty")
+    done = subprocess.run([sys.executable, "-c", PLANNING_FAILS, str(job), str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ConfigError", "ray", "shut", "down"]
 
 
 def test_a_job_with_no_files_fails_with_a_one_line_error_and_plans_nothing(tmp_path: Path) -> None:
