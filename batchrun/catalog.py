@@ -60,6 +60,11 @@ dispatched it, started_at/finished_at when the worker began and ended it (commit
 attempts only), ended_at when the driver collected the outcome: committed, retried,
 failed, abandoned (stopped), or lost (the driver died; set by the next resume)."""
 
+_MIGRATIONS: list[tuple[str, str, str]] = [
+    # (table, column, declaration): columns added after a catalog may already exist.
+    # Append here; `Catalog.__init__` adds each one that an older catalog lacks.
+]
+
 
 @dataclass(frozen=True)
 class PlannedFile:
@@ -204,8 +209,16 @@ class Catalog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise CatalogError(f"cannot open catalog {self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Add the columns of `_MIGRATIONS` that an older catalog does not have yet."""
+        for table, column, declaration in _MIGRATIONS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self._db.close()
@@ -235,7 +248,9 @@ class Catalog:
         """Write the whole plan in one transaction, before anything is dispatched."""
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                "INSERT INTO runs (run_id, job, table_name, job_file, staging_dir, config_json,"
+                " schema_json, state, pid, host, created_at, started_at, finished_at, message)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run.run_id, run.job, run.table, run.job_file, run.staging_dir,
                  json.dumps(run.config), json.dumps(run.schema), run.state.value, run.pid,
                  run.host, run.created_at, run.started_at, run.finished_at, run.message),
