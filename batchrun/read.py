@@ -34,6 +34,9 @@ _THREADED_READ_BYTES = 32 * 2**20
 _JOINT_READ_BYTES = 2**20
 """Files under this size are parsed together with the batch's other small files."""
 _BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
+_WHITESPACE_LINE = re.compile(rb"(?:^|[\r\n])[ \t]+(?:[\r\n]|$)")
+_BLANK_CHARS = " \t\r"
+"""A line of only these is blank: dropped, its line number still counted."""
 
 
 @dataclass(frozen=True)
@@ -60,16 +63,42 @@ class RawFile:
         """The text of the given 1-based physical lines (empty when unknown)."""
         if self.text is None:
             return ["" for _ in lines]
-        starts = np.concatenate(([0], np.flatnonzero(np.frombuffer(self.text, np.uint8) == 10) + 1))
+        starts = _line_starts(self.text)
         out = []
         for line in lines:
             if 1 <= line <= len(starts):
                 begin = int(starts[line - 1])
-                end = int(starts[line]) - 1 if line < len(starts) else len(self.text)
-                out.append(self.text[begin:end].decode("utf-8", "replace").rstrip("\r"))
+                end = int(starts[line]) if line < len(starts) else len(self.text)
+                text = self.text[begin:end].removesuffix(b"\n").removesuffix(b"\r")
+                out.append(text.decode("utf-8", "replace"))
             else:
                 out.append("")
         return out
+
+
+def _has_lone_cr(text: bytes) -> bool:
+    """A CR not followed by LF ends a line too (as in pyarrow's parser and in editors)."""
+    return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
+
+
+def _line_starts(text: bytes) -> np.ndarray:
+    """Offsets where each line starts: after every LF, CRLF, or lone CR."""
+    codes = np.frombuffer(text, np.uint8)
+    ends = codes == 10
+    if _has_lone_cr(text):
+        lone = codes == 13
+        lone[:-1] &= codes[1:] != 10
+        ends |= lone
+    return np.concatenate(([0], np.flatnonzero(ends) + 1))
+
+
+def _newlines_in(values: pa.ChunkedArray | pa.Array, universal: bool) -> pa.Array:
+    """Line breaks inside each value (LF, CRLF, lone CR when `universal`)."""
+    count = pc.count_substring(values, "\n")
+    if universal:
+        count = pc.subtract(pc.add(count, pc.count_substring(values, "\r")),
+                            pc.count_substring(values, "\r\n"))
+    return pc.fill_null(count, 0)
 
 
 def read_file(path: str, fmt: str, options: CsvOptions,
@@ -138,14 +167,14 @@ def _decode(path: str, data: bytes, encoding: str) -> bytes:
 def _has_blank_line(text: bytes, columns: int, delimiter: str) -> bool:
     """Whether `text` may hold a blank line that the fast parse would not notice.
     Conservative: a line of spaces or tabs, or any bare CR (a CR-only or mixed file), says
-    yes. The fast parse keeps empty lines, so in a file of two or more columns a blank
-    line is one field short: a ragged row, which sends the file to the slow path. That
-    fails when the line has enough fields anyway: one column, or a space or tab
-    delimiter (a line of tabs is a full row of empty cells). Only then does the regex
-    scan (~1 ms per MB) run."""
+    yes. An empty line is caught after the parse (a row null in every column, see
+    `_has_all_null_row`); a line of spaces in a file of two or more columns is one field
+    short, a ragged row: either sends the file to the slow path. That fails when a
+    whitespace line has enough fields: one column, or a space or tab delimiter (a line of
+    tabs is a full row of empty cells). Only then does the regex scan (~1 ms per MB) run."""
     if (columns < 2 or delimiter.isspace()) and _BLANK_LINE.search(text):
         return True
-    return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
+    return _has_lone_cr(text)
 
 
 def _line_one(text: bytes) -> bytes:
@@ -193,7 +222,8 @@ def _read_csv(path: str, text: bytes, options: CsvOptions,
     # Each record is one physical line unless a quoted value spans lines: a newline
     # count (memchr speed) tells whether the per-cell count is needed at all.
     spans = text.count(b"\n") != header_lines + table.num_rows + len(ragged)
-    lines, ragged = _line_numbers(table, ragged, header_lines, spans)
+    lines, ragged = _line_numbers(table, ragged, header_lines, spans, _has_lone_cr(text))
+    ragged = [r for r in ragged if r.text.strip(_BLANK_CHARS)]  # a line of spaces is blank
     table = table.append_column(LINE, lines)
     raw = RawFile(path=path, table=table, ragged=ragged, text=text)
     blank = _blank_rows(raw)
@@ -231,7 +261,8 @@ def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header:
 
 
 def _line_numbers(table: pa.Table, ragged: list[RaggedRow], header_lines: int,
-                  spans: bool = True) -> tuple[pa.Array, list[RaggedRow]]:
+                  spans: bool = True, universal: bool = False
+                  ) -> tuple[pa.Array, list[RaggedRow]]:
     """Physical line of each parsed row, and of each ragged row (vectorised).
 
     Records are numbered from 1 with the header included; pyarrow numbers the ragged
@@ -245,8 +276,9 @@ def _line_numbers(table: pa.Table, ragged: list[RaggedRow], header_lines: int,
     every_id = np.arange(header_lines + 1, header_lines + n + len(ragged) + 1, dtype=np.int64)
     kept_ids = np.setdiff1d(every_id, ragged_ids, assume_unique=True)
     record_ids = np.concatenate((kept_ids, ragged_ids))
-    extra = np.concatenate((_embedded_newlines(table),
-                            np.array([r.text.count("\n") for r in ragged], dtype=np.int64)))
+    texts = pa.array([r.text for r in ragged], pa.string())
+    extra = np.concatenate((_embedded_newlines(table, universal),
+                            _numpy(_newlines_in(texts, universal)).astype(np.int64)))
     order = np.argsort(record_ids, kind="stable")
     before = np.empty_like(extra)
     before[order] = np.cumsum(extra[order]) - extra[order]
@@ -256,11 +288,13 @@ def _line_numbers(table: pa.Table, ragged: list[RaggedRow], header_lines: int,
     return pa.array(lines[:n], pa.int64()), fixed
 
 
-def _embedded_newlines(table: pa.Table) -> np.ndarray:
+def _embedded_newlines(table: pa.Table, universal: bool = False) -> np.ndarray:
     total = np.zeros(table.num_rows, dtype=np.int64)
+    breaks = ("\n", "\r") if universal else ("\n",)
     for column in table.columns:
-        if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, "\n")).as_py():
-            total += _numpy(pc.fill_null(pc.count_substring(column, "\n"), 0))
+        if pa.types.is_string(column.type) and any(
+                pc.any(pc.match_substring(column, b)).as_py() for b in breaks):
+            total += _numpy(_newlines_in(column, universal))
     return total
 
 
@@ -272,22 +306,32 @@ def _numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def _blank_rows(raw: RawFile) -> pa.Array | None:
-    """Blank lines: dropped, their line still counted. A row of empty cells (',,') whose
-    line is not blank is kept, so rules such as `required` still see it."""
+    """Blank lines (nothing but spaces, tabs or CR): dropped, their line still counted. A
+    row of empty cells (',,') whose line is not blank is kept, so rules such as `required`
+    still see it."""
     table = raw.table
     cells = [c for name, c in zip(table.column_names, table.columns) if name != LINE]
     if not cells or table.num_rows == 0:
         return None
-    empty = pc.equal(pc.binary_length(cells[0]), 0)
+    padded = raw.text is not None and _WHITESPACE_LINE.search(raw.text) is not None
+    empty = _is_empty(cells[0], padded)
     for column in cells[1:]:
-        empty = pc.and_(empty, pc.equal(pc.binary_length(column), 0))
+        empty = pc.and_(empty, _is_empty(column, padded))
     if not pc.any(empty).as_py():
         return None
     candidates = np.flatnonzero(_numpy(empty))
     lines = table[LINE].take(pa.array(candidates)).to_pylist()
     blank = np.zeros(table.num_rows, dtype=bool)
-    blank[candidates] = [not text.strip() for text in raw.raw_lines(lines)]
+    blank[candidates] = [not text.strip(_BLANK_CHARS) for text in raw.raw_lines(lines)]
     return pa.array(blank)
+
+
+def _is_empty(cells: pa.ChunkedArray, padded: bool) -> pa.ChunkedArray:
+    """Cells with no text; with `padded` (the file has a line of spaces or tabs), also
+    cells of only spaces and tabs."""
+    if padded:
+        cells = pc.utf8_trim(cells, characters=" \t")
+    return pc.equal(pc.binary_length(cells), 0)
 
 
 def table_as_raw(path: str, table: pa.Table) -> RawFile:
@@ -549,4 +593,21 @@ def _parse_typed(text: bytes, clean: _CleanText, columns: dict[str, Any],
                                                  quoted_strings_can_be_null=True))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return None if ragged else table.select(list(columns))
+    if ragged or _has_all_null_row(table):
+        return None
+    return table.select(list(columns))
+
+
+def _has_all_null_row(table: pa.Table) -> bool:
+    """Whether a row of the typed parse is null in every column: how pyarrow (empty lines
+    kept, "" read as null) returns a blank line, and also a line of empty cells (',,').
+    Only the reference tells those apart, so either sends the file there. Free when some
+    column has no null at all (a null count is kept by Arrow), one AND per column else."""
+    if table.num_columns == 0 or table.num_rows == 0:
+        return False
+    if min(column.null_count for column in table.columns) == 0:
+        return False
+    every = pc.is_null(table.column(0))
+    for column in table.columns[1:]:
+        every = pc.and_(every, pc.is_null(column))
+    return bool(pc.any(every).as_py())

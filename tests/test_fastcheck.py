@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -157,6 +158,13 @@ TWO_COLUMNS = {"id": ColumnSpec(type="int64"), "note": ColumnSpec(type="string")
     (TWO_COLUMNS, "\t", "id\tnote\n1\ta\n\t\n2\tb\n"),               # TSV: a line of one tab
     (TWO_COLUMNS, "\t", "id\tnote\n1\ta\n \t \n2\tb\n"),             # TSV: spaces and a tab
     (TWO_COLUMNS, " ", "id note\n1 a\n \n2 b\n"),                     # space-delimited
+    (TWO_COLUMNS, ",", "id,note\n1,a\n\n2,b\n\n"),                      # issue 12: 4 rows staged
+    (TWO_COLUMNS, ",", "id,note\r\n1,a\r\n\r\n2,b\r\n"),                # CRLF, two columns
+    (TWO_COLUMNS, ",", "id,note\r\n1,a\r\r\n2,b\r\n"),                  # CR CR LF
+    (TWO_COLUMNS, ",", "id,note\n1,a\n  \n2,b\n \t\n"),                 # whitespace only
+    (TWO_COLUMNS, ",", "id,note\n\n\n1,a\n2,b"),                         # after the header
+    (TWO_COLUMNS, "\t", "id\tnote\r\n1\ta\r\n\r\n2\tb\r\n\r\n"),          # TSV, CRLF
+    (ONE_COLUMN, ",", "id\r\n1\r\n\r\n2\r\r\n3\r\n"),                 # one column, CRLF
 ])
 def test_blank_lines_are_staged_and_counted_as_the_reference_does(
         tmp_path: Path, columns: dict[str, ColumnSpec], delimiter: str, text: str) -> None:
@@ -170,7 +178,79 @@ def test_blank_lines_are_staged_and_counted_as_the_reference_does(
     reference = process(tmp_path / "slow", [str(path)], fast=False, columns=columns,
                         csv=options)
     assert fast == reference
-    lines = text.replace("\r\n", "\n").split("\n")[1:]
-    records = [line for line in lines if any(line.split(delimiter))]  # not all cells empty
+    lines = text.splitlines()[1:]
+    records = [line for line in lines if line.strip(" \t")]
     rejected = {(r["file"], r["line"]) for r in reference[1]}
     assert len(reference[0]) + len(rejected) == len(records)
+
+
+SHAPES = {
+    "many": {"id": ColumnSpec(type="int64", min=1), "price": ColumnSpec(type="decimal(8,2)"),
+             "code": ColumnSpec(type="string", pattern="^[A-Z]{2}$"),
+             "note": ColumnSpec(type="string")},
+    "two": TWO_COLUMNS,
+    "one": ONE_COLUMN,
+    "one_text": {"note": ColumnSpec(type="string")},
+}
+VALUES = {"int64": ["1", "42", "", "0", "x"], "decimal(8,2)": ["1.50", "", "2"],
+          "string": ["a", "", "AB", "b c", "Zé"]}
+BLANKS = ["", " ", "\t", "  \t ", "\r"]
+"""Blank lines of every kind; "\r" followed by the line's own ending makes CR CR LF."""
+ENDINGS = ["\n", "\r\n"]
+LINES = st.lists(st.one_of(st.tuples(st.just("blank"), st.sampled_from(BLANKS)),
+                           st.tuples(st.just("row"), st.integers(0, 10**6))),
+                 min_size=0, max_size=10)
+
+
+def blank_file(shape: str, delimiter: str, lines: list[tuple[str, Any]], ending: str,
+               last_ending: bool) -> str:
+    """A CSV of `shape` whose rows are picked by seed, with blank lines between them."""
+    columns = SHAPES[shape]
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="")
+    writer.writerow(list(columns))
+    for kind, value in lines:
+        out.write(ending)
+        if kind == "blank":
+            out.write(value)
+            continue
+        choices = [VALUES[spec.type] for spec in columns.values()]
+        writer.writerow([c[(value // (7 ** i)) % len(c)] for i, c in enumerate(choices)])
+    if last_ending:
+        out.write(ending)
+    return out.getvalue()
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(files=st.lists(st.tuples(LINES, st.sampled_from(ENDINGS), st.booleans()),
+                      min_size=1, max_size=3),
+       shape=st.sampled_from(sorted(SHAPES)), delimiter=st.sampled_from([",", "\t"]))
+@example(files=[([("row", 0), ("blank", ""), ("row", 1), ("blank", "")], "\n", True)],
+         shape="two", delimiter=",")  # issue 12: 4 rows staged, two of them all NULL
+@example(files=[([("row", 0), ("blank", "\r"), ("row", 1)], "\r\n", True)],
+         shape="two", delimiter=",")  # CR CR LF
+@example(files=[([("row", 0), ("blank", "  "), ("row", 1)], "\n", True)],
+         shape="many", delimiter=",")  # spaces in a comma file
+def test_blank_lines_anywhere_are_dropped_alike_by_the_fast_path_and_the_reference(
+        tmp_path_factory: pytest.TempPathFactory, files: list[tuple[list, str, bool]],
+        shape: str, delimiter: str) -> None:
+    """Blank lines of every kind (empty, spaces, tabs, CR CR LF), anywhere (after the
+    header, between rows, at the end), in files of one and many columns, comma and tab
+    separated, several files per batch (the joint parse): both paths stage the same rows,
+    and every non-blank line ends staged or rejected, exactly once."""
+    data = tmp_path_factory.mktemp("blank")
+    paths, records = [], 0
+    for index, (lines, ending, last_ending) in enumerate(files):
+        text = blank_file(shape, delimiter, lines, ending, last_ending)
+        path = data / f"f{index}.csv"
+        path.write_bytes(text.encode())
+        paths.append(str(path))
+        records += sum(1 for line in text.splitlines()[1:] if line.strip(" \t"))
+    options = CsvOptions(delimiter=delimiter)
+    columns = SHAPES[shape]
+    fast = process(tmp_path_factory.mktemp("fast"), paths, True, columns, options)
+    reference = process(tmp_path_factory.mktemp("slow"), paths, False, columns, options)
+    assert fast == reference
+    rejected = {(r["file"], r["line"]) for r in reference[1]}
+    assert len(reference[0]) + len(rejected) == records

@@ -644,3 +644,30 @@ def test_without_a_header_blank_lines_are_dropped_but_counted(tmp_path: Path) ->
 def test_without_a_header_cells_stay_the_raw_text(tmp_path: Path) -> None:
     raw = read(tmp_path, b"007,12.30,x\n8,1.50,y\n", header=False)
     assert cells(raw) == [(1, "007", "12.30", "x"), (2, "8", "1.50", "y")]
+
+
+def test_cr_cr_lf_ends_a_line_and_its_blank_line_is_dropped_but_counted(tmp_path: Path) -> None:
+    raw = read(tmp_path, b"id,note\r\n1,a\r\r\n2,b\r\n3,c\r\n")
+    assert cells(raw) == [(2, "1", "a"), (4, "2", "b"), (5, "3", "c")]
+    assert raw.raw_lines([2, 3, 4]) == ["1,a", "", "2,b"]
+
+
+def test_lines_of_spaces_or_tabs_are_blank_in_comma_and_tab_files(tmp_path: Path) -> None:
+    comma = read(tmp_path, b"id,note\n1,a\n   \n2,b\n \t\n", name="c.csv")
+    assert cells(comma) == [(2, "1", "a"), (4, "2", "b")] and comma.ragged == []
+    tabs = read(tmp_path, b"id\tnote\n1\ta\n \t \n2\tb\n", name="t.tsv", delimiter="\t")
+    assert cells(tabs) == [(2, "1", "a"), (4, "2", "b")]
+
+
+def test_blank_lines_are_not_staged_as_null_rows_by_either_path(tmp_path: Path) -> None:
+    """Issue 12: `id,name\\n1,a\\n\\n2,b\\n\\n` staged 4 rows on the fast path."""
+    columns = {"id": ColumnSpec(type="int64"), "name": ColumnSpec(type="string")}
+    path = write(tmp_path, "b.csv", b"id,name\n1,a\n\n2,b\n\n")
+    fast = worker(tmp_path / "fast", columns).process(BatchTask("b1", (path,)))
+    slow_worker = worker(tmp_path / "slow", columns)
+    slow_worker.fast_validator = None
+    slow = slow_worker.process(BatchTask("b1", (path,)))
+    for result in (fast, slow):
+        assert [(r["id"], r["name"], r["_line"]) for r in staged(result)] == [(1, "a", 2),
+                                                                              (2, "b", 4)]
+        assert result.rows_rejected == 0
