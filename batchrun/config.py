@@ -83,10 +83,19 @@ class SourceSection(_Section):
     reader: Annotated[str, Field(pattern=REFERENCE)] | None = None
     """"package.module:function" taking a path and returning a pyarrow Table; replaces the
     built-in readers (the job file's folder is importable)."""
+    max_file_bytes: int = parse_size("1GB")
+    """Largest file, decompressed, that a worker reads: a bigger one is quarantined
+    ("decompresses past max_file_bytes 1GB"). A worker holds a file's text and its parsed
+    columns at once (~3 × its size), beside the batch's other files."""
     group_by: str = "parent_dir"
     """What a file's source is (per-source limits act on it): "parent_dir" (the supplier
     folder), "none" (one source), or a regular expression with a named group, searched in
     the file's path, e.g. "/(?P<supplier>[a-z]+)_[0-9]+\\.csv$"."""
+
+    @field_validator("max_file_bytes", mode="before")
+    @classmethod
+    def _file_bytes(cls, value: Any) -> int:
+        return parse_size(value)
 
     @field_validator("group_by")
     @classmethod

@@ -173,6 +173,7 @@ def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, Column
     return WorkerSpec(
         run_id=record.run_id, table=record.table, staging_dir=record.staging_dir,
         fmt=config.source.format, csv=config.source.csv, columns=columns,
+        max_file_bytes=config.source.max_file_bytes,
         validation=config.validation,
         threads=max(1, cpus // _limits(config).workers),  # sequential: one worker, all cores
         reader=config.source.reader,

@@ -12,8 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,12 +105,18 @@ def _newlines_in(values: pa.ChunkedArray | pa.Array, universal: bool) -> pa.Arra
 
 
 def read_file(path: str, fmt: str, options: CsvOptions,
-              column_names: list[str] | None = None) -> RawFile:
+              column_names: list[str] | None = None, max_bytes: int | None = None) -> RawFile:
     """Read any supported file; compression is detected from the extension.
 
-    `column_names` names the columns of a CSV without a header (by position).
+    `column_names` names the columns of a CSV without a header (by position); a file
+    past `max_bytes` (decompressed) is refused with a PermanentSourceError.
     """
-    data = _read_bytes(path)
+    return read_data(path, _read_bytes(path, max_bytes), fmt, options, column_names)
+
+
+def read_data(path: str, data: bytes, fmt: str, options: CsvOptions,
+              column_names: list[str] | None = None) -> RawFile:
+    """`read_file` on bytes already read (schema inference reads a file's head)."""
     if fmt == "parquet":
         return _read_parquet(path, data)
     encoding = options.encoding if fmt == "csv" else "utf-8"
@@ -126,13 +135,20 @@ _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 other files are read plainly: one copy instead of Arrow's buffer plus a bytes copy."""
 
 
-def _read_bytes(path: str) -> bytes:
+_READ_CHUNK = 8 * 2**20
+"""A compressed file is decompressed this many bytes at a time, checked against the cap."""
+
+
+@contextmanager
+def open_stream(path: str) -> Iterator[Any]:
+    """The file as a binary stream (decompressed by its suffix); errors as SourceErrors."""
     try:
         if not path.endswith(_COMPRESSED):
             with open(path, "rb") as handle:
-                return handle.read()
-        with pa.input_stream(path, compression="detect") as stream:
-            return bytes(stream.read())
+                yield handle
+        else:
+            with pa.input_stream(path, compression="detect") as stream:
+                yield stream
     except FileNotFoundError:
         raise PermanentSourceError(path, "file not found (deleted after planning?)") from None
     except PermissionError:
@@ -141,6 +157,57 @@ def _read_bytes(path: str) -> bytes:
         if _looks_like_corrupt_compression(exc):
             raise PermanentSourceError(path, f"corrupt or truncated compression: {exc}") from None
         raise TransientSourceError(path, f"I/O error: {exc}") from None
+
+
+def _read_bytes(path: str, limit: int | None = None) -> bytes:
+    """The whole (decompressed) file. Past `limit` bytes it is refused: a plain file by
+    its size, before reading; a compressed one as soon as the stream passes the limit,
+    so at most limit + one chunk is ever held."""
+    with open_stream(path) as stream:
+        if not path.endswith(_COMPRESSED):
+            if limit is not None and os.fstat(stream.fileno()).st_size > limit:
+                raise PermanentSourceError(path, f"larger than max_file_bytes {_size(limit)}")
+            return bytes(stream.read())
+        return read_capped(path, stream, limit)
+
+
+def read_capped(path: str, stream: Any, limit: int | None, chunk: int = _READ_CHUNK) -> bytes:
+    """Read `stream` to its end in chunks; PermanentSourceError once past `limit` bytes."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        part = stream.read(chunk)
+        if not part:
+            return b"".join(parts)
+        total += len(part)
+        if limit is not None and total > limit:
+            raise PermanentSourceError(path, f"decompresses past max_file_bytes {_size(limit)}")
+        parts.append(part)
+
+
+def _size(count: int) -> str:
+    """1_000_000_000 → '1GB'; 20 * 2**20 → '20MiB' (how a limit is written in a job)."""
+    for unit, factor in (("GB", 10**9), ("GiB", 2**30), ("MB", 10**6), ("MiB", 2**20),
+                         ("KB", 10**3), ("KiB", 2**10)):
+        if count >= factor and count % factor == 0:
+            return f"{count // factor}{unit}"
+    return f"{count} bytes"
+
+
+def gzip_size_estimate(path: str) -> int:
+    """A gzip's decompressed size from its trailer (ISIZE: the size mod 2**32 of its last
+    member), for budgets such as max_bytes_in_flight; the file's own size when it is not
+    a gzip or the trailer is clearly wrong (smaller than the file: a multi-member gzip or
+    one past 4 GiB). An estimate: never trusted for the per-file cap, which is counted."""
+    size = os.path.getsize(path)
+    if not path.endswith(".gz") or size < 18:
+        return size
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            return size
+        handle.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(handle.read(4), "little")
+    return isize if isize >= size else size
 
 
 def _looks_like_corrupt_compression(exc: Exception) -> bool:
@@ -193,8 +260,47 @@ def sniff_delimiter(header: str) -> str:
     return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
 
 
+LINEAGE_NAMES = ("_file", "_line", "_batch_id")
+"""Columns batchrun adds to every staged row; a header cell never takes these names."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def header_names(cells: list[str]) -> list[str]:
+    """Header cells as column names, the same for schema inference and for every read of
+    the file: control characters (a NUL, say) are removed; an empty cell becomes
+    `column_<position>`; a lineage name (`_file`, `_line`, `_batch_id`) loses its leading
+    underscores (`file`); a name already taken, compared case-insensitively as DuckDB
+    does, gets `_2`, `_3`, ... (`id,id,ID` → `id, id_2, ID_3`)."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for position, cell in enumerate(cells, 1):
+        name = _CONTROL.sub("", cell)
+        if name.lower() in LINEAGE_NAMES:
+            name = name.lstrip("_")
+        if not name.strip():
+            name = f"column_{position}"
+        candidate, count = name, 1
+        while candidate.lower() in taken:
+            count += 1
+            candidate = f"{name}_{count}"
+        taken.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+
+def _first_record(text: bytes) -> tuple[bytes, int]:
+    """The first record (the header) and how many physical lines it spans: a quoted
+    cell may hold newlines, so lines are added while its quotes are unbalanced."""
+    end = text.find(b"\n")
+    while end >= 0 and text.count(b'"', 0, end) % 2:
+        end = text.find(b"\n", end + 1)
+    if end < 0:
+        return text, 1
+    return text[:end], text.count(b"\n", 0, end) + 1
+
+
 def _header(path: str, text: bytes, delimiter: str) -> list[str]:
-    first = _line_one(text).decode("utf-8").rstrip("\r")
+    first = _first_record(text)[0].decode("utf-8", "replace").rstrip("\r")
     try:
         return next(csv.reader(io.StringIO(first, newline=""), delimiter=delimiter), [])
     except csv.Error as exc:
@@ -207,18 +313,16 @@ def _read_csv(path: str, text: bytes, options: CsvOptions,
         text += b"\n"
     first_line = _line_one(text).decode("utf-8", "replace")
     delimiter = sniff_delimiter(first_line) if options.delimiter == "auto" else options.delimiter
+    header_lines = _first_record(text)[1] if options.header else 0
     if options.header:
-        names = _header(path, text, delimiter)
+        names = header_names(_header(path, text, delimiter))
     else:
         width = len(_header(path, text, delimiter))
         names = list(column_names or [f"f{i}" for i in range(width)])
-    if len(set(names)) != len(names):
-        raise PermanentSourceError(path, f"duplicate column names in header: {names}")
     threaded = _threaded(text)
-    table, ragged = _parse_csv(path, text, delimiter, names, options.header, threaded)
+    table, ragged = _parse_csv(path, text, delimiter, names, header_lines, threaded)
     if ragged and any(r.line < 0 for r in ragged):
-        table, ragged = _parse_csv(path, text, delimiter, names, options.header, threaded=False)
-    header_lines = 1 if options.header else 0
+        table, ragged = _parse_csv(path, text, delimiter, names, header_lines, threaded=False)
     # Each record is one physical line unless a quoted value spans lines: a newline
     # count (memchr speed) tells whether the per-cell count is needed at all.
     spans = text.count(b"\n") != header_lines + table.num_rows + len(ragged)
@@ -237,7 +341,13 @@ def _threaded(text: bytes) -> bool:
     return len(text) > _THREADED_READ_BYTES and pa.cpu_count() > 1
 
 
-def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header: bool,
+def _block_size(text: bytes) -> int:
+    """pyarrow's parse block: at least a few times the first line (a header of 200,000
+    columns is longer than the default 1 MiB block, which pyarrow cannot skip)."""
+    return min(max(1 << 20, 4 * len(_line_one(text))), 1 << 30)
+
+
+def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header_lines: int,
                threaded: bool) -> tuple[pa.Table, list[RaggedRow]]:
     ragged: list[RaggedRow] = []
 
@@ -246,8 +356,8 @@ def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header:
         ragged.append(RaggedRow(line=number, text=row.text, fields=row.actual_columns))
         return "skip"
 
-    read = pacsv.ReadOptions(use_threads=threaded, column_names=names,
-                             skip_rows=1 if header else 0)
+    read = pacsv.ReadOptions(use_threads=threaded, column_names=names, skip_rows=header_lines,
+                             block_size=_block_size(text))
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
                                ignore_empty_lines=False, invalid_row_handler=on_invalid_row)
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
@@ -393,6 +503,8 @@ def _read_parquet(path: str, data: bytes) -> RawFile:
 
 
 def _as_strings(path: str, table: pa.Table) -> pa.Table:
+    """Every column as strings, named as `header_names` names a CSV header's cells."""
+    table = table.rename_columns(header_names(table.column_names))
     try:
         return table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -401,25 +513,6 @@ def _as_strings(path: str, table: pa.Table) -> pa.Table:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def infer_schema(path: str, fmt: str, options: CsvOptions) -> dict[str, str]:
-    """Column → batchrun type, inferred by pyarrow from the first file."""
-    if fmt == "parquet":
-        table = pq.read_table(path)
-    elif fmt == "jsonl":
-        table = pajson.read_json(path)
-    else:
-        delimiter = options.delimiter if options.delimiter != "auto" else ","
-        with pa.input_stream(path, compression="detect") as stream:
-            head = bytes(stream.read(4 * 2**20))
-        if options.delimiter == "auto":
-            delimiter = sniff_delimiter(head.split(b"\n", 1)[0].decode("utf-8", "replace"))
-        complete = head[: head.rfind(b"\n") + 1] or head
-        table = pacsv.read_csv(pa.BufferReader(complete.removeprefix(_UTF8_BOM)),
-                               parse_options=pacsv.ParseOptions(delimiter=delimiter,
-                                                                newlines_in_values=True))
-    return {name: type_name(table.schema.field(name).type) for name in table.column_names}
 
 
 def type_name(arrow_type: pa.DataType) -> str:
@@ -482,7 +575,7 @@ def read_csv_fast(path: str, options: CsvOptions, columns: dict[str, Any],
 
 
 def read_csv_fast_batch(paths: list[str], options: CsvOptions, columns: dict[str, Any],
-                        typed: frozenset[str]) -> FastBatch:
+                        typed: frozenset[str], max_bytes: int | None = None) -> FastBatch:
     """The fast path over a whole batch. Files with the same header are parsed as one
     text (one pyarrow call instead of one per file: what makes many small files cheap);
     that holds only if every record is one line, which the row count proves. Otherwise,
@@ -491,7 +584,7 @@ def read_csv_fast_batch(paths: list[str], options: CsvOptions, columns: dict[str
     batch = FastBatch()
     groups: dict[bytes, list[_CleanText]] = {}
     for path in paths:
-        clean = _clean_text(path, options, columns)
+        clean = _clean_text(path, options, columns, max_bytes)
         if clean is None:
             batch.slow.append(path)
         else:  # a big file is its own group: joining would only copy it
@@ -544,10 +637,11 @@ def _parse_jointly(group: list[_CleanText], columns: dict[str, Any], typed: froz
     return parts
 
 
-def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any]) -> _CleanText | None:
+def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any],
+                max_bytes: int | None = None) -> _CleanText | None:
     """The file's text if nothing visible rules out the fast path, else None."""
     try:
-        data = _read_bytes(path)
+        data = _read_bytes(path, max_bytes)
         if not data or b"\0" in data[:8192]:
             return None
         # pyarrow checks UTF-8 itself (invalid text fails the parse, and the slow path
@@ -560,9 +654,11 @@ def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any]) -> _Cle
         first_line = header.decode("utf-8")
         delimiter = (sniff_delimiter(first_line) if options.delimiter == "auto"
                      else options.delimiter)
-        names = _header(path, text, delimiter)
+        names = header_names(_header(path, text, delimiter))
     except (PermanentSourceError, UnicodeDecodeError):
         return None
+    if header.count(b'"') % 2:
+        return None  # a header spanning lines: the reference reads it
     if sorted(names) != sorted(columns) or _has_blank_line(text, len(names), delimiter):
         return None
     return _CleanText(path=path, text=text, header=header, names=names, delimiter=delimiter)
@@ -583,8 +679,8 @@ def _parse_typed(text: bytes, clean: _CleanText, columns: dict[str, Any],
     try:
         table = pacsv.read_csv(
             pa.BufferReader(text),
-            read_options=pacsv.ReadOptions(use_threads=_threaded(text),
-                                           column_names=names, skip_rows=1),
+            read_options=pacsv.ReadOptions(use_threads=_threaded(text), column_names=names,
+                                           skip_rows=1, block_size=_block_size(text)),
             parse_options=pacsv.ParseOptions(delimiter=clean.delimiter, newlines_in_values=True,
                                              ignore_empty_lines=False,
                                              invalid_row_handler=on_invalid_row),

@@ -22,6 +22,7 @@ import ray
 
 from batchrun.catalog import Catalog, RunRecord
 from batchrun.config import ColumnSpec, Job, JobConfig, set_dotted, validate_config
+from batchrun.errors import ConfigError
 from batchrun.faults import load_faults
 from batchrun.lock import JobLock
 from batchrun.plan import cut_batches, expand_sources
@@ -103,7 +104,7 @@ def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
     with its own catalog connection: a SQLite connection stays in its thread)."""
     importlib.import_module(EXECUTION_MODULES)
     files = expand_sources(job)
-    columns = _columns(job, files[0].path)
+    columns = _columns(job, [f.path for f in files])
     batches = cut_batches(files, job.config.batch.max_files, job.config.batch.max_bytes)
     record = RunRecord(
         run_id=run_id, job=job.name, table=job.table, job_file=str(job.path),
@@ -140,17 +141,21 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
                                    resumed=True)
 
 
-def _columns(job: Job, first_file: str) -> dict[str, ColumnSpec]:
-    """The job's schema, or one inferred from the first file (recorded with the run)."""
+def _columns(job: Job, paths: list[str]) -> dict[str, ColumnSpec]:
+    """The job's schema, or one inferred from the first files (recorded with the run);
+    when no file can be read for it, a ConfigError: nothing is started."""
     if job.config.schema_ is not None:
         return dict(job.config.schema_.columns)
-    from batchrun.read import infer_schema, type_name
+    from batchrun.infer import CannotInferSchema, infer_schema, infer_with_reader
 
-    if job.config.source.reader:
-        table = resolve(job.config.source.reader, [str(job.base_dir)])(first_file)
-        return {name: ColumnSpec(type=type_name(table.schema.field(name).type))
-                for name in table.column_names}
-    inferred = infer_schema(first_file, job.config.source.format, job.config.source.csv)
+    source = job.config.source
+    try:
+        if source.reader:
+            inferred = infer_with_reader(paths, resolve(source.reader, [str(job.base_dir)]))
+        else:
+            inferred = infer_schema(paths, source.format, source.csv)
+    except CannotInferSchema as exc:
+        raise ConfigError(str(job.path), "schema", str(exc)) from None
     return {name: ColumnSpec(type=kind) for name, kind in inferred.items()}
 
 

@@ -51,6 +51,8 @@ class WorkerSpec:
     csv: CsvOptions
     columns: dict[str, ColumnSpec]
     validation: ValidationSection = ValidationSection()
+    max_file_bytes: int | None = None
+    """Decompressed bytes past which a file is quarantined (`[source] max_file_bytes`)."""
     threads: int = 1
     reader: str | None = None
     """Custom reader "module:function" (path → pyarrow Table), or None for the built-ins."""
@@ -189,7 +191,7 @@ class BatchWorker:
         if self.fast_validator is None:
             return _FastRead(), list(task.files)
         read = read_csv_fast_batch(list(task.files), self.spec.csv, self.spec.columns,
-                                   self.fast_typed)
+                                   self.fast_typed, self.spec.max_file_bytes)
         if read.table is None:
             return _FastRead(), read.slow
         slow, sizes, rows = read.slow, read.bytes, dict(read.files)
@@ -225,7 +227,8 @@ class BatchWorker:
 
     def _read(self, path: str) -> RawFile:
         if self.reader is None:
-            return read_file(path, self.spec.fmt, self.spec.csv, list(self.spec.columns))
+            return read_file(path, self.spec.fmt, self.spec.csv, list(self.spec.columns),
+                             self.spec.max_file_bytes)
         try:
             table = self.reader(path)
         except Exception as exc:  # noqa: BLE001 - user code: any failure quarantines the file

@@ -265,9 +265,26 @@ def test_a_missing_file_is_a_permanent_error(tmp_path: Path) -> None:
         read_file(str(tmp_path / "gone.csv"), "csv", CsvOptions())
 
 
-def test_duplicate_header_names_are_a_permanent_error(tmp_path: Path) -> None:
-    with pytest.raises(PermanentSourceError, match="duplicate column names"):
-        read(tmp_path, b"id,id\n1,2\n")
+def test_duplicate_empty_and_lineage_header_names_are_renamed_deterministically(
+        tmp_path: Path) -> None:
+    raw = read(tmp_path, b"id,id,,ID,_file,_line,_batch_id,file,na\x01me\n1,2,3,4,5,6,7,8,9\n")
+    assert raw.table.column_names == ["id", "id_2", "column_3", "ID_3", "file", "line",
+                                      "batch_id", "file_2", "name", LINE]
+    assert cells(raw) == [(2, *"123456789")]
+
+
+def test_a_header_that_spans_lines_inside_quotes_is_one_record(tmp_path: Path) -> None:
+    raw = read(tmp_path, b'id,"na\nme"\n1,a\n2\n3,c\n')
+    assert raw.table.column_names == ["id", "name", LINE]  # a newline is a control character
+    assert cells(raw) == [(3, "1", "a"), (5, "3", "c")]
+    assert ragged(raw) == [(4, "2", 1)]
+
+
+def test_a_header_longer_than_pyarrows_block_is_read(tmp_path: Path) -> None:
+    width = 150_000
+    header = ",".join(f"column_{i}" for i in range(width)).encode()
+    raw = read(tmp_path, header + b"\n" + b",".join([b"7"] * width) + b"\n")
+    assert raw.table.num_columns == width + 1 and raw.table.num_rows == 1
 
 
 # --------------------------------------------------------------- jsonl and parquet
