@@ -72,6 +72,8 @@ class PlannedFile:
     size: int
     mtime: float
     source: str
+    expanded: int | None = None
+    """Estimated decompressed size (a gzip's trailer), for memory budgets; None: `size`."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class PlannedBatch:
 
     @property
     def bytes(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(f.expanded or f.size for f in self.files)
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,12 @@ def source_function(group_by: str, where: str) -> Callable[[str], str]:
 
 
 def _fingerprint(path: str, source_of: Callable[[str], str]) -> PlannedFile:
+    from batchrun.read import gzip_size_estimate  # Arrow stays out of light commands
+
     stat = os.stat(path)
     absolute = os.path.abspath(path)
     return PlannedFile(path=absolute, size=stat.st_size, mtime=stat.st_mtime,
-                       source=source_of(absolute))
+                       source=source_of(absolute), expanded=gzip_size_estimate(path))
 
 
 def cut_batches(files: list[PlannedFile], max_files: int, max_bytes: int) -> list[PlannedBatch]:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -304,7 +303,7 @@ class BatchWorker:
             validated = Validated(good=fast.good, rejects=_EMPTY_REJECTS_SCHEMA.empty_table())
             staged, good = dict(fast.rows), fast.good
         if fast.good is not None and raws:  # keep the batch file in (file, line) order
-            good = good.sort_by([(FILE, "ascending"), (LINE, "ascending")])
+            good = _sorted_by_file_and_line(good)
         good = good.append_column(BATCH, _constant(batch_id, good.num_rows))
         rejects = self._full_rejects(validated.rejects, raws, batch_id)
         return Validated(good=good, rejects=rejects), staged
@@ -386,16 +385,40 @@ def _statistics_columns(schema: pa.Schema) -> list[str]:
             if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
-def _file_column(files: list[tuple[str, int]]) -> pa.Array:
-    """Each file's path repeated once per row of it, in order."""
-    paths = pa.array([path for path, _ in files], pa.string())
-    counts = np.array([rows for _, rows in files], dtype=np.int64)
-    return pc.take(paths, pa.array(np.repeat(np.arange(len(files)), counts)))
+LINEAGE_CHUNK_BYTES = 64 * 2**20
+"""Bytes per chunk of a lineage column: rows × path length passes 2 GiB, the limit of one
+string array, for a big enough file (a 2 GB file of short rows and a long path)."""
 
 
-def _constant(value: str, n: int) -> pa.Array:
-    """One string repeated n times, built by Arrow (no Python list of n items)."""
-    return pa.repeat(pa.scalar(value, pa.string()), n)
+def _file_column(files: list[tuple[str, int]]) -> pa.ChunkedArray:
+    """Each file's path repeated once per row of it, in order, in bounded chunks."""
+    chunks = [chunk for path, rows in files for chunk in _constant(path, rows).chunks]
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _constant(value: str, n: int) -> pa.ChunkedArray:
+    """One string repeated n times, in chunks of at most LINEAGE_CHUNK_BYTES (plus one
+    value); the full chunks are one shared array, so memory is one chunk, not n values."""
+    per_chunk = max(1, LINEAGE_CHUNK_BYTES // max(1, len(value.encode())))
+    scalar = pa.scalar(value, pa.string())
+    full, rest = divmod(n, per_chunk)
+    chunks = [pa.repeat(scalar, per_chunk)] * full if full else []
+    if rest or not chunks:
+        chunks.append(pa.repeat(scalar, rest))
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _sorted_by_file_and_line(table: pa.Table) -> pa.Table:
+    """`table` in (_file, _line) order without taking `_file` (a take concatenates its
+    chunks, past 2 GiB for a huge file): sort by the file's rank, rebuild `_file`."""
+    paths = sorted(pc.unique(table[FILE]).to_pylist())
+    ranks = pc.index_in(table[FILE], value_set=pa.array(paths, pa.string()))
+    order = pc.sort_indices(pa.table({"f": ranks, "l": table[LINE]}),
+                            sort_keys=[("f", "ascending"), ("l", "ascending")])
+    counts = _counts(table[FILE])
+    position = table.column_names.index(FILE)
+    rest = table.drop_columns([FILE]).take(order)
+    return rest.add_column(position, FILE, _file_column([(p, counts[p]) for p in paths]))
 
 
 def _node_id() -> str | None:
