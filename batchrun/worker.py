@@ -26,9 +26,10 @@ from batchrun.catalog import BatchResult, FileOutcome
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.fastcheck import CleanCheck
+from batchrun.fastread import fast_typed_columns, read_csv_fast_batch
 from batchrun.faults import Faults
 from batchrun.plugins import last_line, resolve
-from batchrun.read import LINE, RawFile, fast_typed_columns, read_csv_fast_batch, read_file, table_as_raw
+from batchrun.read import LINE, RawFile, read_file, table_as_raw
 from batchrun.validate import FILE, Validated, Validator
 
 BATCH = "_batch_id"

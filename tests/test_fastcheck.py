@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.fastcheck import CleanCheck
-from batchrun.read import fast_typed_columns, read_csv_fast
+from batchrun.fastread import fast_typed_columns, read_csv_fast
 from batchrun.worker import BatchTask, BatchWorker, WorkerSpec
 
 COLUMNS = {

@@ -140,9 +140,12 @@ def test_json_lines_go_through_the_same_validation_and_rejects(
     assert_exactly_once(tmp_path / "s", truth_rows=2, truth_rejects=2)
 
 
-def test_without_a_schema_the_first_file_decides_and_later_files_are_held_to_it(
+def test_without_a_schema_the_sampled_files_decide_and_later_files_are_held_to_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Inference samples the first 3 readable files (plan order); b/2.csv is the 4th."""
     job = make_files(tmp_path, {"a/1.csv": "id,amount,day\n1,2.5,2025-01-01\n2,3,2025-01-02\n",
+                                "a/1a.csv": "id,amount,day\n",
+                                "a/1b.csv": "id,amount,day\n",
                                 "b/2.csv": "id,amount,day\n3,x,2025-01-03\n4,4.25,not a day\n"
                                            "5,1,2025-01-05\n"})
     job.write_text(JOB.split("[validation]")[0])
