@@ -28,8 +28,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no Ray started by a tes
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """One local Ray instance for every in-process test (start-up costs ~3 s)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    """One private local Ray instance for every in-process test (start-up costs ~3 s), never
+    a cluster that happens to be registered on the machine or named by RAY_ADDRESS."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR)
     yield
     ray.shutdown()
