@@ -27,8 +27,13 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A SQL string literal: every value from a job file, a path or a run id goes in so."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def sql_paths(paths: Iterable[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+    return "[" + ", ".join(quote_literal(p) for p in paths) + "]"
 
 
 def table_view_sql(columns: dict[str, str], paths: list[str], unique: str | None = None) -> str:
