@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import CatalogError, RunNotFoundError
+from batchrun.private import private_dir, private_file
 from batchrun.states import BatchState, FileState, RunState
 
 _SCHEMA = """
@@ -206,7 +207,7 @@ class Catalog:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "catalog.sqlite"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(private_dir(self.path.parent) / self.path.name)  # -wal/-shm: same mode
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

@@ -24,6 +24,7 @@ from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import load_job
 from batchrun.errors import BatchrunError, ConfigError, EnvironmentProblem, RunActiveError, RunNotFoundError
+from batchrun.redact import redact
 from batchrun.report import run_status, runs_status
 from batchrun.states import RunState
 from batchrun.stopping import StopToken
@@ -282,22 +283,30 @@ def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
 @click.option("--run", "run_id", default="latest", help="Run whose staged table to query.")
 @state_dir_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
-def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
+@click.option("--unsafe", is_flag=True,
+              help="Lift query's limits: let the SQL write files, read any file or URL and "
+                   "load extensions (by default it only reads the run's staged files).")
+def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> None:
     """Run SQL over a run's staged table and its <table>__rejects view (DuckDB)."""
     import duckdb
 
-    from batchrun.staging import query_connection  # DuckDB: loaded only where needed
+    from batchrun.staging import query_connection, read_only_problem  # DuckDB: only here
 
+    refused = None if unsafe else read_only_problem(sql)
+    if refused:
+        raise click.ClickException(f"query refused: {refused}")
     catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
     record = catalog.run(run_id)
-    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id))
+    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id), unsafe)
     try:
         cursor = db.execute(sql)
         names = [column[0] for column in cursor.description or []]
         rows = cursor.fetchall() if names else []
     except duckdb.Error as exc:
-        raise click.UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+        hint = " (query reads only the run's staged files; --unsafe lifts this)" \
+            if isinstance(exc, duckdb.PermissionException) else ""
+        raise click.ClickException(f"query failed: {str(exc).splitlines()[0]}{hint}") from None
     _render_rows(names, rows, fmt)
 
 
@@ -311,7 +320,7 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
 def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
             state_dir: Path, as_json: bool) -> None:
     """Rejected rows of a run, with file, line, column, rule, value and the raw line."""
-    from batchrun.staging import query_connection  # DuckDB: loaded only where needed
+    from batchrun.staging import query_connection, quote_identifier  # DuckDB: only here
 
     catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
@@ -325,7 +334,7 @@ def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int |
         conditions.append("rule = ?")
         params.append(rule)
     sql = (f'SELECT run_id, batch_id, file, line, "column", rule, value, raw_line'
-           f' FROM "{record.table}__rejects" WHERE {" AND ".join(conditions)}'
+           f' FROM {quote_identifier(record.table + "__rejects")} WHERE {" AND ".join(conditions)}'
            f' ORDER BY file, line' + (f" LIMIT {limit}" if limit else ""))
     cursor = db.execute(sql, params)
     names = [column[0] for column in cursor.description or []]
@@ -554,7 +563,7 @@ def invoke(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        _show(exc)
         return EXIT_USAGE
     except (ConfigError, RunNotFoundError) as exc:
         return _fail(exc, EXIT_USAGE)
@@ -565,8 +574,17 @@ def invoke(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+def _show(exc: click.ClickException) -> None:
+    """Click's own rendering (usage and hint lines included), credentials redacted."""
+    shown = exc.format_message()
+    if redact(shown) == shown:
+        exc.show()
+    else:
+        click.ClickException(redact(shown)).show()
+
+
 def _fail(exc: Exception, code: int) -> int:
-    err.print(f"error: {exc}", markup=False)
+    err.print(f"error: {redact(str(exc))}", markup=False)
     return code
 
 

@@ -23,6 +23,7 @@ from batchrun.config import ColumnSpec, JobConfig
 from batchrun.driver import Limits, ProgressCallback, ScheduleOutcome, Scheduler
 from batchrun.faults import Faults, load_faults
 from batchrun.ray_session import RayReady, connect_ray
+from batchrun.redact import redact, redact_message
 from batchrun.staging import publish_staging_db, remove_orphans
 from batchrun.states import BatchState, RunState
 from batchrun.stopping import StopToken
@@ -81,13 +82,14 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
         state = _final_state(catalog, record.run_id, outcome)
         _publish(catalog, record, columns)
-        catalog.set_run_state(record.run_id, state, message=_message(outcome))
+        catalog.set_run_state(record.run_id, state, message=redact_message(_message(outcome)))
         log.info("run {}: {} batch(es) committed, {} failed, {} abandoned; catalog writes took"
                  " {:.3f}s", state.value, outcome.committed, outcome.failed, outcome.abandoned,
                  outcome.catalog_s)
         return RunOutcome(record.run_id, state, resumed=resumed, schedule=outcome)
     except BaseException as exc:
-        catalog.set_run_state(record.run_id, RunState.FAILED, message=f"{type(exc).__name__}: {exc}")
+        catalog.set_run_state(record.run_id, RunState.FAILED,
+                              message=redact(f"{type(exc).__name__}: {exc}"))
         log.exception("run aborted")
         raise
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from batchrun.errors import EnvironmentProblem, RunActiveError
+from batchrun.private import private_dir, private_file
 
 
 class JobLock:
@@ -25,8 +26,8 @@ class JobLock:
 
     def acquire(self, run_id: str = "") -> JobLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")  # noqa: SIM115 - held for the lock's lifetime
+            private_dir(private_dir(self.path.parent.parent) / self.path.parent.name)
+            handle = open(private_file(self.path), "a+")  # noqa: SIM115 - held while locked
         except OSError as exc:
             raise EnvironmentProblem(f"cannot create lock {self.path}: {exc}") from None
         try:

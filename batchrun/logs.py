@@ -1,13 +1,23 @@
-"""Logging: loguru, one file per run in the state dir, run_id and batch_id on every line."""
+"""Logging: loguru, one file per run in the state dir, run_id and batch_id on every line.
+
+The run log is private (0600, in a 0700 dir) and its lines pass through `redact`: a
+message or a traceback that quotes a cluster address never writes its password. Loguru's
+`diagnose` (values of local variables in tracebacks) is off for the same reason.
+"""
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
+from batchrun.private import private_dir, private_file
+from batchrun.redact import redact
+
 _FORMAT = ("{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<7} | run={extra[run_id]} "
-           "batch={extra[batch_id]} | {message}")
+           "batch={extra[batch_id]} | {extra[_redacted]}\n")
 
 logger.configure(extra={"run_id": "-", "batch_id": "-"})
 
@@ -19,8 +29,20 @@ def run_log_path(state_dir: Path, run_id: str) -> Path:
 def open_run_log(state_dir: Path, run_id: str) -> int:
     """Start appending to the run's log file; returns the sink id to close it with."""
     path = run_log_path(state_dir, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return logger.add(path, format=_FORMAT, level="DEBUG", enqueue=False)
+    private_file(private_dir(private_dir(path.parent.parent) / path.parent.name) / path.name)
+    return logger.add(path, format=_redacted_format, level="DEBUG", enqueue=False,
+                      backtrace=False, diagnose=False)
+
+
+def _redacted_format(record: Any) -> str:
+    """The line's template; the message (and traceback) it shows are redacted copies."""
+    text = record["message"]
+    exception = record["exception"]
+    if exception is not None:
+        text += "\n" + "".join(traceback.format_exception(
+            exception.type, exception.value, exception.traceback)).rstrip("\n")
+    record["extra"]["_redacted"] = redact(text)
+    return _FORMAT
 
 
 def close_run_log(sink_id: int) -> None:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import ray
 from loguru import logger
@@ -29,6 +30,7 @@ from loguru import logger
 from batchrun.config import JobConfig
 from batchrun.errors import EnvironmentProblem
 from batchrun.plugins import module_location
+from batchrun.redact import redact
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def connect_ray(config: JobConfig, job_dir: Path) -> RayReady:
                 ray.init(num_cpus=cpus, **options)
             _stop_unused_helpers()
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise EnvironmentProblem(f"cannot reach Ray at {address or 'local'}: {exc}") from None
+        raise EnvironmentProblem(redact(f"cannot reach Ray at {address or 'local'}: {exc}")) from None
     return RayReady(started=not address, address=address or "a new local instance",
                     seconds=time.monotonic() - began)
 
@@ -113,15 +115,23 @@ def _stop_unused_helpers() -> None:
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not minutes, when a host:port cluster address does not answer."""
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
+    """Fail in seconds, not minutes, when a host:port cluster address does not answer
+    (also `ray://user:password@host:port?...`: the host and port are the URI's)."""
+    host, port = _host_and_port(address)
+    if host is None or port is None:
         return  # "auto" and friends: Ray resolves (and reports) those itself
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot reach Ray at {address}: {exc}") from None
+        raise EnvironmentProblem(redact(f"cannot reach Ray at {address}: {exc}")) from None
+
+
+def _host_and_port(address: str) -> tuple[str | None, int | None]:
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        return parts.hostname, parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None, None
 
 
 def _custom_modules(config: JobConfig, job_dir: Path) -> list[str]:

@@ -28,6 +28,7 @@ from batchrun.lock import JobLock
 from batchrun.plan import cut_batches, expand_sources
 from batchrun.plugins import resolve
 from batchrun.ray_session import RayReady, connect_ray
+from batchrun.redact import MASK, redact
 from batchrun.states import RunState
 from batchrun.stopping import StopToken
 
@@ -94,7 +95,7 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, state_dir: Path, run_id: 
         ray.shutdown()  # ours, even if its start was interrupted halfway
     if planning.done() and not planning.cancelled() and planning.exception() is None:
         catalog.set_run_state(run_id, RunState.FAILED,
-                              message=f"{type(failure).__name__}: {failure}")
+                              message=redact(f"{type(failure).__name__}: {failure}"))
     raise failure
 
 
@@ -108,7 +109,8 @@ def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
     batches = cut_batches(files, job.config.batch.max_files, job.config.batch.max_bytes)
     record = RunRecord(
         run_id=run_id, job=job.name, table=job.table, job_file=str(job.path),
-        staging_dir=str(job.staging_dir), config=job.config.model_dump(by_alias=True),
+        staging_dir=str(job.staging_dir),
+        config=_stored_config(job.config),
         schema={n: s.type for n, s in columns.items()}, state=RunState.PLANNED,
         pid=os.getpid(), host=socket.gethostname(), created_at=began,
         started_at=None, finished_at=None, message=None)
@@ -135,10 +137,36 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
         if record.state is RunState.SUCCEEDED:
             return execute.RunOutcome(run_id, record.state, resumed=True, already_done=True)
         config = _config_with(record.config, overrides or {})
+        _refuse_masked_address(run_id, config)
         columns = _stored_columns(config, record.schema or {})
         execute.reconcile(catalog, record)
         return execute.execute_run(catalog, record, config, columns, stop, on_progress,
                                    resumed=True)
+
+
+URI_KEYS = (("execution", "address"), ("staging", "dir"))
+"""Config values that may be URIs with credentials (and `source.paths`): stored redacted.
+Only these: a rule's pattern or allowed value that looks like a URI is data, and resume
+uses it as stored."""
+
+
+def _stored_config(config: JobConfig) -> dict[str, Any]:
+    """The job's config as the catalog keeps it: credentials in its URIs masked."""
+    stored = config.model_dump(by_alias=True)
+    for section, key in URI_KEYS:
+        if isinstance(stored[section].get(key), str):
+            stored[section][key] = redact(stored[section][key])
+    stored["source"]["paths"] = [redact(path) for path in stored["source"]["paths"]]
+    return stored
+
+
+def _refuse_masked_address(run_id: str, config: JobConfig) -> None:
+    """The stored config has the cluster address with its credentials masked: joining
+    that would fail, so the address must be given again."""
+    if MASK in (config.execution.address or ""):
+        raise ConfigError(f"run {run_id}", "execution.address",
+                          "the cluster address had credentials, which batchrun does not "
+                          "store; give it again with --address or BATCHRUN_ADDRESS")
 
 
 def _columns(job: Job, paths: list[str]) -> dict[str, ColumnSpec]:

@@ -9,6 +9,7 @@ and `remove_orphans` deletes them when a run or resume finishes.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,8 +28,13 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A SQL string literal: every value from a job file, a path or a run id goes in so."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def sql_paths(paths: Iterable[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+    return "[" + ", ".join(quote_literal(p) for p in paths) + "]"
 
 
 def table_view_sql(columns: dict[str, str], paths: list[str], unique: str | None = None) -> str:
@@ -60,12 +66,60 @@ def create_views(db: duckdb.DuckDBPyConnection, table: str, columns: dict[str, s
                f"{rejects_view_sql(committed.rejects)}")
 
 
-def query_connection(table: str, columns: dict[str, str],
-                     committed: Committed) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the run's table and rejects views."""
+def query_connection(table: str, columns: dict[str, str], committed: Committed,
+                     unsafe: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the run's table and rejects views.
+
+    Unless `unsafe`, it may read the run's committed files and nothing else: no other
+    file, no network, no extension loaded or installed, and the query cannot turn any
+    of that back on. Writing is refused by `read_only_problem` (DuckDB lets a query
+    write to an allowed path, and these are the run's committed files)."""
     db = duckdb.connect()
     create_views(db, table, columns, committed)
+    if not unsafe:
+        _confine(db, sorted(committed.paths))
     return db
+
+
+_CONFINED = ("SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false",
+             "SET enable_external_access = false", "SET lock_configuration = true")
+
+
+def _confine(db: duckdb.DuckDBPyConnection, readable: list[str]) -> None:
+    db.execute(f"SET allowed_paths = {sql_paths(readable)}")
+    for setting in _CONFINED:  # lock_configuration last: nothing can be SET after it
+        db.execute(setting)
+
+
+_EXPLAINED = re.compile(r"\s*EXPLAIN\s+(?:ANALYZE\s+|\([^)]*\)\s*)?(?P<inner>.*)",
+                        re.IGNORECASE | re.DOTALL)
+
+
+def read_only_problem(sql: str) -> str | None:
+    """Why `sql` may not run on a confined connection (it is not only SELECT statements,
+    or EXPLAINs of one), or None. SQL that does not parse is left to DuckDB to report."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return None
+    for statement in statements:
+        if not _reads_only(statement):
+            return (f"a {statement.type.name} statement; by default query only reads the "
+                    "run's staged files (SELECT, EXPLAIN); --unsafe lifts this")
+    return None
+
+
+def _reads_only(statement: duckdb.Statement) -> bool:
+    if statement.type == duckdb.StatementType.SELECT:
+        return True
+    explained = _EXPLAINED.fullmatch(statement.query)
+    if statement.type != duckdb.StatementType.EXPLAIN or not explained:
+        return False
+    try:  # what EXPLAIN (ANALYZE runs it) explains must read only, and parse on its own
+        inner = duckdb.extract_statements(explained["inner"])
+    except duckdb.Error:
+        return False
+    return len(inner) == 1 and _reads_only(inner[0])
 
 
 def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
