@@ -616,8 +616,7 @@ def invoke(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
+        return _fail_usage(exc)
     except (ConfigError, RunNotFoundError) as exc:
         return _fail(exc, EXIT_USAGE)
     except RunActiveError as exc:
@@ -634,6 +633,14 @@ def invoke(argv: list[str] | None = None) -> int:
 def _fail(exc: Exception, code: int) -> int:
     err.print(f"error: {_one_line(str(exc))}", markup=False)
     return code
+
+
+def _fail_usage(exc: click.ClickException) -> int:
+    """A bad command line, as one line that says where to look."""
+    context = getattr(exc, "ctx", None)
+    command = context.command_path if context is not None else "batchrun"
+    err.print(f"error: {_one_line(exc.format_message())} (see `{command} --help`)", markup=False)
+    return EXIT_USAGE
 
 
 def _one_line(text: str) -> str:
