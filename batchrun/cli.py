@@ -580,14 +580,23 @@ def _state_text(state: str) -> str:
 
 def _resolve_run(state_dir: Path, run_id: str) -> str:
     """`latest` is the run recorded last; the catalog must exist (it is not created)."""
-    catalog = Catalog(state_dir, create=False)
+    catalog = _existing_catalog(state_dir, run_id)
     return catalog.latest_run_id() if run_id == "latest" else catalog.run(run_id).run_id
+
+
+def _existing_catalog(state_dir: Path, run_id: str) -> Catalog:
+    try:
+        return Catalog(state_dir, create=False)
+    except RunNotFoundError as exc:
+        if run_id == "latest":
+            raise
+        raise RunNotFoundError(f"no run {run_id!r}: {exc}") from None
 
 
 def _resolve_resume_run(state_dir: Path, run_id: str) -> str:
     """An explicit run id, or the one failed or interrupted run to resume: none exits 0
     ("nothing to resume"), several list themselves and exit 2 asking for a run id."""
-    catalog = Catalog(state_dir, create=False)
+    catalog = _existing_catalog(state_dir, run_id)
     if run_id != "latest":
         return catalog.run(run_id).run_id
     candidates = resumable_runs(catalog)
