@@ -10,6 +10,7 @@ transaction; a batch's commit record is the only thing that makes its output vis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -19,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrun.errors import CatalogError, RunNotFoundError
+from batchrun.errors import (
+    BatchrunError,
+    CatalogError,
+    DiskFullError,
+    EnvironmentProblem,
+    RunNotFoundError,
+    bounded,
+    disk_full_reason,
+)
 from batchrun.private import private_dir, private_file
 from batchrun.states import BatchState, FileState, RunState
 
@@ -64,7 +73,12 @@ failed, abandoned (stopped), or lost (the driver died; set by the next resume)."
 _MIGRATIONS: list[tuple[str, str, str]] = [
     # (table, column, declaration): columns added after a catalog may already exist.
     # Append here; `Catalog.__init__` adds each one that an older catalog lacks.
+    ("runs", "run_seq", "INTEGER"),
+    # Insertion order of runs: "latest" never depends on the wall clock. NULL in runs
+    # recorded before the column existed, which sort before every newer run (by rowid).
 ]
+_NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
+
 
 
 @dataclass(frozen=True)
@@ -202,19 +216,42 @@ class RunRecord:
 
 
 class Catalog:
-    """A SQLite catalog in the state dir. Cheap to open; open one per process."""
+    """A SQLite catalog in the state dir. Cheap to open; open one per process.
 
-    def __init__(self, state_dir: Path) -> None:
+    Every SQLite error leaves this class as a `CatalogError` naming the catalog's path, or
+    as a `DiskFullError` when the state dir is full. `create=False` (the read-only
+    commands) refuses a state dir without a catalog instead of creating one."""
+
+    def __init__(self, state_dir: Path, create: bool = True) -> None:
         self.path = Path(state_dir) / "catalog.sqlite"
-        try:
-            private_file(private_dir(self.path.parent) / self.path.name)  # -wal/-shm: same mode
+        if not create and not self.path.is_file():
+            raise RunNotFoundError(f"no runs in {state_dir}: it holds no catalog"
+                                   " (check --state-dir or BATCHRUN_STATE_DIR)")
+        _make_state_dir(self.path.parent)
+        with self._guard("open"):
+            private_file(self.path)  # its -wal and -shm files take the same mode
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._migrate()
-        except (OSError, sqlite3.Error) as exc:
-            raise CatalogError(f"cannot open catalog {self.path}: {exc}") from None
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise self._error(exc, doing) from None
+
+    def _error(self, exc: Exception, doing: str) -> BatchrunError:
+        """One line naming the catalog (or the full state dir) for an SQLite or OS error."""
+        reason = disk_full_reason(exc, self.path.parent)
+        if reason:
+            return DiskFullError("state dir", str(self.path.parent), reason)
+        text = str(exc)
+        if "malformed" in text or "not a database" in text:
+            text += " (the catalog is damaged: restore it from a backup, or use a new --state-dir)"
+        return CatalogError(f"catalog {self.path}: cannot {doing}: {text}")
 
     def _migrate(self) -> None:
         """Add the columns of `_MIGRATIONS` that an older catalog does not have yet."""
@@ -229,21 +266,26 @@ class Catalog:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic write. BEGIN IMMEDIATE takes the write lock up front."""
-        try:
+        with self._guard("write"):
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise CatalogError(f"catalog {self.path} is not writable: {exc}") from None
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        """Undo an open transaction (SQLite may already have, e.g. on a full disk)."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        cursor = self._db.execute(sql, tuple(params))
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        with self._guard("read"):
+            cursor = self._db.execute(sql, tuple(params))
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     # -- planning ---------------------------------------------------------------
 
@@ -252,11 +294,13 @@ class Catalog:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO runs (run_id, job, table_name, job_file, staging_dir, config_json,"
-                " schema_json, state, pid, host, created_at, started_at, finished_at, message)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " schema_json, state, pid, host, created_at, started_at, finished_at, message,"
+                " run_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                " (SELECT coalesce(max(run_seq), 0) + 1 FROM runs))",
                 (run.run_id, run.job, run.table, run.job_file, run.staging_dir,
                  json.dumps(run.config), json.dumps(run.schema), run.state.value, run.pid,
-                 run.host, run.created_at, run.started_at, run.finished_at, run.message),
+                 run.host, run.created_at, run.started_at, run.finished_at,
+                 bounded(run.message)),
             )
             db.executemany(
                 "INSERT INTO batches (run_id, batch_id, seq, source, state, n_files, bytes)"
@@ -288,7 +332,7 @@ class Catalog:
             else:
                 db.execute(
                     "UPDATE runs SET state=?, finished_at=?, message=? WHERE run_id=?",
-                    (state.value, now, message, run_id),
+                    (state.value, now, bounded(message), run_id),
                 )
 
     def reset_unfinished_batches(self, run_id: str) -> int:
@@ -341,7 +385,7 @@ class Catalog:
         db.execute(
             "UPDATE attempts SET ended_at=?, outcome=?, error=?, started_at=?, finished_at=?,"
             " rows_staged=?, rows_rejected=? WHERE run_id=? AND batch_id=? AND attempt=?",
-            (end.at, end.outcome, end.error, result and result.started_at,
+            (end.at, end.outcome, bounded(end.error), result and result.started_at,
              result and result.finished_at, result and result.rows_staged,
              result and result.rows_rejected, run_id, end.batch_id, end.attempt))
         if result is not None:
@@ -352,19 +396,20 @@ class Catalog:
             db.execute(
                 "UPDATE batches SET state=?, last_error=?, error_kind=?, finished_at=?"
                 " WHERE run_id=? AND batch_id=? AND state<>?",
-                (state.value, end.error, end.kind, end.at if failed else None, run_id,
+                (state.value, bounded(end.error), end.kind, end.at if failed else None, run_id,
                  end.batch_id, BatchState.COMMITTED.value))
             if failed:
                 db.execute("UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
-                           (FileState.FAILED.value, end.error, run_id, end.batch_id))
+                           (FileState.FAILED.value, bounded(end.error), run_id, end.batch_id))
 
     @staticmethod
     def _skip_batch(db: sqlite3.Connection, run_id: str, batch_id: str, reason: str) -> None:
         db.execute("UPDATE batches SET state=?, last_error=?, worker=NULL WHERE run_id=?"
                    " AND batch_id=? AND state<>?",
-                   (BatchState.SKIPPED.value, reason, run_id, batch_id, BatchState.COMMITTED.value))
+                   (BatchState.SKIPPED.value, bounded(reason), run_id, batch_id,
+                    BatchState.COMMITTED.value))
         db.execute("UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
-                   (FileState.SKIPPED.value, reason, run_id, batch_id))
+                   (FileState.SKIPPED.value, bounded(reason), run_id, batch_id))
 
     def requeue_all(self, run_id: str, batch_ids: list[str]) -> None:
         """Put unfinished batches back to pending (a stop, or a spent budget)."""
@@ -397,7 +442,7 @@ class Catalog:
             "UPDATE files SET state=?, rows_staged=?, rows_rejected=?, error=?, warning=?"
             " WHERE run_id=? AND path=?",
             [(FileState.FAILED.value if f.error else FileState.COMMITTED.value,
-              f.rows_staged, f.rows_rejected, f.error, f.warning, run_id, f.path)
+              f.rows_staged, f.rows_rejected, bounded(f.error), bounded(f.warning), run_id, f.path)
              for f in result.files],
         )
 
@@ -410,7 +455,8 @@ class Catalog:
         return _run_record(found[0])
 
     def latest_run_id(self, job: str | None = None) -> str:
-        sql = "SELECT run_id FROM runs {} ORDER BY created_at DESC, run_id DESC LIMIT 1"
+        """The run recorded last (insertion order, whatever the clock said)."""
+        sql = "SELECT run_id FROM runs {} " + _NEWEST_FIRST + " LIMIT 1"
         found = (self.rows(sql.format("WHERE job=?"), (job,)) if job
                  else self.rows(sql.format("")))
         if not found:
@@ -418,9 +464,17 @@ class Catalog:
         return str(found[0]["run_id"])
 
     def run_ids(self, limit: int | None = None) -> list[str]:
-        sql = "SELECT run_id FROM runs ORDER BY created_at DESC, run_id DESC"
+        """Run ids, the run recorded last first."""
+        sql = "SELECT run_id FROM runs " + _NEWEST_FIRST
         rows = self.rows(sql + (f" LIMIT {int(limit)}" if limit else ""))
         return [str(row["run_id"]) for row in rows]
+
+    def latest_run_of_each_job(self) -> list[RunRecord]:
+        """Each job's last recorded run, the run recorded last first."""
+        latest: dict[str, RunRecord] = {}
+        for row in self.rows("SELECT * FROM runs " + _NEWEST_FIRST):
+            latest.setdefault(row["job"], _run_record(row))
+        return list(latest.values())
 
     def batches(self, run_id: str, state: BatchState | None = None) -> list[dict[str, Any]]:
         if state is None:
@@ -432,11 +486,11 @@ class Catalog:
         """The file paths of every batch in `state`, in path order, in one read (a query per
         batch took 0.4 s for 200 batches of 50 files)."""
         grouped: dict[str, list[str]] = {}
-        for batch_id, path in self._db.execute(
+        for row in self.rows(
                 "SELECT f.batch_id, f.path FROM files f JOIN batches b ON b.run_id = f.run_id"
                 " AND b.batch_id = f.batch_id WHERE f.run_id=? AND b.state=?"
                 " ORDER BY f.batch_id, f.path", (run_id, state.value)):
-            grouped.setdefault(batch_id, []).append(path)
+            grouped.setdefault(row["batch_id"], []).append(row["path"])
         return grouped
 
     def files_of(self, run_id: str, batch_id: str) -> list[dict[str, Any]]:
@@ -503,6 +557,19 @@ class Catalog:
             "rows_staged": batch["staged"] - files["duplicates"],
             "rows_rejected": files["rejected"],
         }
+
+
+def _make_state_dir(state_dir: Path) -> None:
+    if state_dir.exists() and not state_dir.is_dir():
+        raise EnvironmentProblem(f"state dir {state_dir} is not a directory")
+    try:
+        private_dir(state_dir)
+    except OSError as exc:
+        reason = disk_full_reason(exc, state_dir)
+        if reason:
+            raise DiskFullError("state dir", str(state_dir), reason) from None
+        raise EnvironmentProblem(f"state dir {state_dir} cannot be created: "
+                                 f"{exc.strerror or exc}") from None
 
 
 def _run_record(row: dict[str, Any]) -> RunRecord:

@@ -12,6 +12,8 @@ import json
 import os
 import signal
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +25,16 @@ from rich.table import Table
 from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import load_job
-from batchrun.errors import BatchrunError, ConfigError, EnvironmentProblem, RunActiveError, RunNotFoundError
+from batchrun.errors import (
+    BatchrunError,
+    ConfigError,
+    EnvironmentProblem,
+    RunActiveError,
+    RunNotFoundError,
+    bounded,
+)
 from batchrun.redact import redact
-from batchrun.report import run_status, runs_status
+from batchrun.report import effective_state, resumable_runs, run_status, runs_status
 from batchrun.states import RunState
 from batchrun.stopping import StopToken
 
@@ -41,19 +50,32 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 """Another run of the same job is active."""
 EXIT_ENVIRONMENT = 4
-"""The environment refused: Ray unreachable, state dir not writable."""
+"""The environment refused: Ray unreachable, a state or staging dir not writable or full,
+a damaged catalog."""
+EXIT_INTERNAL = 70
+"""A bug in batchrun (EX_SOFTWARE): one line names the error and the log holding its
+traceback."""
 EXIT_SIGINT = 130
 """Interrupted by SIGINT (Ctrl-C); resumable."""
 EXIT_SIGTERM = 143
 """Stopped by SIGTERM; resumable."""
 
 DEFAULT_STATE_DIR = ".batchrun"
+_invocation: dict[str, Any] = {}
+"""The state dir and run id of the command running now: where an internal error's
+traceback is written (the run's log)."""
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _remember_state_dir(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    _invocation["state_dir"] = value
+    return value
+
 
 state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_STATE_DIR, envvar="BATCHRUN_STATE_DIR", show_default=True,
+    callback=_remember_state_dir,
     help="Where the catalog, locks and logs live [env BATCHRUN_STATE_DIR].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 workers_option = click.option("--workers", type=click.IntRange(min=1), envvar="BATCHRUN_WORKERS",
@@ -147,9 +169,14 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
                  "staging.dir": str(staging_dir.resolve()) if staging_dir else None,
                  "source.group_by": group_by, **control_overrides(controls)}
     job = load_job(job_file, overrides)
+
+    def planned(event: dict[str, Any]) -> None:
+        _invocation["run_id"] = event["run_id"]
+        view.planned(event)
+
     with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, _stdout_for_results():
         outcome = start_run(job, state_dir, stop=StopToken(), on_progress=view.advance,
-                            on_planned=view.planned)
+                            on_planned=planned)
     _finish(outcome, state_dir, as_json)
 
 
@@ -163,14 +190,17 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
 @control_options
 def resume(run_id: str, workers: int | None, address: str | None, state_dir: Path,
            as_json: bool, progress: bool | None, **controls: Any) -> None:
-    """Finish a failed or killed run; committed batches are never redone."""
-    from batchrun.runner import resume_run
+    """Finish a failed or killed run; committed batches are never redone. Without RUN_ID:
+    the latest failed or interrupted run of the state dir (each job's latest run counts)."""
+    from batchrun.runner import refuse_staging_changes, resume_run
 
-    run_id = _resolve_run(state_dir, run_id)
+    run_id = _resolve_resume_run(state_dir, run_id)
+    _invocation["run_id"] = run_id
     overrides = {"execution.workers": workers, "execution.address": address,
                  **control_overrides(controls)}
+    refuse_staging_changes(run_id, overrides)
     with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
-        status = run_status(Catalog(state_dir), run_id)
+        status = run_status(Catalog(state_dir, create=False), run_id)
         view.planned({"run_id": run_id, "batches": status["batches"]["total"]})
         view.advance({"committed": status["batches"]["committed"], "rows": status["rows"]["staged"]})
         with _stdout_for_results():
@@ -188,7 +218,7 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
 def status(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Show one run (default: the latest); works while the run is going."""
     run_id = _resolve_run(state_dir, run_id)
-    report = run_status(Catalog(state_dir), run_id, detail=True)
+    report = run_status(Catalog(state_dir, create=False), run_id, detail=True)
     if as_json:
         out.print_json(json.dumps(report))
     else:
@@ -203,7 +233,7 @@ def report(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Throughput, batch latency, errors, retries and concurrency per source of a run."""
     from batchrun.metrics import run_metrics
 
-    metrics = run_metrics(Catalog(state_dir), _resolve_run(state_dir, run_id))
+    metrics = run_metrics(Catalog(state_dir, create=False), _resolve_run(state_dir, run_id))
     if as_json:
         out.print_json(json.dumps(metrics))
         return
@@ -262,8 +292,10 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
 @json_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N runs.")
 def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
-    """Run history, newest first."""
-    history = runs_status(Catalog(state_dir), limit)
+    """Run history, the run recorded last first."""
+    history = runs_status(Catalog(state_dir, create=False), limit)
+    if not history:
+        raise RunNotFoundError(f"no runs yet in {state_dir}")
     if as_json:
         out.print_json(json.dumps(history))
         return
@@ -424,9 +456,15 @@ def _finish(outcome: RunOutcome, state_dir: Path, as_json: bool) -> None:
     else:
         _render_summary(report)
     code = _exit_code(outcome)
-    if code != EXIT_OK:
+    if code != EXIT_OK and _resumable(report):
         err.print(f"resume with: {_resume_command(outcome.run_id, state_dir)}")
     sys.exit(code)
+
+
+def _resumable(report: dict[str, Any]) -> bool:
+    """Whether a resume has anything left to do (a run failed by its rejects alone has not)."""
+    b = report["batches"]
+    return bool(report["files"]["failed"] or b["committed"] < b["total"])
 
 
 def _exit_code(outcome: RunOutcome) -> int:
@@ -454,6 +492,8 @@ def _render_summary(report: dict[str, Any]) -> None:
               f"{r['rejected']:,} rejected, {f['failed']} file(s) quarantined"
               + (f", {f['skipped']} skipped" if f["skipped"] else "")
               + f" in {report['duration_s'] or 0:.1f}s")
+    if report["message"]:
+        err.print(f"  {report['message']}", markup=False)
     if f["failed"] or f["skipped"]:
         err.print(f"list them with: batchrun status {report['run_id']}")
     if r["rejected"]:
@@ -548,11 +588,42 @@ def _state_text(state: str) -> str:
 
 
 def _resolve_run(state_dir: Path, run_id: str) -> str:
-    return Catalog(state_dir).latest_run_id() if run_id == "latest" else run_id
+    """`latest` is the run recorded last; the catalog must exist (it is not created)."""
+    catalog = _existing_catalog(state_dir, run_id)
+    return catalog.latest_run_id() if run_id == "latest" else catalog.run(run_id).run_id
+
+
+def _existing_catalog(state_dir: Path, run_id: str) -> Catalog:
+    try:
+        return Catalog(state_dir, create=False)
+    except RunNotFoundError as exc:
+        if run_id == "latest":
+            raise
+        raise RunNotFoundError(f"no run {run_id!r}: {exc}") from None
+
+
+def _resolve_resume_run(state_dir: Path, run_id: str) -> str:
+    """An explicit run id, or the one failed or interrupted run to resume: none exits 0
+    ("nothing to resume"), several list themselves and exit 2 asking for a run id."""
+    catalog = _existing_catalog(state_dir, run_id)
+    if run_id != "latest":
+        return catalog.run(run_id).run_id
+    candidates = resumable_runs(catalog)
+    if not candidates:
+        err.print(f"nothing to resume: no failed or interrupted run in {state_dir}")
+        sys.exit(EXIT_OK)
+    if len(candidates) > 1:
+        err.print(f"{len(candidates)} unfinished runs in {state_dir}; name one:"
+                  f" batchrun resume RUN_ID", markup=False)
+        for run in candidates:
+            err.print(f"  {run.run_id}  job {run.job}  {effective_state(run).value}", markup=False)
+        sys.exit(EXIT_USAGE)
+    return candidates[0].run_id
 
 
 def invoke(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; library errors map to named codes here."""
+    _invocation["argv"] = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=argv, prog_name="batchrun", standalone_mode=False)
     except SystemExit as exc:
@@ -563,29 +634,69 @@ def invoke(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        _show(exc)
-        return EXIT_USAGE
+        return _fail_usage(exc)
     except (ConfigError, RunNotFoundError) as exc:
         return _fail(exc, EXIT_USAGE)
     except RunActiveError as exc:
         return _fail(exc, EXIT_LOCKED)
     except (EnvironmentProblem, BatchrunError) as exc:
         return _fail(exc, EXIT_ENVIRONMENT)
+    except Exception as exc:  # noqa: BLE001 - the last resort: never a traceback on screen
+        return _internal_error(exc)
+    finally:
+        _invocation.clear()
     return EXIT_OK
 
 
-def _show(exc: click.ClickException) -> None:
-    """Click's own rendering (usage and hint lines included), credentials redacted."""
-    shown = exc.format_message()
-    if redact(shown) == shown:
-        exc.show()
-    else:
-        click.ClickException(redact(shown)).show()
-
-
 def _fail(exc: Exception, code: int) -> int:
-    err.print(f"error: {redact(str(exc))}", markup=False)
+    err.print(f"error: {_one_line(str(exc))}", markup=False)
     return code
+
+
+def _fail_usage(exc: click.ClickException) -> int:
+    """A bad command line, as one line that says where to look."""
+    context = getattr(exc, "ctx", None)
+    command = context.command_path if context is not None else "batchrun"
+    err.print(f"error: {_one_line(exc.format_message())} (see `{command} --help`)", markup=False)
+    return EXIT_USAGE
+
+
+def _one_line(text: str) -> str:
+    """Whitespace folded, credentials in URIs masked, at most 1,000 characters."""
+    return bounded(redact(" ".join(text.split())), 1000) or ""
+
+
+def _internal_error(exc: Exception) -> int:
+    """One line naming the error and the log that holds its traceback; EXIT_INTERNAL."""
+    log = _write_traceback(exc)
+    where = f"log: {log}" if log else "no log could be written"
+    err.print(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} ({where})",
+              markup=False)
+    return EXIT_INTERNAL
+
+
+def _write_traceback(exc: Exception) -> Path | None:
+    """Append the traceback to the run's log, else to the state dir's (or the temporary
+    folder's) batchrun-internal.log; the state dir itself is never created for it."""
+    state_dir, run_id = _invocation.get("state_dir"), _invocation.get("run_id")
+    if state_dir is not None and run_id and Path(state_dir).is_dir():
+        candidates = [logs.run_log_path(Path(state_dir), run_id)]
+    elif state_dir is not None and Path(state_dir).is_dir():
+        candidates = [Path(state_dir) / "logs" / "batchrun-internal.log"]
+    else:
+        candidates = []
+    candidates.append(Path(tempfile.gettempdir()) / "batchrun-internal.log")
+    text = "".join(traceback.format_exception(exc))
+    for path in candidates:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                command = " ".join(_invocation.get("argv", []))
+                handle.write(f"internal error in `batchrun {command}`:\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from batchrun.errors import ConfigError
+from batchrun.errors import ConfigError, bounded
 from batchrun.plugins import REFERENCE, resolve
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -58,11 +58,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_NAME_LENGTH = 64
+"""Longest job name and table name: both become file and folder names (locks, staging
+partitions), which most file systems cap at 255 bytes."""
+
+
 class JobSection(_Section):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    """Identity of the job across runs (locks and history are per job)."""
-    table: Annotated[str, Field(pattern=_IDENTIFIER)]
-    """Name of the staging table (a SQL identifier)."""
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=MAX_NAME_LENGTH)]
+    """Identity of the job across runs (locks and history are per job); at most 64 characters."""
+    table: Annotated[str, Field(pattern=_IDENTIFIER, max_length=MAX_NAME_LENGTH)]
+    """Name of the staging table (a SQL identifier); at most 64 characters."""
 
 
 class CsvOptions(_Section):
@@ -210,6 +215,10 @@ class ValidationSection(_Section):
     """A file lacking a schema column is quarantined, or the column is NULL (not if required)."""
     max_failed_files: Annotated[int, Field(ge=0)] = 0
     """Stop dispatching once this many files have failed; 0 means no limit."""
+    max_run_reject_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    """A run whose share of rejected rows (of all rows read from committed files) is larger
+    ends failed (exit 1); 1.0 turns the check off. A run that read rows and staged none
+    fails whatever this says."""
 
 
 class ColumnSpec(_Section):
@@ -404,5 +413,5 @@ def _config_error(where: str, exc: ValidationError) -> ConfigError:
         return ConfigError(where, key, "unknown key")
     message = str(error["msg"]).removeprefix("Value error, ")
     if "got " not in message:
-        message = f"{message} (got {given!r})"
+        message = f"{message} (got {bounded(repr(given), 80)})"
     return ConfigError(where, key, message)

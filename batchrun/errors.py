@@ -5,6 +5,11 @@ Exceptions that cross Ray (raised in a worker) pickle with their arguments.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
+
 
 class BatchrunError(Exception):
     """Root of every error batchrun raises on purpose."""
@@ -23,7 +28,19 @@ class ConfigError(BatchrunError):
 
 
 class EnvironmentProblem(BatchrunError):
-    """The machine refused: a cluster is unreachable, a directory is not writable."""
+    """The machine refused: a cluster is unreachable, a directory is not writable or full."""
+
+
+class DiskFullError(EnvironmentProblem):
+    """A directory batchrun writes (staging dir, state dir) is full, over quota or read-only."""
+
+    def __init__(self, what: str, path: str, reason: str) -> None:
+        super().__init__(what, path, reason)
+        self.what, self.path, self.reason = what, path, reason
+
+    def __str__(self) -> str:
+        verdict = "is read-only" if "read-only" in self.reason.lower() else "is full"
+        return f"{self.what} {self.path} {verdict}: {self.reason}"
 
 
 class RunActiveError(BatchrunError):
@@ -48,6 +65,10 @@ class CatalogError(BatchrunError):
     """The catalog could not be read or written."""
 
 
+class StagingError(BatchrunError):
+    """The staging dir could not be written or published (its views, the unique pass)."""
+
+
 class SourceError(BatchrunError):
     """A source file could not be read. `transient` decides whether a retry may help."""
 
@@ -69,3 +90,49 @@ class TransientSourceError(SourceError):
 
 class PermanentSourceError(SourceError):
     """The file itself is bad (corrupt, undecodable, wrong shape): it is quarantined."""
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded",
+               "read-only file system")
+_NEARLY_FULL = 256 * 1024
+"""Free bytes below which an unexplained write error ("disk I/O error") is taken as a
+full disk: SQLite reports a failed write of its WAL index that way, with no errno."""
+
+
+def disk_full_reason(exc: BaseException | str, where: str | Path | None = None) -> str | None:
+    """Why `exc` (an error, or its recorded text) means the disk (or quota) under `where` is
+    full or read-only, or None.
+
+    Recognises the errno (ENOSPC, EDQUOT, EROFS), the texts DuckDB, Arrow and SQLite use
+    for it, and, for a bare I/O error, a file system with (almost) no free space left."""
+    number = getattr(exc, "errno", None)
+    if number in _FULL_ERRNOS:
+        return os.strerror(number)
+    text = str(exc).lower()
+    for phrase in _FULL_TEXTS:
+        if phrase in text:
+            return "No space left on device" if "disk is full" in phrase else phrase.capitalize()
+    if where is not None and ("i/o error" in text or "disk i/o" in text):
+        free = _free_bytes(Path(where))
+        if free is not None and free < _NEARLY_FULL:
+            return "No space left on device"
+    return None
+
+
+def _free_bytes(path: Path) -> int | None:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
+def bounded(text: str | None, limit: int = 1000) -> str | None:
+    """`text` cut to `limit` characters (with an ellipsis): every message batchrun stores
+    or prints about an input is bounded, however long the input made it."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import psutil
 import ray
 from loguru import logger
@@ -21,6 +22,7 @@ from batchrun.admission import Controls, QueuedBatch
 from batchrun.catalog import Catalog, RunRecord
 from batchrun.config import ColumnSpec, JobConfig
 from batchrun.driver import Limits, ProgressCallback, ScheduleOutcome, Scheduler
+from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
 from batchrun.faults import Faults, load_faults
 from batchrun.ray_session import RayReady, connect_ray
 from batchrun.redact import redact, redact_message
@@ -80,17 +82,16 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
             _limits(config), stop=stop, on_progress=on_progress,
             actor_options=_actor_options(config))
         outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
-        state = _final_state(catalog, record.run_id, outcome)
         _publish(catalog, record, columns)
-        catalog.set_run_state(record.run_id, state, message=redact_message(_message(outcome)))
+        state, message = _final_state(catalog, record.run_id, outcome, config)
+        catalog.set_run_state(record.run_id, state, message=redact_message(message))
+        _raise_if_staging_full(catalog, record)
         log.info("run {}: {} batch(es) committed, {} failed, {} abandoned; catalog writes took"
                  " {:.3f}s", state.value, outcome.committed, outcome.failed, outcome.abandoned,
                  outcome.catalog_s)
         return RunOutcome(record.run_id, state, resumed=resumed, schedule=outcome)
     except BaseException as exc:
-        catalog.set_run_state(record.run_id, RunState.FAILED,
-                              message=redact(f"{type(exc).__name__}: {exc}"))
-        log.exception("run aborted")
+        _record_abort(catalog, record.run_id, exc)
         raise
     finally:
         stop.restore()
@@ -106,14 +107,44 @@ def _pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
             for b in catalog.batches(run_id, BatchState.PENDING)]
 
 
-def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome) -> RunState:
+def _record_abort(catalog: Catalog, run_id: str, exc: BaseException) -> None:
+    """Mark the run failed with a one-line reason; the traceback goes to the run log only."""
+    log = logger.bind(run_id=run_id)
+    log.opt(exception=exc).error("run aborted")
+    message = str(exc) if isinstance(exc, BatchrunError) else f"{type(exc).__name__}: {exc}"
+    try:
+        catalog.set_run_state(run_id, RunState.FAILED, message=redact(message))
+    except BatchrunError as problem:  # e.g. the state dir is full too: the first error wins
+        log.error("could not record the failure: {}", problem)
+
+
+def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome,
+                 config: JobConfig) -> tuple[RunState, str | None]:
+    """The run's state and its one-line message. Besides failed, skipped or pending work,
+    a run fails when it read rows and staged none, or rejected more than
+    `validation.max_run_reject_ratio` of them."""
     if outcome.stopped_by is not None:
-        return RunState.INTERRUPTED
+        return RunState.INTERRUPTED, _message(outcome)
     counts = catalog.counts(run_id)
-    if (counts["batches_failed"] or counts["files_failed"] or counts["batches_pending"]
-            or counts["batches_skipped"]):
-        return RunState.FAILED
-    return RunState.SUCCEEDED
+    verdict = _reject_verdict(counts, config.validation.max_run_reject_ratio)
+    unfinished = (counts["batches_failed"] or counts["files_failed"]
+                  or counts["batches_pending"] or counts["batches_skipped"])
+    if unfinished or verdict:
+        message = "; ".join(m for m in (_message(outcome), verdict) if m)
+        return RunState.FAILED, message or None
+    return RunState.SUCCEEDED, _message(outcome)
+
+
+def _reject_verdict(counts: dict[str, int], max_ratio: float) -> str | None:
+    """Why the run's rejects alone fail it, or None."""
+    staged, rejected = counts["rows_staged"], counts["rows_rejected"]
+    total = staged + rejected
+    if total and not staged:
+        return f"no rows staged: all {rejected} rows rejected"
+    if total and rejected / total > max_ratio:
+        return (f"{rejected} of {total} rows rejected ({rejected / total:.2%}), more than"
+                f" validation.max_run_reject_ratio = {max_ratio}")
+    return None
 
 
 def _message(outcome: ScheduleOutcome) -> str | None:
@@ -124,6 +155,15 @@ def _message(outcome: ScheduleOutcome) -> str | None:
     if outcome.skipped:
         return f"{outcome.skipped} batch(es) skipped: a source's circuit breaker stayed open"
     return None
+
+
+def _raise_if_staging_full(catalog: Catalog, record: RunRecord) -> None:
+    """A batch that failed because the staging dir is full makes the run an environment
+    problem (exit 4), not a data problem: free space, then resume."""
+    for batch in catalog.batches(record.run_id, BatchState.FAILED):
+        reason = disk_full_reason(batch["last_error"] or "", record.staging_dir)
+        if reason:
+            raise DiskFullError("staging dir", record.staging_dir, reason)
 
 
 def _limits(config: JobConfig) -> Limits:
@@ -157,12 +197,22 @@ def controls(config: JobConfig) -> Controls:
 
 
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
-    apply_unique_keys(catalog, record, columns)
-    committed = catalog.committed(record.run_id)
+    """The unique pass, orphan removal and `staging.duckdb`; a full staging dir or a DuckDB
+    failure here becomes one error naming the staging dir."""
     staging = Path(record.staging_dir)
-    remove_orphans(staging, record.table, record.run_id, committed.paths)
-    publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
-                       committed)
+    try:
+        apply_unique_keys(catalog, record, columns)
+        committed = catalog.committed(record.run_id)
+        remove_orphans(staging, record.table, record.run_id, committed.paths)
+        publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
+                           committed)
+    except (duckdb.Error, OSError) as exc:
+        reason = disk_full_reason(exc, staging)
+        if reason:
+            raise DiskFullError("staging dir", str(staging), reason) from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise StagingError(f"cannot publish staging dir {staging}: {type(exc).__name__}:"
+                           f" {first_line}") from None
 
 
 def _actor_options(config: JobConfig) -> dict[str, Any]:

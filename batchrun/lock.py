@@ -7,6 +7,7 @@ however it dies, so a lock left by a killed process is simply free. The file's c
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -42,19 +43,24 @@ class JobLock:
         return self
 
     def describe(self, run_id: str) -> None:
-        """Record who holds the lock (shown to anyone refused)."""
+        """Record who holds the lock (shown to anyone refused). Best effort: on a full
+        state dir the lock still holds, and the catalog reports the full disk."""
         if self._handle is None:
             return
-        self._handle.seek(0)
-        self._handle.truncate()
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id},
-                  self._handle)
-        self._handle.flush()
+        try:
+            self._handle.seek(0)
+            self._handle.truncate()
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id},
+                      self._handle)
+            self._handle.flush()
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
+            with contextlib.suppress(OSError):  # an unwritten holder note on a full disk
+                self._handle.close()
             self._handle = None
 
     def __enter__(self) -> JobLock:

@@ -63,3 +63,11 @@ def _duration(run: RunRecord, state: RunState) -> float | None:
 
 def runs_status(catalog: Catalog, limit: int | None = None) -> list[dict[str, Any]]:
     return [run_status(catalog, run_id) for run_id in catalog.run_ids(limit)]
+
+
+def resumable_runs(catalog: Catalog) -> list[RunRecord]:
+    """What `resume` without a run id may pick: each job's latest run, if it failed or was
+    interrupted (a run with a live driver is not resumable now). A job's older runs are
+    superseded by its latest one. The run recorded last comes first."""
+    unfinished = (RunState.FAILED, RunState.INTERRUPTED)
+    return [run for run in catalog.latest_run_of_each_job() if effective_state(run) in unfinished]

@@ -130,7 +130,8 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
     """Finish a failed or interrupted run; committed batches are never redone."""
     from batchrun import execute
 
-    catalog = Catalog(state_dir)
+    refuse_staging_changes(run_id, overrides or {})
+    catalog = Catalog(state_dir, create=False)
     record = catalog.run(run_id)
     with JobLock(state_dir, record.job).acquire(run_id):
         record = catalog.run(run_id)
@@ -167,6 +168,20 @@ def _refuse_masked_address(run_id: str, config: JobConfig) -> None:
         raise ConfigError(f"run {run_id}", "execution.address",
                           "the cluster address had credentials, which batchrun does not "
                           "store; give it again with --address or BATCHRUN_ADDRESS")
+
+
+RESUME_REFUSES = ("job", "source", "batch", "staging", "schema", "validation", "transform")
+"""Job sections a resume may not override: they decide what is staged and how, so a
+change mid-run would make one table out of two different jobs (a column with two types,
+files batched twice). Execution keys (workers, address, limits, retries) may change."""
+
+
+def refuse_staging_changes(run_id: str, overrides: dict[str, Any]) -> None:
+    for dotted, value in overrides.items():
+        if value is not None and dotted.split(".")[0] in RESUME_REFUSES:
+            raise ConfigError(f"resume {run_id}", dotted,
+                              "cannot change on resume: it changes what is staged"
+                              " (start a new run with `batchrun run` instead)")
 
 
 def _columns(job: Job, paths: list[str]) -> dict[str, ColumnSpec]:

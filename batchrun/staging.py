@@ -132,12 +132,17 @@ def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
     final = staging_dir / STAGING_DB
     temporary = staging_dir / f".{STAGING_DB}.{os.getpid()}.tmp"
     temporary.unlink(missing_ok=True)
-    db = duckdb.connect(str(temporary))
     try:
-        create_views(db, table, columns, committed)
-    finally:
-        db.close()
-    os.replace(temporary, final)
+        db = duckdb.connect(str(temporary))
+        try:
+            create_views(db, table, columns, committed)
+        finally:
+            db.close()
+        os.replace(temporary, final)
+    except BaseException:
+        for leftover in (temporary, Path(f"{temporary}.wal")):  # e.g. the disk is full
+            leftover.unlink(missing_ok=True)
+        raise
     return final
 
 
