@@ -562,6 +562,10 @@ class Catalog:
 def _make_state_dir(state_dir: Path) -> None:
     if state_dir.exists() and not state_dir.is_dir():
         raise EnvironmentProblem(f"state dir {state_dir} is not a directory")
+    blocking = next((p for p in state_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise EnvironmentProblem(f"state dir {state_dir} cannot be created: Not a directory"
+                                 f" ({blocking} is a file)")
     try:
         private_dir(state_dir)
     except OSError as exc:

@@ -33,6 +33,7 @@ from batchrun.errors import (
     RunNotFoundError,
     bounded,
 )
+from batchrun.private import private_dir, private_file
 from batchrun.redact import redact
 from batchrun.report import effective_state, resumable_runs, run_status, runs_status
 from batchrun.states import RunState
@@ -686,10 +687,10 @@ def _write_traceback(exc: Exception) -> Path | None:
     else:
         candidates = []
     candidates.append(Path(tempfile.gettempdir()) / "batchrun-internal.log")
-    text = "".join(traceback.format_exception(exc))
+    text = redact("".join(traceback.format_exception(exc)))
     for path in candidates:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(private_dir(path.parent) / path.name)
             with path.open("a", encoding="utf-8") as handle:
                 command = " ".join(_invocation.get("argv", []))
                 handle.write(f"internal error in `batchrun {command}`:\n{text}")

@@ -185,18 +185,45 @@ def test_globs_that_match_nothing_exit_2_naming_the_patterns(
     assert_one_honest_line(cli(*case.args), case)
 
 
-def test_a_failing_custom_reader_while_inferring_is_an_internal_error_with_a_log(
+def test_a_custom_reader_failing_on_every_sampled_file_is_a_config_error_naming_them(
         tmp_path: Path, data: tuple[Path, DemoTruth]) -> None:
     (tmp_path / "broken_reader.py").write_text("def read(path):\n    return 1 / 0\n")
     job = job_file(tmp_path, data[0], extra="")
     job.write_text(job.read_text().replace("[batch]", 'reader = "broken_reader:read"\n[batch]')
                    .split("[schema.columns]")[0])
-    state = tmp_path / "state"
-    log = state / "logs" / "batchrun-internal.log"
-    case = Case(["run", job, "--state-dir", state], EXIT_INTERNAL,
-                ["internal error: ZeroDivisionError: division by zero", f"(log: {log})"])
+    case = Case(["run", job, "--state-dir", tmp_path / "state"], EXIT_USAGE,
+                ["cannot infer the columns", "orders_0000.csv", "ZeroDivisionError"])
     assert_one_honest_line(cli(*case.args), case)
-    assert "Traceback" in log.read_text() and "broken_reader.py" in log.read_text()
+
+
+def test_an_unexpected_exception_is_one_line_exit_70_with_its_traceback_in_a_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The last resort in `cli.invoke`: a command that fails in a way nobody foresaw."""
+    import click
+
+    from batchrun import cli as cli_module
+
+    state = tmp_path / "state"
+    state.mkdir()
+
+    @click.command(name="explode")
+    @cli_module.state_dir_option
+    def explode(state_dir: Path) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    cli_module.cli.add_command(explode)
+    try:
+        code = cli_module.invoke(["explode", "--state-dir", str(state)])
+    finally:
+        cli_module.cli.commands.pop("explode")
+    log = state / "logs" / "batchrun-internal.log"
+    message = capsys.readouterr().err.strip()
+    assert code == EXIT_INTERNAL
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("internal error: ZeroDivisionError: division by zero")
+    assert f"(log: {log})" in message
+    assert "Traceback" in log.read_text() and "explode" in log.read_text()
+    assert (log.stat().st_mode & 0o777) == 0o600
 
 
 @pytest.mark.parametrize(("where", "size"), [("staging", "24k"), ("staging", "4k"),
