@@ -325,7 +325,8 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str) -> None:
         names = [column[0] for column in cursor.description or []]
         rows = cursor.fetchall() if names else []
     except duckdb.Error as exc:
-        raise click.UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+        raise _damaged_output(catalog, run_id, exc) or click.UsageError(
+            f"query failed: {str(exc).splitlines()[0]}") from None
     _render_rows(names, rows, fmt)
 
 
@@ -363,8 +364,21 @@ def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int |
         names = [column[0] for column in cursor.description or []]
         rows = cursor.fetchall()
     except duckdb.Error as exc:  # our own SQL: only a damaged committed file fails it
-        raise unreadable_output(committed, exc) from None
+        raise _damaged_output(catalog, run_id, exc) or unreadable_output(committed, exc) from None
     _render_rows(names, rows, "json" if as_json else "table")
+
+
+def _damaged_output(catalog: Catalog, run_id: str, exc: Exception) -> Exception | None:
+    """The damaged committed file behind a failed query, if any: one the error names, or,
+    for an error that is not about the SQL text, one that fails its checksum (`verify`)."""
+    import duckdb
+
+    from batchrun.staging import named_output_error
+    from batchrun.verify import first_damaged
+
+    if isinstance(exc, (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)):
+        return None
+    return named_output_error(catalog.committed(run_id), exc) or first_damaged(catalog, run_id)
 
 
 def _render_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:

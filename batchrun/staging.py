@@ -83,11 +83,24 @@ def create_views(db: duckdb.DuckDBPyConnection, table: str, columns: dict[str, s
         raise unreadable_output(committed, exc) from None
 
 
+def named_output_error(committed: Committed, exc: Exception) -> CommittedOutputError | None:
+    """The committed file a DuckDB error names (e.g. a damaged data page), if it names one."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for path in [*committed.outputs, *committed.rejects]:
+        if path in reason:
+            detail = reason.split(path)[-1].lstrip("\"': ") or reason.replace(path, "...")
+            return CommittedOutputError(path, f"unreadable ({detail})", committed.run_id)
+    return None
+
+
 def unreadable_output(committed: Committed, exc: Exception) -> EnvironmentProblem:
-    """The error for DuckDB failing on committed files of the right size: it names the first
-    file whose Parquet footer does not parse (damage in a data page: `batchrun verify`)."""
+    """The error for DuckDB failing on committed files of the right size: the file the error
+    names, or else the first whose Parquet footer does not parse."""
     import pyarrow.parquet as pq
 
+    named = named_output_error(committed, exc)
+    if named is not None:
+        return named
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     for path in [*committed.outputs, *committed.rejects]:
         try:

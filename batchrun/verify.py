@@ -19,7 +19,7 @@ from typing import Any
 import xxhash
 
 from batchrun.catalog import Catalog, CommittedFile, WrittenFile
-from batchrun.errors import EnvironmentProblem
+from batchrun.errors import CommittedOutputError, EnvironmentProblem
 
 ALGORITHM = "xxh3_128"
 _CHUNK = 1 << 20
@@ -62,17 +62,20 @@ class Finding:
     def bad(self) -> bool:
         return self.problem not in (None, Problem.UNVERIFIABLE)
 
-    def line(self) -> str:
-        path = self.file.path
+    @property
+    def description(self) -> str:
         if self.problem is Problem.MISSING:
-            return f"missing: {path}"
+            return "missing"
         if self.problem is Problem.SIZE:
-            return f"size {self.actual_size} != recorded {self.file.size}: {path}"
+            return f"size {self.actual_size} != recorded {self.file.size}"
         if self.problem is Problem.CHECKSUM:
-            return f"checksum mismatch: {path}"
+            return "checksum mismatch"
         if self.problem is Problem.UNVERIFIABLE:
-            return f"unverifiable (no checksum recorded): {path}"
-        return f"ok: {path}"
+            return "unverifiable (no checksum recorded)"
+        return "ok"
+
+    def line(self) -> str:
+        return f"{self.description}: {self.file.path}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.file.path, "kind": self.file.kind, "batch_id": self.file.batch_id,
@@ -135,3 +138,10 @@ def verify_run(catalog: Catalog, run_id: str, checksums: bool = True) -> VerifyR
     """Check every committed output of a run (batch outputs, rejects, unique-key rejects)."""
     catalog.run(run_id)  # an unknown run is an error, not an empty report
     return VerifyReport(run_id, [check_file(f, checksums) for f in catalog.committed_files(run_id)])
+
+
+def first_damaged(catalog: Catalog, run_id: str) -> CommittedOutputError | None:
+    """The first committed file of a run that fails its check, as an error (None: all good).
+    Reads every committed byte: for explaining a failure, not for every query."""
+    bad = verify_run(catalog, run_id).bad
+    return CommittedOutputError(bad[0].file.path, bad[0].description, run_id) if bad else None

@@ -234,6 +234,25 @@ def test_query_and_rejects_on_a_damaged_footer_name_the_file_in_one_line(
     repair_then_check(state, truth, capsys)
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_a_query_that_hits_a_damaged_data_page_names_the_file_in_one_line(
+        tmp_path: Path, feed: tuple[Path, DemoTruth], capsys: pytest.CaptureFixture[str]) -> None:
+    data, truth = feed
+    state = run_feed(tmp_path, data, capsys)
+    victim = max((f for f in committed_files(state) if f.kind == "output"),
+                 key=lambda f: f.size or 0)
+    damaged = bytearray(Path(victim.path).read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle:middle + 1024] = bytes(1024)  # inside a compressed page: size unchanged
+    Path(victim.path).write_bytes(damaged)
+    done = cli("query", "SELECT * FROM orders", "--format", "csv", "--state-dir", state)
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error: committed output ") and victim.path in done.stderr
+    repair_then_check(state, truth, capsys)
+
+
 def repair_then_check(state: Path, truth: DemoTruth, capsys: pytest.CaptureFixture[str]) -> None:
     assert invoke(["resume", "--repair", "--state-dir", str(state), "--no-progress"]) == EXIT_OK
     capsys.readouterr()
