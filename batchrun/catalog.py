@@ -76,6 +76,9 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
     ("runs", "run_seq", "INTEGER"),
     # Insertion order of runs: "latest" never depends on the wall clock. NULL in runs
     # recorded before the column existed, which sort before every newer run (by rowid).
+    ("batches", "output_size", "INTEGER"), ("batches", "output_checksum", "TEXT"),
+    ("batches", "rejects_size", "INTEGER"), ("batches", "rejects_checksum", "TEXT"),
+    ("runs", "unique_size", "INTEGER"), ("runs", "unique_checksum", "TEXT"),
 ]
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 
@@ -115,6 +118,30 @@ class FileOutcome:
 
 
 @dataclass(frozen=True)
+class WrittenFile:
+    """A file as its writer left it: size and checksum of the bytes it wrote."""
+
+    path: str
+    size: int
+    checksum: str
+    """"<algorithm>:<hex digest>", see `batchrun.verify`."""
+
+
+@dataclass(frozen=True)
+class CommittedFile:
+    """One committed output as its commit record describes it (size and checksum are
+    None for files committed by a batchrun that did not record them)."""
+
+    kind: str
+    """output | rejects | unique"""
+    path: str
+    size: int | None
+    checksum: str | None
+    batch_id: str | None = None
+    """None for the run's unique-key rejects."""
+
+
+@dataclass(frozen=True)
 class BatchResult:
     """The small object a worker returns: counts, paths and timings, never rows."""
 
@@ -130,6 +157,11 @@ class BatchResult:
     files: tuple[FileOutcome, ...] = field(default_factory=tuple)
     node: str | None = None
     """The Ray node that ran the batch."""
+    written: tuple[WrittenFile, ...] = ()
+    """Size and checksum of output_path and rejects_path."""
+
+    def written_file(self, path: str | None) -> WrittenFile | None:
+        return next((w for w in self.written if w.path == path), None)
 
 
 @dataclass(frozen=True)
@@ -191,6 +223,9 @@ class Committed:
     """Batch rejects, plus the run's unique-key rejects when it has any."""
     unique: str | None = None
     """Rows listed here (by file and line) are unique-key duplicates: hidden from the table."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """The recorded size of each file that has one (older commits have none)."""
+    run_id: str = ""
 
     @property
     def paths(self) -> set[str]:
@@ -428,13 +463,18 @@ class Catalog:
 
     @staticmethod
     def _commit_batch(db: sqlite3.Connection, run_id: str, result: BatchResult) -> None:
+        output, rejects = (result.written_file(result.output_path),
+                           result.written_file(result.rejects_path))
         cursor = db.execute(
             "UPDATE batches SET state=?, rows_staged=?, rows_rejected=?, output_path=?,"
-            " rejects_path=?, worker=?, started_at=?, finished_at=?, node=?"
+            " rejects_path=?, worker=?, started_at=?, finished_at=?, node=?, output_size=?,"
+            " output_checksum=?, rejects_size=?, rejects_checksum=?"
             " WHERE run_id=? AND batch_id=? AND state<>?",
             (BatchState.COMMITTED.value, result.rows_staged, result.rows_rejected,
              result.output_path, result.rejects_path, result.worker, result.started_at,
-             result.finished_at, result.node, run_id, result.batch_id, BatchState.COMMITTED.value),
+             result.finished_at, result.node, output and output.size, output and output.checksum,
+             rejects and rejects.size, rejects and rejects.checksum,
+             run_id, result.batch_id, BatchState.COMMITTED.value),
         )
         if cursor.rowcount == 0:
             return
@@ -510,25 +550,59 @@ class Catalog:
                          " ORDER BY path", (run_id, FileState.FAILED.value))
 
     def committed(self, run_id: str) -> Committed:
-        rows = self.rows("SELECT output_path, rejects_path FROM batches WHERE run_id=?"
-                         " AND state=? ORDER BY seq", (run_id, BatchState.COMMITTED.value))
-        unique = self.rows("SELECT unique_path FROM runs WHERE run_id=?", (run_id,))
-        unique_path = unique[0]["unique_path"] if unique else None
+        files = self.committed_files(run_id)
+        unique = [f.path for f in files if f.kind == "unique"]
         return Committed(
-            outputs=[r["output_path"] for r in rows if r["output_path"]],
-            rejects=[r["rejects_path"] for r in rows if r["rejects_path"]]
-            + ([unique_path] if unique_path else []),
-            unique=unique_path)
+            outputs=[f.path for f in files if f.kind == "output"],
+            rejects=[f.path for f in files if f.kind != "output"],
+            unique=unique[0] if unique else None,
+            sizes={f.path: f.size for f in files if f.size is not None}, run_id=run_id)
+
+    def committed_files(self, run_id: str) -> list[CommittedFile]:
+        """Every committed output of a run with its recorded size and checksum: batch
+        outputs and rejects in batch order, then the run's unique-key rejects."""
+        files = []
+        for r in self.rows("SELECT * FROM batches WHERE run_id=? AND state=? ORDER BY seq",
+                           (run_id, BatchState.COMMITTED.value)):
+            files += [CommittedFile(kind, r[f"{kind}_path"], r[f"{kind}_size"],
+                                    r[f"{kind}_checksum"], r["batch_id"])
+                      for kind in ("output", "rejects") if r[f"{kind}_path"]]
+        for r in self.rows("SELECT * FROM runs WHERE run_id=? AND unique_path IS NOT NULL",
+                           (run_id,)):
+            files.append(CommittedFile("unique", r["unique_path"], r["unique_size"],
+                                       r["unique_checksum"]))
+        return files
+
+    def uncommit_batches(self, run_id: str, batch_ids: Iterable[str]) -> int:
+        """Drop the commit records of batches whose output is lost or damaged: the batches
+        and their files go back to pending (their rows are staged again, once)."""
+        pending, committed = BatchState.PENDING.value, BatchState.COMMITTED.value
+        with self.transaction() as db:
+            changed = 0
+            for batch_id in batch_ids:
+                changed += db.execute(
+                    "UPDATE batches SET state=?, rows_staged=NULL, rows_rejected=NULL,"
+                    " output_path=NULL, rejects_path=NULL, output_size=NULL,"
+                    " output_checksum=NULL, rejects_size=NULL, rejects_checksum=NULL,"
+                    " worker=NULL, finished_at=NULL WHERE run_id=? AND batch_id=? AND state=?",
+                    (pending, run_id, batch_id, committed)).rowcount
+                db.execute(
+                    "UPDATE files SET state=?, rows_staged=NULL, rows_rejected=NULL,"
+                    " error=NULL, warning=NULL, rows_unique=0 WHERE run_id=? AND batch_id=?",
+                    (FileState.PENDING.value, run_id, batch_id))
+            return changed
 
     def warned_files(self, run_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT path, batch_id, warning FROM files WHERE run_id=? AND"
                          " warning IS NOT NULL ORDER BY path", (run_id,))
 
-    def record_unique(self, run_id: str, unique_path: str | None,
+    def record_unique(self, run_id: str, written: WrittenFile | None,
                       per_file: dict[str, int]) -> None:
         """Replace the run's unique-key rejects (recomputed whenever a run finishes)."""
         with self.transaction() as db:
-            db.execute("UPDATE runs SET unique_path=? WHERE run_id=?", (unique_path, run_id))
+            db.execute("UPDATE runs SET unique_path=?, unique_size=?, unique_checksum=?"
+                       " WHERE run_id=?", (written and written.path, written and written.size,
+                                          written and written.checksum, run_id))
             db.execute("UPDATE files SET rows_unique=0 WHERE run_id=?", (run_id,))
             db.executemany("UPDATE files SET rows_unique=? WHERE run_id=? AND path=?",
                            [(n, run_id, path) for path, n in per_file.items()])

@@ -188,14 +188,20 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
 @state_dir_option
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+@click.option("--repair", is_flag=True,
+              help="First verify every committed output (as `batchrun verify`) and stage again "
+                   "the batches whose output is missing or damaged; works on a succeeded run too.")
 @control_options
 def resume(run_id: str, workers: int | None, address: str | None, state_dir: Path,
-           as_json: bool, progress: bool | None, **controls: Any) -> None:
-    """Finish a failed or killed run; committed batches are never redone. Without RUN_ID:
-    the latest failed or interrupted run of the state dir (each job's latest run counts)."""
+           as_json: bool, progress: bool | None, repair: bool, **controls: Any) -> None:
+    """Finish a failed or killed run; committed batches are never redone (except, with
+    --repair, those whose committed output is missing or damaged). Without RUN_ID: the
+    latest failed or interrupted run of the state dir (each job's latest run counts); with
+    --repair, the latest run whatever its state."""
     from batchrun.runner import refuse_staging_changes, resume_run
 
-    run_id = _resolve_resume_run(state_dir, run_id)
+    run_id = (_resolve_run(state_dir, run_id) if repair
+              else _resolve_resume_run(state_dir, run_id))
     _invocation["run_id"] = run_id
     overrides = {"execution.workers": workers, "execution.address": address,
                  **control_overrides(controls)}
@@ -206,10 +212,34 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
         view.advance({"committed": status["batches"]["committed"], "rows": status["rows"]["staged"]})
         with _stdout_for_results():
             outcome = resume_run(run_id, state_dir, overrides, stop=StopToken(),
-                                 on_progress=view.advance)
+                                 on_progress=view.advance, repair=repair)
+    if outcome.repaired is not None and not as_json:
+        for finding in outcome.repaired.bad:
+            err.print(f"repaired: {finding.line()}", markup=False)
+        err.print(f"repair: {outcome.repaired.summary()}", markup=False)
     if outcome.already_done and not as_json:
-        err.print(f"run {run_id} already succeeded; nothing to resume")
+        err.print(f"run {run_id} already succeeded; nothing to "
+                  + ("repair" if repair else "resume"))
     _finish(outcome, state_dir, as_json)
+
+
+@cli.command()
+@click.argument("run_id", default="latest")
+@state_dir_option
+@json_option
+def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
+    """Check every committed output of a run (default: the latest) against its commit
+    record: the file exists, has its recorded size and its recorded checksum."""
+    from batchrun.verify import verify_run
+
+    report = verify_run(Catalog(state_dir), _resolve_run(state_dir, run_id))
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+    else:
+        for finding in [*report.bad, *report.unverifiable]:
+            out.print(finding.line(), markup=False)
+        out.print(report.summary(), markup=False)
+    sys.exit(EXIT_OK if report.ok else EXIT_PARTIAL)
 
 
 @cli.command()
@@ -339,7 +369,8 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
     except duckdb.Error as exc:
         hint = " (query reads only the run's staged files; --unsafe lifts this)" \
             if isinstance(exc, duckdb.PermissionException) else ""
-        raise click.ClickException(f"query failed: {str(exc).splitlines()[0]}{hint}") from None
+        raise _damaged_output(catalog, run_id, exc) or click.ClickException(
+            f"query failed: {str(exc).splitlines()[0]}{hint}") from None
     _render_rows(names, rows, fmt)
 
 
@@ -353,12 +384,15 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
 def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
             state_dir: Path, as_json: bool) -> None:
     """Rejected rows of a run, with file, line, column, rule, value and the raw line."""
-    from batchrun.staging import query_connection, quote_identifier  # DuckDB: only here
+    import duckdb
+
+    from batchrun.staging import query_connection, quote_identifier, unreadable_output
 
     catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
     record = catalog.run(run_id)
-    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id))
+    committed = catalog.committed(run_id)
+    db = query_connection(record.table, record.schema or {}, committed)
     conditions, params = ["true"], []
     if file_filter:
         conditions.append("contains(file, ?)")
@@ -369,9 +403,27 @@ def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int |
     sql = (f'SELECT run_id, batch_id, file, line, "column", rule, value, raw_line'
            f' FROM {quote_identifier(record.table + "__rejects")} WHERE {" AND ".join(conditions)}'
            f' ORDER BY file, line' + (f" LIMIT {limit}" if limit else ""))
-    cursor = db.execute(sql, params)
-    names = [column[0] for column in cursor.description or []]
-    _render_rows(names, cursor.fetchall(), "json" if as_json else "table")
+    try:
+        cursor = db.execute(sql, params)
+        names = [column[0] for column in cursor.description or []]
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:  # our own SQL: only a damaged committed file fails it
+        raise _damaged_output(catalog, run_id, exc) or unreadable_output(committed, exc) from None
+    _render_rows(names, rows, "json" if as_json else "table")
+
+
+def _damaged_output(catalog: Catalog, run_id: str, exc: Exception) -> Exception | None:
+    """The damaged committed file behind a failed query, if any: one the error names, or,
+    for an error that is not about the SQL text, one that fails its checksum (`verify`)."""
+    import duckdb
+
+    from batchrun.staging import named_output_error
+    from batchrun.verify import first_damaged
+
+    if isinstance(exc, (duckdb.ParserException, duckdb.BinderException,
+                        duckdb.CatalogException, duckdb.PermissionException)):
+        return None
+    return named_output_error(catalog.committed(run_id), exc) or first_damaged(catalog, run_id)
 
 
 def _render_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:

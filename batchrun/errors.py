@@ -43,6 +43,20 @@ class DiskFullError(EnvironmentProblem):
         return f"{self.what} {self.path} {verdict}: {self.reason}"
 
 
+class CommittedOutputError(EnvironmentProblem):
+    """A committed output file is missing, truncated or unreadable: the run's table cannot
+    be read as committed until `resume --repair` stages its batch again."""
+
+    def __init__(self, path: str, problem: str, run_id: str) -> None:
+        super().__init__(path, problem, run_id)
+        self.path, self.problem, self.run_id = path, problem, run_id
+
+    def __str__(self) -> str:
+        run = self.run_id or "RUN"
+        return (f"committed output {self.problem}: {self.path} (run batchrun verify {run}"
+                f" / batchrun resume {run} --repair)")
+
+
 class RunActiveError(BatchrunError):
     """Another run of the same job holds the job lock."""
 

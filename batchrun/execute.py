@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,11 @@ from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_ful
 from batchrun.faults import Faults, load_faults
 from batchrun.ray_session import RayReady, connect_ray
 from batchrun.redact import redact, redact_message
-from batchrun.staging import publish_staging_db, remove_orphans
+from batchrun.staging import check_committed_files, publish_staging_db, remove_orphans
 from batchrun.states import BatchState, RunState
 from batchrun.stopping import StopToken
 from batchrun.unique import apply_unique_keys
+from batchrun.verify import VerifyReport, verify_run
 from batchrun.worker import WorkerSpec
 
 DEFAULT_MEMORY_SHARE = 8
@@ -44,10 +45,45 @@ class RunOutcome:
     resumed: bool
     already_done: bool = False
     schedule: ScheduleOutcome | None = None
+    repaired: VerifyReport | None = None
+    """What `resume --repair` found before it re-dispatched the damaged batches."""
+
+
+def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
+                   columns: dict[str, ColumnSpec], stop: StopToken | None,
+                   on_progress: ProgressCallback | None, repair: bool = False) -> RunOutcome:
+    """Resume a run: repair it first when asked (a succeeded run too), reconcile, execute."""
+    repaired = repair_run(catalog, record) if repair else None
+    if repaired is not None and repaired.ok and record.state is RunState.SUCCEEDED:
+        return RunOutcome(record.run_id, record.state, resumed=True, already_done=True,
+                          repaired=repaired)
+    reconcile(catalog, record)
+    outcome = execute_run(catalog, record, config, columns, stop, on_progress, resumed=True)
+    return replace(outcome, repaired=repaired)
+
+
+def repair_run(catalog: Catalog, record: RunRecord) -> VerifyReport:
+    """Verify every committed output; drop the commit record of each batch with a missing
+    or damaged file (the batch goes back to pending and is staged again, once) and delete
+    the damaged file. A damaged unique-key rejects file is forgotten: publishing
+    recomputes it."""
+    report = verify_run(catalog, record.run_id)
+    bad = report.bad
+    catalog.uncommit_batches(record.run_id, sorted({f.file.batch_id for f in bad
+                                                    if f.file.batch_id}))
+    if any(f.file.kind == "unique" for f in bad):
+        catalog.record_unique(record.run_id, None, {})
+    for finding in bad:
+        Path(finding.file.path).unlink(missing_ok=True)
+        logger.bind(run_id=record.run_id).warning("repair: {}", finding.line())
+    return report
 
 
 def reconcile(catalog: Catalog, record: RunRecord) -> None:
-    """Remove uncommitted outputs; put running and failed batches back to pending."""
+    """Refuse to go on when a committed output is missing or has the wrong size (`resume
+    --repair` stages its batch again); remove uncommitted outputs; put running and failed
+    batches back to pending."""
+    check_committed_files(catalog.committed(record.run_id))
     removed = remove_orphans(Path(record.staging_dir), record.table, record.run_id,
                              catalog.committed(record.run_id).paths)
     reset = catalog.reset_unfinished_batches(record.run_id)
@@ -200,6 +236,8 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
     """The unique pass, orphan removal and `staging.duckdb`; a full staging dir or a DuckDB
     failure here becomes one error naming the staging dir."""
     staging = Path(record.staging_dir)
+    committed = catalog.committed(record.run_id)
+    check_committed_files(committed, committed.outputs)  # the unique pass reads them
     try:
         apply_unique_keys(catalog, record, columns)
         committed = catalog.committed(record.run_id)

@@ -126,8 +126,9 @@ def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
 
 def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = None,
                stop: StopToken | None = None,
-               on_progress: ProgressCallback | None = None) -> RunOutcome:
-    """Finish a failed or interrupted run; committed batches are never redone."""
+               on_progress: ProgressCallback | None = None, repair: bool = False) -> RunOutcome:
+    """Finish a failed or interrupted run; committed batches are never redone, except,
+    with `repair`, those whose committed output is missing or damaged (any run state)."""
     from batchrun import execute
 
     refuse_staging_changes(run_id, overrides or {})
@@ -135,14 +136,13 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
     record = catalog.run(run_id)
     with JobLock(state_dir, record.job).acquire(run_id):
         record = catalog.run(run_id)
-        if record.state is RunState.SUCCEEDED:
+        if record.state is RunState.SUCCEEDED and not repair:
             return execute.RunOutcome(run_id, record.state, resumed=True, already_done=True)
         config = _config_with(record.config, overrides or {})
         _refuse_masked_address(run_id, config)
         columns = _stored_columns(config, record.schema or {})
-        execute.reconcile(catalog, record)
-        return execute.execute_run(catalog, record, config, columns, stop, on_progress,
-                                   resumed=True)
+        return execute.resume_planned(catalog, record, config, columns, stop, on_progress,
+                                      repair)
 
 
 URI_KEYS = (("execution", "address"), ("staging", "dir"))

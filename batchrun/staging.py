@@ -16,6 +16,8 @@ from pathlib import Path
 import duckdb
 
 from batchrun.catalog import Committed
+from batchrun.errors import CommittedOutputError, EnvironmentProblem
+from batchrun.plugins import last_line
 from batchrun.read import LINE
 from batchrun.types import duckdb_type
 from batchrun.validate import FILE
@@ -58,12 +60,62 @@ def rejects_view_sql(paths: list[str]) -> str:
     return f"SELECT * FROM read_parquet({sql_paths(paths)}) ORDER BY file, line"
 
 
+def check_committed_files(committed: Committed, paths: Iterable[str] | None = None) -> None:
+    """Each committed file (of `paths`, default all) exists with its recorded size, one
+    stat each: a view over a lost or truncated file fails in DuckDB, or reads wrong rows."""
+    for path in [*committed.outputs, *committed.rejects] if paths is None else paths:
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise CommittedOutputError(path, "missing", committed.run_id) from None
+        except OSError as exc:
+            raise CommittedOutputError(path, f"unreadable ({exc.strerror})",
+                                       committed.run_id) from None
+        recorded = committed.sizes.get(path)
+        if recorded is not None and size != recorded:
+            raise CommittedOutputError(path, f"size {size} != recorded {recorded}",
+                                       committed.run_id)
+
+
 def create_views(db: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str],
                  committed: Committed) -> None:
+    check_committed_files(committed)
     table_sql = table_view_sql(columns, committed.outputs, committed.unique)
-    db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS {table_sql}")
-    db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(rejects_table_name(table))} AS "
-               f"{rejects_view_sql(committed.rejects)}")
+    try:
+        db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS {table_sql}")
+        db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(rejects_table_name(table))} AS "
+                   f"{rejects_view_sql(committed.rejects)}")
+    except duckdb.Error as exc:
+        raise unreadable_output(committed, exc) from None
+
+
+def named_output_error(committed: Committed, exc: Exception) -> CommittedOutputError | None:
+    """The committed file a DuckDB error names (e.g. a damaged data page), if it names one."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for path in [*committed.outputs, *committed.rejects]:
+        if path in reason:
+            detail = reason.split(path)[-1].lstrip("\"': ") or reason.replace(path, "...")
+            return CommittedOutputError(path, f"unreadable ({detail})", committed.run_id)
+    return None
+
+
+def unreadable_output(committed: Committed, exc: Exception) -> EnvironmentProblem:
+    """The error for DuckDB failing on committed files of the right size: the file the error
+    names, or else the first whose Parquet footer does not parse."""
+    import pyarrow.parquet as pq
+
+    named = named_output_error(committed, exc)
+    if named is not None:
+        return named
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for path in [*committed.outputs, *committed.rejects]:
+        try:
+            pq.read_metadata(path)
+        except (OSError, ValueError) as damaged:  # pyarrow's ArrowInvalid is a ValueError
+            return CommittedOutputError(path, f"unreadable ({last_line(damaged)})",
+                                        committed.run_id)
+    return EnvironmentProblem(f"cannot read the committed output of run {committed.run_id}:"
+                              f" {reason} (run batchrun verify {committed.run_id})")
 
 
 def query_connection(table: str, columns: dict[str, str], committed: Committed,

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 
-from batchrun.catalog import Catalog, RunRecord
+from batchrun.catalog import Catalog, RunRecord, WrittenFile
 from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.errors import SourceError
 from batchrun.read import read_file
@@ -38,9 +38,9 @@ def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, Co
             catalog.record_unique(record.run_id, None, {})
         return 0
     duplicates = _duplicates(outputs, keys, record.run_id)
-    path = _write(duplicates, record) if duplicates.num_rows else None
-    catalog.record_unique(record.run_id, path, _per_file(duplicates))
-    if previous and previous != path:
+    written = _write(duplicates, record) if duplicates.num_rows else None
+    catalog.record_unique(record.run_id, written, _per_file(duplicates))
+    if previous and previous != (written and written.path):
         Path(previous).unlink(missing_ok=True)
     logger.bind(run_id=record.run_id).info("unique keys {}: {} later duplicate(s) rejected",
                                            keys, duplicates.num_rows)
@@ -80,7 +80,7 @@ def _with_raw_lines(duplicates: pa.Table, record: RunRecord) -> pa.Table:
     return duplicates.append_column("raw_line", pa.array(lines, pa.string()))
 
 
-def _write(duplicates: pa.Table, record: RunRecord) -> str:
+def _write(duplicates: pa.Table, record: RunRecord) -> WrittenFile:
     table = _with_raw_lines(duplicates, record).select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
     directory = partition_dir(record.staging_dir, rejects_table_name(record.table), 0).parent
     directory = directory / UNIQUE_PARTITION

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from loguru import logger
 
-from batchrun.catalog import BatchResult, FileOutcome
+from batchrun.catalog import BatchResult, FileOutcome, WrittenFile
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.fastcheck import CleanCheck
@@ -31,6 +31,7 @@ from batchrun.faults import Faults
 from batchrun.plugins import last_line, resolve
 from batchrun.read import LINE, RawFile, read_file, table_as_raw
 from batchrun.validate import FILE, Validated, Validator
+from batchrun.verify import describe_written
 
 BATCH = "_batch_id"
 REJECT_SCHEMA = pa.schema([
@@ -173,11 +174,11 @@ class BatchWorker:
         faults.maybe_crash_worker("after_rename", task.seq, task.attempt)
         log.debug("wrote {} rows, {} rejects", validated.good.num_rows, validated.rejects.num_rows)
         return BatchResult(
-            batch_id=task.batch_id, worker=self.partition, output_path=output,
-            rejects_path=rejects, rows_staged=validated.good.num_rows,
+            batch_id=task.batch_id, worker=self.partition, output_path=output.path if output else None,
+            rejects_path=rejects.path if rejects else None, rows_staged=validated.good.num_rows,
             rows_rejected=validated.rejects.num_rows, bytes_read=bytes_read,
             started_at=started, finished_at=time.time(), files=tuple(outcomes),
-            node=_node_id(),
+            node=_node_id(), written=tuple(w for w in (output, rejects) if w),
         )
 
     def _fast_path_applies(self) -> bool:
@@ -363,20 +364,22 @@ class BatchWorker:
                     pc.invert(pc.is_in(validated.rejects["file"], keep))))
         return validated, outcomes
 
-    def _write(self, table: pa.Table, final: Path) -> str | None:
+    def _write(self, table: pa.Table, final: Path) -> WrittenFile | None:
         return write_parquet_atomically(table, final, self.spec.durable) if table.num_rows else None
 
 
-def write_parquet_atomically(table: pa.Table, final: Path, durable: bool = True) -> str:
-    """Write to a hidden temporary name, fsync, then rename into place."""
+def write_parquet_atomically(table: pa.Table, final: Path, durable: bool = True) -> WrittenFile:
+    """Write to a hidden temporary name, checksum the bytes written (still in the page
+    cache), fsync, then rename into place. The size and checksum go into the commit record."""
     temporary = final.with_name(f".{final.name}.tmp")
     pq.write_table(table, temporary, row_group_size=1 << 20,
                    write_statistics=_statistics_columns(table.schema))
+    written = describe_written(temporary)
     if durable:
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
     os.replace(temporary, final)
-    return str(final)
+    return WrittenFile(path=str(final), size=written.size, checksum=written.checksum)
 
 
 def _statistics_columns(schema: pa.Schema) -> list[str]:
