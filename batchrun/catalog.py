@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import CatalogError, RunNotFoundError
+from batchrun.identity import Fingerprint
 from batchrun.states import BatchState, FileState, RunState
 
 _SCHEMA = """
@@ -63,6 +64,8 @@ failed, abandoned (stopped), or lost (the driver died; set by the next resume)."
 _MIGRATIONS: list[tuple[str, str, str]] = [
     # (table, column, declaration): columns added after a catalog may already exist.
     # Append here; `Catalog.__init__` adds each one that an older catalog lacks.
+    ("files", "mtime_ns", "INTEGER"),
+    ("files", "sha256", "TEXT"),
 ]
 
 
@@ -72,6 +75,13 @@ class PlannedFile:
     size: int
     mtime: float
     source: str
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    """Only with `[source] fingerprint = "sha256"`."""
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.size, self.mtime_ns, self.sha256)
 
 
 @dataclass(frozen=True)
@@ -262,10 +272,10 @@ class Catalog:
                   len(b.files), b.bytes) for b in batches],
             )
             db.executemany(
-                "INSERT INTO files (run_id, path, batch_id, source, size, mtime, state)"
-                " VALUES (?,?,?,?,?,?,?)",
-                [(run.run_id, f.path, b.batch_id, f.source, f.size, f.mtime,
-                  FileState.PENDING.value) for b in batches for f in b.files],
+                "INSERT INTO files (run_id, path, batch_id, source, size, mtime, mtime_ns,"
+                " sha256, state) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(run.run_id, f.path, b.batch_id, f.source, f.size, f.mtime, f.mtime_ns,
+                  f.sha256, FileState.PENDING.value) for b in batches for f in b.files],
             )
 
     # -- run lifecycle ------------------------------------------------------------
@@ -304,6 +314,36 @@ class Catalog:
                 (FileState.PENDING.value, run_id, run_id, BatchState.PENDING.value),
             )
             return cursor.rowcount
+
+    def quarantined_files(self, run_id: str) -> list[dict[str, Any]]:
+        """Failed files of committed batches: quarantined by a worker, with their plan."""
+        return self.rows(
+            "SELECT f.path, f.batch_id, f.source, f.size, f.mtime_ns, f.sha256, f.error"
+            " FROM files f JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
+            " WHERE f.run_id=? AND f.state=? AND b.state=? ORDER BY f.path",
+            (run_id, FileState.FAILED.value, BatchState.COMMITTED.value))
+
+    def next_seq(self, run_id: str) -> int:
+        found = self.rows("SELECT coalesce(max(seq), -1) + 1 AS seq FROM batches WHERE run_id=?",
+                          (run_id,))
+        return int(found[0]["seq"])
+
+    def replan_files(self, run_id: str, batches: list[PlannedBatch],
+                     warnings: dict[str, str]) -> None:
+        """Move files (already in the run) into new pending batches with their new
+        fingerprints, in one transaction; their earlier batches stay committed."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO batches (run_id, batch_id, seq, source, state, n_files, bytes)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(run_id, b.batch_id, b.seq, b.source, BatchState.PENDING.value,
+                  len(b.files), b.bytes) for b in batches])
+            db.executemany(
+                "UPDATE files SET batch_id=?, size=?, mtime=?, mtime_ns=?, sha256=?, state=?,"
+                " rows_staged=NULL, rows_rejected=NULL, error=NULL, warning=?"
+                " WHERE run_id=? AND path=?",
+                [(b.batch_id, f.size, f.mtime, f.mtime_ns, f.sha256, FileState.PENDING.value,
+                  warnings.get(f.path), run_id, f.path) for b in batches for f in b.files])
 
     # -- dispatch and commit ----------------------------------------------------------
 
@@ -391,8 +431,8 @@ class Catalog:
         if cursor.rowcount == 0:
             return
         db.executemany(
-            "UPDATE files SET state=?, rows_staged=?, rows_rejected=?, error=?, warning=?"
-            " WHERE run_id=? AND path=?",
+            "UPDATE files SET state=?, rows_staged=?, rows_rejected=?, error=?,"
+            " warning=coalesce(?, warning) WHERE run_id=? AND path=?",
             [(FileState.FAILED.value if f.error else FileState.COMMITTED.value,
               f.rows_staged, f.rows_rejected, f.error, f.warning, run_id, f.path)
              for f in result.files],
@@ -434,6 +474,18 @@ class Catalog:
                 " AND b.batch_id = f.batch_id WHERE f.run_id=? AND b.state=?"
                 " ORDER BY f.batch_id, f.path", (run_id, state.value)):
             grouped.setdefault(batch_id, []).append(path)
+        return grouped
+
+    def fingerprints_by_batch(self, run_id: str, state: BatchState
+                              ) -> dict[str, list[tuple[str, Fingerprint]]]:
+        """Like `paths_by_batch`, with each file's planned fingerprint."""
+        grouped: dict[str, list[tuple[str, Fingerprint]]] = {}
+        for batch_id, path, size, mtime_ns, sha256 in self._db.execute(
+                "SELECT f.batch_id, f.path, f.size, f.mtime_ns, f.sha256 FROM files f JOIN"
+                " batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
+                " WHERE f.run_id=? AND b.state=? ORDER BY f.batch_id, f.path",
+                (run_id, state.value)):
+            grouped.setdefault(batch_id, []).append((path, Fingerprint(size, mtime_ns, sha256)))
         return grouped
 
     def files_of(self, run_id: str, batch_id: str) -> list[dict[str, Any]]:

@@ -98,10 +98,15 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
 
 
 def _pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
-    paths = catalog.paths_by_batch(run_id, BatchState.PENDING)
-    return [QueuedBatch(seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "",
-                        bytes=b["bytes"], files=tuple(paths.get(b["batch_id"], ())))
-            for b in catalog.batches(run_id, BatchState.PENDING)]
+    """The pending batches, each with its files' planned fingerprints."""
+    planned = catalog.fingerprints_by_batch(run_id, BatchState.PENDING)
+    queued = []
+    for b in catalog.batches(run_id, BatchState.PENDING):
+        files = planned.get(b["batch_id"], [])
+        queued.append(QueuedBatch(
+            seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "", bytes=b["bytes"],
+            files=tuple(path for path, _ in files), expected=tuple(f for _, f in files)))
+    return queued
 
 
 def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome) -> RunState:

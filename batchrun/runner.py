@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
+from loguru import logger
 
+from batchrun import logs
 from batchrun.catalog import Catalog, RunRecord
 from batchrun.config import ColumnSpec, Job, JobConfig, set_dotted, validate_config
 from batchrun.faults import load_faults
 from batchrun.lock import JobLock
-from batchrun.plan import cut_batches, expand_sources
+from batchrun.plan import cut_batches, expand_sources, replan_recoverable
 from batchrun.plugins import resolve
 from batchrun.ray_session import RayReady, connect_ray
 from batchrun.states import RunState
@@ -135,9 +137,27 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
             return execute.RunOutcome(run_id, record.state, resumed=True, already_done=True)
         config = _config_with(record.config, overrides or {})
         columns = _stored_columns(config, record.schema or {})
-        execute.reconcile(catalog, record)
+        _reconcile(catalog, record, config)
         return execute.execute_run(catalog, record, config, columns, stop, on_progress,
                                    resumed=True)
+
+
+def _reconcile(catalog: Catalog, record: RunRecord, config: JobConfig) -> None:
+    """Bring disk and catalog back in line (see execute.reconcile), then plan again the
+    quarantined files whose failure may have gone away; the run log says which."""
+    from batchrun import execute
+
+    sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
+    try:
+        execute.reconcile(catalog, record)
+        notes = replan_recoverable(catalog, record.run_id, config)
+        log = logger.bind(run_id=record.run_id)
+        for note in notes:
+            log.warning(note)
+        if notes:
+            log.info("resume: {} quarantined file(s) looked at again", len(notes))
+    finally:
+        logs.close_run_log(sink)
 
 
 def _columns(job: Job, first_file: str) -> dict[str, ColumnSpec]:
