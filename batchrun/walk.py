@@ -38,7 +38,7 @@ def _match(folder: str, parts: list[str]) -> Iterator[Found]:
     part, rest = parts[0], parts[1:]
     if part == "**":
         for inner in _folders_below(folder):
-            yield from (_match(inner, rest) if rest else _files_in(inner, lambda name: True))
+            yield from (_match(inner, rest) if rest else _files_in(inner, _not_hidden))
     elif _MAGIC.search(part):
         accepts = _name_matcher(part)
         if rest:

@@ -3,6 +3,7 @@ that changed after planning is never staged silently; resume retries what may re
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from batchrun.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, invoke
 from batchrun.config import load_job
 from batchrun.faults import FAULTS_ENV
 from batchrun.plan import cut_batches, expand_sources
+from batchrun.walk import matching_files
 
 from .conftest import assert_exactly_once, kill_group, parse_json, spawn_cli
 
@@ -95,6 +97,20 @@ def test_a_latest_link_and_a_loop_plan_each_file_once_under_its_first_spelling(
     (tmp_path / "in" / "sub" / "up").symlink_to("..")
     job = write_job(tmp_path, "in/**/*.csv")
     assert planned_paths(job) == [str(day / "a.csv"), str(tmp_path / "in" / "sub" / "b.csv")]
+
+
+@pytest.mark.parametrize("pattern", [
+    "**/*.csv", "*/*.csv", "**", "a/**/c/*.csv", "[ab]*/*.csv", ".hidden/*.csv", "**/.*.csv",
+    "a/b/c/x.csv", "a/?/*.csv", "*", "a/**", "a/**/*"])
+def test_the_walk_matches_what_glob_matches_where_there_are_no_symlinks(
+        tmp_path: Path, pattern: str) -> None:
+    for name in ["x.csv", "a/x.csv", "a/b/x.csv", "a/b/c/x.csv", "a/c/y.csv", "b1/z.csv",
+                 "b1/.dot.csv", ".hidden/h.csv", "a/.hidden/c/q.csv", "a/b/c/d/e.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("id\n1\n")
+    expected = sorted(p for p in glob.glob(f"{tmp_path}/{pattern}", recursive=True)
+                      if os.path.isfile(p))
+    assert [path for path, _ in matching_files(f"{tmp_path}/{pattern}")] == expected
 
 
 def test_dangling_links_fifos_and_folders_are_not_planned(tmp_path: Path) -> None:
