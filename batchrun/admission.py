@@ -26,6 +26,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from batchrun.identity import Fingerprint
+
 
 @dataclass(frozen=True)
 class Controls:
@@ -46,6 +48,8 @@ class QueuedBatch:
     source: str = field(compare=False)
     bytes: int = field(compare=False)
     files: tuple[str, ...] = field(compare=False)
+    expected: tuple[Fingerprint, ...] = field(default=(), compare=False)
+    """Each file's planned fingerprint, in the order of `files` (checked by the worker)."""
 
 
 class Breaker(str, Enum):

@@ -95,7 +95,13 @@ class SourceSection(_Section):
     group_by: str = "parent_dir"
     """What a file's source is (per-source limits act on it): "parent_dir" (the supplier
     folder), "none" (one source), or a regular expression with a named group, searched in
-    the file's path, e.g. "/(?P<supplier>[a-z]+)_[0-9]+\\.csv$"."""
+    the file's path, e.g. "/(?P<supplier>[a-z]+)_[0-9]+\\.csv$". Patterns run on RE2
+    (linear time; no backreferences or lookaround)."""
+    fingerprint: Literal["stat", "sha256"] = "stat"
+    """How a planned file is recognised as unchanged when a worker reads it: "stat" (size
+    and mtime in nanoseconds, free) or "sha256" (also a hash of its content: planning
+    reads every input file once more, and each worker reads its files twice; catches a
+    same-size change whose mtime was restored). A changed file is quarantined."""
 
     @field_validator("max_file_bytes", mode="before")
     @classmethod
@@ -108,13 +114,29 @@ class SourceSection(_Section):
         if value in ("parent_dir", "none"):
             return value
         try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"expected parent_dir, none or a regular expression ({exc})") from None
+            compiled = compile_group_by(value)
+        except ValueError as exc:
+            raise ValueError(f"expected parent_dir, none or a regular expression RE2 accepts"
+                             f" ({exc})") from None
         if not compiled.groupindex:
             raise ValueError("expected parent_dir, none or a regular expression with a named "
                              "group such as (?P<source>...)")
         return value
+
+
+def compile_group_by(pattern: str) -> Any:
+    """`pattern` compiled by RE2 (a linear-time engine: a group_by such as `(a+)+b` on a
+    long path cannot stall planning); ValueError with RE2's reason if it refuses it."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        raise ValueError(reason.decode(errors="replace") if isinstance(reason, bytes)
+                         else str(reason)) from None
 
 
 class TransformSection(_Section):

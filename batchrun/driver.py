@@ -156,7 +156,7 @@ class Scheduler:
             attempt = self.attempts.get(batch.batch_id, 0) + 1
             self.attempts[batch.batch_id] = attempt
             task = BatchTask(batch_id=batch.batch_id, files=batch.files, seq=batch.seq,
-                             attempt=attempt)
+                             attempt=attempt, expected=batch.expected)
             if not self._queue_of(worker):
                 self.head_since[worker] = time.monotonic()
             self.flights[self.actors[worker].process.remote(task)] = _Flight(task, worker, batch)

@@ -24,6 +24,7 @@ from batchrun.config import ColumnSpec, JobConfig
 from batchrun.driver import Limits, ProgressCallback, ScheduleOutcome, Scheduler
 from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
 from batchrun.faults import Faults, load_faults
+from batchrun.plan import replan_recoverable
 from batchrun.ray_session import RayReady, connect_ray
 from batchrun.redact import redact, redact_message
 from batchrun.staging import check_committed_files, publish_staging_db, remove_orphans
@@ -52,14 +53,31 @@ class RunOutcome:
 def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
                    columns: dict[str, ColumnSpec], stop: StopToken | None,
                    on_progress: ProgressCallback | None, repair: bool = False) -> RunOutcome:
-    """Resume a run: repair it first when asked (a succeeded run too), reconcile, execute."""
-    repaired = repair_run(catalog, record) if repair else None
-    if repaired is not None and repaired.ok and record.state is RunState.SUCCEEDED:
-        return RunOutcome(record.run_id, record.state, resumed=True, already_done=True,
-                          repaired=repaired)
-    reconcile(catalog, record)
+    """Resume a run: repair it first when asked (a succeeded run too), reconcile, plan
+    again the quarantined files that may have recovered, execute."""
+    sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
+    try:
+        repaired = repair_run(catalog, record) if repair else None
+        if repaired is not None and repaired.ok and record.state is RunState.SUCCEEDED:
+            return RunOutcome(record.run_id, record.state, resumed=True, already_done=True,
+                              repaired=repaired)
+        reconcile(catalog, record)
+        _replan_recoverable(catalog, record, config)
+    finally:
+        logs.close_run_log(sink)
     outcome = execute_run(catalog, record, config, columns, stop, on_progress, resumed=True)
     return replace(outcome, repaired=repaired)
+
+
+def _replan_recoverable(catalog: Catalog, record: RunRecord, config: JobConfig) -> None:
+    """Quarantined files whose failure may have gone away (missing, denied, I/O, changed)
+    go into new batches of the run; the run log says which (see plan.replan_recoverable)."""
+    notes = replan_recoverable(catalog, record.run_id, config)
+    log = logger.bind(run_id=record.run_id)
+    for note in notes:
+        log.warning(note)
+    if notes:
+        log.info("resume: {} quarantined file(s) looked at again", len(notes))
 
 
 def repair_run(catalog: Catalog, record: RunRecord) -> VerifyReport:
@@ -137,10 +155,15 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
 
 
 def _pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
-    paths = catalog.paths_by_batch(run_id, BatchState.PENDING)
-    return [QueuedBatch(seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "",
-                        bytes=b["bytes"], files=tuple(paths.get(b["batch_id"], ())))
-            for b in catalog.batches(run_id, BatchState.PENDING)]
+    """The pending batches, each with its files' planned fingerprints."""
+    planned = catalog.fingerprints_by_batch(run_id, BatchState.PENDING)
+    queued = []
+    for b in catalog.batches(run_id, BatchState.PENDING):
+        files = planned.get(b["batch_id"], [])
+        queued.append(QueuedBatch(
+            seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "", bytes=b["bytes"],
+            files=tuple(path for path, _ in files), expected=tuple(f for _, f in files)))
+    return queued
 
 
 def _record_abort(catalog: Catalog, run_id: str, exc: BaseException) -> None:

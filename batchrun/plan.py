@@ -1,45 +1,76 @@
 """Planning: expand the source globs, fingerprint each file, cut batches.
 
 The plan is pure: the same files (paths, sizes, mtimes) and the same batch limits give
-the same batches with the same ids, whatever the machine or the order of the globs.
+the same batches with the same ids, whatever the machine. A file reached by several
+paths is planned once, under the first spelling (see `expand_sources`).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from itertools import groupby
-from pathlib import Path
+from typing import Any
 
-from batchrun.catalog import PlannedBatch, PlannedFile
-from batchrun.config import Job
+from batchrun.catalog import Catalog, PlannedBatch, PlannedFile
+from batchrun.config import Job, JobConfig, compile_group_by
 from batchrun.errors import ConfigError
+from batchrun.identity import Fingerprint, content_hash, difference, may_recover
+from batchrun.walk import matching_files
 
 
 def expand_sources(job: Job) -> list[PlannedFile]:
-    """Every file matched by `source.paths`, sorted, each with its size, mtime and source."""
-    matched: set[str] = set()
-    for pattern in job.config.source.paths:
-        absolute = pattern if os.path.isabs(pattern) else str(job.base_dir / pattern)
-        matched.update(p for p in glob.glob(absolute, recursive=True) if os.path.isfile(p))
-    if not matched:
+    """Every file matched by `source.paths`, sorted, each with its fingerprint and source.
+
+    A file is planned once however many paths reach it (symlinks, a `latest` link, two
+    spellings of one glob): it is known by (st_dev, st_ino), and named by its first
+    spelling, taking the patterns in the job's order and each pattern's matches sorted."""
+    found = _distinct_files(job)
+    if not found:
         patterns = ", ".join(job.config.source.paths)
         raise ConfigError(str(job.path), "source.paths",
                           f"no files match {patterns} (relative to {job.base_dir})")
     source_of = source_function(job.config.source.group_by, str(job.path))
-    return [_fingerprint(path, source_of) for path in sorted(matched)]
+    content = job.config.source.fingerprint == "sha256"
+    return [_planned(path, stat, source_of, content) for path, stat in sorted(found.items())]
+
+
+def _distinct_files(job: Job) -> dict[str, os.stat_result]:
+    """name → stat of each distinct file the patterns match (see `expand_sources`)."""
+    names: dict[tuple[int, int], str] = {}
+    found: dict[str, os.stat_result] = {}
+    for pattern in job.config.source.paths:
+        absolute = pattern if os.path.isabs(pattern) else str(job.base_dir / pattern)
+        for path, stat in matching_files(absolute):
+            identity = (stat.st_dev, stat.st_ino)
+            if identity not in names:
+                names[identity] = _name(path, stat)
+                found[names[identity]] = stat
+    return found
+
+
+def _name(path: str, stat: os.stat_result) -> str:
+    """The absolute, normalized spelling of `path`; its real path if normalizing a ".."
+    lands on another file (a ".." after a symlinked folder)."""
+    name = os.path.abspath(path)
+    if ".." in path.split(os.sep):
+        try:
+            same = os.path.samestat(os.stat(name), stat)
+        except OSError:
+            same = False
+        if not same:
+            return os.path.realpath(path)
+    return name
 
 
 def source_function(group_by: str, where: str) -> Callable[[str], str]:
-    """path → source name, per `[source] group_by`."""
+    """path → source name, per `[source] group_by` (a pattern runs on RE2: linear time)."""
     if group_by == "parent_dir":
-        return lambda path: Path(path).parent.name
+        return lambda path: os.path.basename(os.path.dirname(path))  # Path(): 10x slower
     if group_by == "none":
         return lambda path: "all"
-    pattern = re.compile(group_by)
+    pattern = compile_group_by(group_by)
     group = next(iter(pattern.groupindex))
 
     def by_pattern(path: str) -> str:
@@ -47,31 +78,38 @@ def source_function(group_by: str, where: str) -> Callable[[str], str]:
         if not match or match.group(group) is None:
             raise ConfigError(where, "source.group_by",
                               f"pattern {group_by!r} does not match {path}")
-        return match.group(group)
+        return str(match.group(group))
 
     return by_pattern
 
 
-def _fingerprint(path: str, source_of: Callable[[str], str]) -> PlannedFile:
+def _planned(path: str, stat: os.stat_result, source_of: Callable[[str], str],
+             content: bool) -> PlannedFile:
+    return PlannedFile(path=path, size=stat.st_size, mtime=stat.st_mtime,
+                       source=source_of(path), mtime_ns=stat.st_mtime_ns,
+                       sha256=content_hash(path) if content else None,
+                       expanded=_gzip_estimate(path) if path.endswith(".gz") else None)
+
+
+def _gzip_estimate(path: str) -> int:
     from batchrun.read import gzip_size_estimate  # Arrow stays out of light commands
 
-    stat = os.stat(path)
-    absolute = os.path.abspath(path)
-    return PlannedFile(path=absolute, size=stat.st_size, mtime=stat.st_mtime,
-                       source=source_of(absolute), expanded=gzip_size_estimate(path))
+    return gzip_size_estimate(path)
 
 
-def cut_batches(files: list[PlannedFile], max_files: int, max_bytes: int) -> list[PlannedBatch]:
+def cut_batches(files: list[PlannedFile], max_files: int, max_bytes: int,
+                first_seq: int = 0) -> list[PlannedBatch]:
     """Group files by source, then close a batch at max_files or max_bytes, whichever first.
 
     A batch never mixes sources, so per-source limits can act on whole batches.
-    A single file larger than max_bytes gets a batch of its own.
+    A single file larger than max_bytes gets a batch of its own. Sequence numbers start
+    at `first_seq` (files planned again on resume follow the run's last batch).
     """
     batches: list[PlannedBatch] = []
     for source, group in groupby(sorted(files, key=lambda f: (f.source, f.path)),
                                  key=lambda f: f.source):
         for chunk in _chunks(list(group), max_files, max_bytes):
-            batches.append(_batch(len(batches), source, chunk))
+            batches.append(_batch(first_seq + len(batches), source, chunk))
     return batches
 
 
@@ -96,3 +134,36 @@ def _batch(seq: int, source: str, files: list[PlannedFile]) -> PlannedBatch:
         digest.update(f"{planned.path}\0{planned.size}\0{planned.mtime}\n".encode())
     return PlannedBatch(batch_id=f"b{seq:05d}-{digest.hexdigest()[:8]}", seq=seq,
                         source=source, files=tuple(files))
+
+
+def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig) -> list[str]:
+    """On resume: plan again, as new batches of the run, the files quarantined for a reason
+    that may have gone away (missing, permission denied, I/O error, changed since
+    planning), with their fingerprints taken now. Committed batches are never redone: a
+    quarantined file staged no row. Returns one line per file, for the run log."""
+    files, warnings, notes = [], {}, []
+    content = config.source.fingerprint == "sha256"
+    for row in catalog.quarantined_files(run_id):
+        if may_recover(row["error"]):
+            planned, note = _replanned(row, content)
+            notes.append(f"{row['path']}: {note}")
+            if planned is not None:
+                files.append(planned)
+                warnings[planned.path] = note
+    batches = cut_batches(files, config.batch.max_files, config.batch.max_bytes,
+                          first_seq=catalog.next_seq(run_id))
+    if batches:
+        catalog.replan_files(run_id, batches, warnings)
+    return notes
+
+
+def _replanned(row: dict[str, Any], content: bool) -> tuple[PlannedFile | None, str]:
+    """A quarantined file (a catalog row) fingerprinted again, and what changed."""
+    source, reason = str(row["source"]), str(row["error"])[:200]
+    try:
+        planned = _planned(row["path"], os.stat(row["path"]), lambda _: source, content)
+    except OSError as exc:
+        return None, f"not re-planned on resume: still {exc.strerror or exc} (quarantined for: {reason})"
+    change = difference(Fingerprint(row["size"], row["mtime_ns"], row["sha256"]),
+                        planned.fingerprint)
+    return planned, f"re-planned on resume: {change or 'unchanged'} (quarantined for: {reason})"

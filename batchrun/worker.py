@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.fastcheck import CleanCheck
 from batchrun.fastread import fast_typed_columns, read_csv_fast_batch
 from batchrun.faults import Faults
+from batchrun.identity import Fingerprint, change_since_planning, check_not_changed_while_read
 from batchrun.plugins import last_line, resolve
 from batchrun.read import LINE, RawFile, read_file, table_as_raw
 from batchrun.validate import FILE, Validated, Validator
@@ -89,6 +90,19 @@ class BatchTask:
     attempt: int = 1
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     """Unique per dispatch, so a retried batch never writes over an earlier attempt."""
+    expected: tuple[Fingerprint, ...] = ()
+    """Each file's fingerprint when planned, in the order of `files` (see identity.py)."""
+
+
+def _unchanged_files(task: BatchTask) -> tuple[BatchTask, list[FileOutcome]]:
+    """The task without the files that changed since planning, and their quarantine."""
+    changed = {path: reason for path, planned in zip(task.files, task.expected)
+               if (reason := change_since_planning(path, planned))}
+    if not changed:
+        return task, []
+    kept = [(p, f) for p, f in zip(task.files, task.expected) if p not in changed]
+    return (replace(task, files=tuple(p for p, _ in kept), expected=tuple(f for _, f in kept)),
+            [FileOutcome(path=path, error=reason) for path, reason in changed.items()])
 
 
 def skip_pandas_probe() -> None:
@@ -157,8 +171,12 @@ class BatchWorker:
         log = logger.bind(run_id=self.spec.run_id, batch_id=task.batch_id)
         faults = self.spec.faults
         faults.maybe_hang(task.seq, task.attempt)
+        task, changed = _unchanged_files(task)
         fast, slow_paths = self._read_fast(task)
         raws, outcomes = self._read_all(slow_paths, task.attempt)
+        for path, planned in zip(task.files, task.expected):
+            check_not_changed_while_read(path, planned)
+        outcomes += changed
         bytes_read = fast.bytes + sum(len(r.text or b"") for r in raws)
         validated, staged = self._validate(raws, task.batch_id, fast)
         paths = sorted([*fast.rows, *(r.path for r in raws)])

@@ -1,0 +1,90 @@
+"""One file, one identity: what a planned file was, and whether it is still that file.
+
+The plan records each file's fingerprint: its size and modification time in nanoseconds
+(`[source] fingerprint = "stat"`, the default), plus a SHA-256 of its content when the
+job asks for `fingerprint = "sha256"`. A worker compares the file with its fingerprint
+before reading it (a changed file is quarantined, never staged silently) and stats it
+again after reading (a file that changed meanwhile fails the attempt, which is retried).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from batchrun.errors import TransientSourceError
+
+CHANGED = "changed since planning"
+RECOVERABLE_REASONS = ("file not found", "permission denied", "I/O error", CHANGED)
+"""Quarantine reasons that may have gone away by the next `resume` (the file restored,
+its permissions fixed, the disk back, a new version written): resume plans such files
+again. Reasons about the content itself (parse errors, rejects, headers) are final."""
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    size: int
+    mtime_ns: int | None = None
+    """None in catalogs written before mtime_ns was recorded: only the size is compared."""
+    sha256: str | None = None
+
+
+def fingerprint(path: str, stat: os.stat_result | None = None,
+                content: bool = False) -> Fingerprint:
+    """The fingerprint of the file at `path` (`stat`: its os.stat, when already known)."""
+    stat = stat or os.stat(path)
+    return Fingerprint(size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                       sha256=content_hash(path) if content else None)
+
+
+def content_hash(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def difference(planned: Fingerprint, now: Fingerprint) -> str | None:
+    """What changed between two fingerprints, in words; None if nothing did. A hash is
+    compared only when both have one."""
+    if planned.size != now.size:
+        return f"size {planned.size} → {now.size} bytes"
+    if planned.mtime_ns is not None and planned.mtime_ns != now.mtime_ns:
+        return "mtime changed"
+    if planned.sha256 is not None and now.sha256 is not None and planned.sha256 != now.sha256:
+        return "content changed (sha256)"
+    return None
+
+
+def change_since_planning(path: str, planned: Fingerprint) -> str | None:
+    """Why the file is no longer the planned one, or None. A file that cannot be stat'ed
+    is left to the reader, which names the problem (not found, permission denied)."""
+    try:
+        now = fingerprint(path)
+        change = difference(planned, now)
+        if change is None and planned.sha256 is not None:
+            change = difference(planned, Fingerprint(now.size, now.mtime_ns, content_hash(path)))
+    except OSError:
+        return None
+    return f"{CHANGED}: {change}" if change else None
+
+
+def check_not_changed_while_read(path: str, planned: Fingerprint) -> None:
+    """After reading: a size or mtime that moved means the bytes read may be torn, so the
+    attempt fails with a transient error (the retry finds the file changed since planning)."""
+    try:
+        now = fingerprint(path)
+    except OSError:
+        return  # gone or unreadable: the reader has said so, or read it before it went
+    change = difference(Fingerprint(planned.size, planned.mtime_ns), now)
+    if change:
+        raise TransientSourceError(path, f"changed while being read: {change}")
+
+
+def may_recover(reason: str | None) -> bool:
+    """Whether a file quarantined for `reason` is worth planning again on resume."""
+    return bool(reason) and reason.startswith(RECOVERABLE_REASONS)  # type: ignore[union-attr]

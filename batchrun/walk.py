@@ -1,0 +1,120 @@
+"""Glob patterns over a file tree with symlinks, without walking a loop forever.
+
+`glob.glob(..., recursive=True)` follows symlinked directories under `**` and has no
+memory of where it has been: a `latest -> 2024-11-30` link lists every file twice, and a
+loop (`sub/up -> ..`) is walked until the path is too long to resolve. `matching_files`
+keeps glob's matching rules (`*`, `?`, `[...]` within one name; `**` alone as a name for
+zero or more folders; names starting with "." only matched by a pattern that starts with
+"."; symlinks followed), but a `**` walk enters each real folder (st_dev, st_ino) once,
+and only regular files are returned: dangling links, FIFOs, sockets and devices are not.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import stat as stat_mode
+from collections.abc import Callable, Iterator
+
+_MAGIC = re.compile(r"[*?[]")
+
+Found = tuple[str, os.stat_result]
+"""A matching path, as spelled by the walk, and its stat (symlinks followed)."""
+
+
+def matching_files(pattern: str) -> list[Found]:
+    """The regular files an absolute `pattern` matches, sorted by path."""
+    parts = pattern.split(os.sep)
+    first_magic = next((i for i, p in enumerate(parts) if _MAGIC.search(p)), len(parts))
+    if first_magic == len(parts):
+        found = _regular(pattern)
+        return [(pattern, found)] if found else []
+    root = os.sep.join(parts[:first_magic]) or os.sep
+    return sorted(_match(root, parts[first_magic:]), key=lambda item: item[0])
+
+
+def _match(folder: str, parts: list[str]) -> Iterator[Found]:
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        for inner in _folders_below(folder):
+            yield from (_match(inner, rest) if rest else _files_in(inner, _not_hidden))
+    elif _MAGIC.search(part):
+        accepts = _name_matcher(part)
+        if rest:
+            for entry in _entries(folder, accepts):
+                if _is_dir(entry):
+                    yield from _match(entry.path, rest)
+        else:
+            yield from _files_in(folder, accepts)
+    else:
+        path = os.path.join(folder, part)
+        if rest:
+            if os.path.isdir(path):
+                yield from _match(path, rest)
+        elif (found := _regular(path)) is not None:
+            yield path, found
+
+
+def _folders_below(top: str) -> Iterator[str]:
+    """`top` and every folder under it, depth first in name order, following symlinks,
+    each real folder once (a folder reached again through a link or a loop is skipped)."""
+    seen: set[tuple[int, int]] = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            found = os.stat(folder)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) in seen:
+            continue
+        seen.add((found.st_dev, found.st_ino))
+        yield folder
+        inner = [e.path for e in _entries(folder, _not_hidden) if _is_dir(e)]
+        stack.extend(reversed(inner))
+
+
+def _files_in(folder: str, accepts: Callable[[str], bool]) -> Iterator[Found]:
+    for entry in _entries(folder, accepts):
+        try:
+            found = entry.stat()
+        except OSError:
+            continue  # a dangling symlink, or gone since the listing
+        if stat_mode.S_ISREG(found.st_mode):
+            yield entry.path, found
+
+
+def _entries(folder: str, accepts: Callable[[str], bool]) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as listing:
+            return sorted((e for e in listing if accepts(e.name)), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def _name_matcher(part: str) -> Callable[[str], bool]:
+    """glob's rule for one name: fnmatch, and no hidden names unless the part is hidden."""
+    match = re.compile(fnmatch.translate(part)).match
+    if part.startswith("."):
+        return lambda name: match(name) is not None
+    return lambda name: not name.startswith(".") and match(name) is not None
+
+
+def _not_hidden(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _regular(path: str) -> os.stat_result | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found if stat_mode.S_ISREG(found.st_mode) else None
