@@ -14,9 +14,11 @@ import re
 
 MASK = "***"
 
-_USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*:)(?P<secret>[^\s/?#'\"<>]*)@")
-"""scheme://user:PASSWORD@ — the password up to the last '@' of the authority."""
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>\S*)@")
+"""scheme://USERINFO@: up to the last '@' of the whitespace-free token, so a user name with
+an '@' (alice@corp.com) or a password with '/', '#', '?' or quotes is covered. Everything
+after the first ':' of it is the password. This may mask more than a password (a port
+when a later '@' sits in the path), never less."""
 
 SECRET_KEYS = ("token", "secret", "key", "password", "passwd", "pwd", "sig", "signature",
                "credential", "auth")
@@ -24,15 +26,20 @@ SECRET_KEYS = ("token", "secret", "key", "password", "passwd", "pwd", "sig", "si
 (access_token, api_key, X-Amz-Signature, X-Amz-Credential, sig, ...)."""
 
 _QUERY = re.compile(
-    r"(?P<head>[?&;](?P<name>[^\s=&;#?'\"<>]*)=)(?P<secret>[^\s&;#'\"<>]*)")
+    r"(?P<head>[?&;](?P<name>[^\s=&;#?'\"<>]*)=(?P<quote>['\"]?))(?P<secret>[^\s&;#'\"<>]*)")
 
 
 def redact(text: str) -> str:
     """`text` with URI passwords and secret query-string values replaced by `MASK`."""
     if "://" not in text and "=" not in text:
         return text
-    text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", text)
+    text = _USERINFO.sub(_masked_userinfo, text)
     return _QUERY.sub(_masked_parameter, text)
+
+
+def _masked_userinfo(match: re.Match[str]) -> str:
+    user, colon, _ = match["info"].partition(":")
+    return f"{match['head']}{user}:{MASK}@" if colon else match[0]
 
 
 def _masked_parameter(match: re.Match[str]) -> str:

@@ -193,8 +193,6 @@ def test_a_flipped_latest_link_is_not_staged_twice_after_resume(tmp_path: Path) 
     assert count == distinct, f"{count} rows staged for {distinct} distinct ids"
 
 
-@pytest.mark.xfail(strict=True, reason="credentials are not masked when the user name holds "
-                   "an '@' or the password a '/': printed on stderr and stored in the catalog")
 def test_a_password_with_an_at_sign_user_or_a_slash_is_never_printed_or_stored(
         tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
