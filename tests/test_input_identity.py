@@ -201,11 +201,12 @@ class TestOneIdentityRuns:
 
     def test_a_file_changing_while_it_is_read_is_retried_then_quarantined(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        (tmp_path / "steps.py").write_text(GROWING_READER)
+        # a module name no other test uses: the tests share one process and its sys.modules
+        (tmp_path / "growing_reader.py").write_text(GROWING_READER)
         write_csv(tmp_path / "in" / "a.csv", range(5))
         grows = write_csv(tmp_path / "in" / "grows.csv", range(5, 8))
         size = grows.stat().st_size
-        job = write_job(tmp_path, "in/*.csv", source='reader = "steps:read_and_grow"')
+        job = write_job(tmp_path, "in/*.csv", source='reader = "growing_reader:read_and_grow"')
         code, _ = run(job, tmp_path / "state", capsys)
         assert code == EXIT_PARTIAL
         detail = status(tmp_path / "state", capsys)
