@@ -30,6 +30,9 @@ SAMPLE_BYTES = 4 * 2**20
 """Decompressed bytes read from the head of each sampled file."""
 _REASON_CHARS = 160
 _INTEGER = r"^[+-]?[0-9]+$"
+_LEADING_ZERO = r"^[+-]?0[0-9]"
+"""A number with a leading zero ("08123": a zip code, an account number) keeps its text:
+its column is a string, never 8123."""
 _GUESSES: tuple[tuple[str, pa.DataType], ...] = (
     ("float64", pa.float64()), ("bool", pa.bool_()), ("date", pa.date32()),
     ("timestamp", pa.timestamp("us")))
@@ -138,6 +141,8 @@ def _guess(column: pa.ChunkedArray) -> str | None:
     values = column.filter(pc.greater(pc.binary_length(column), 0))
     if len(values) == 0:
         return None
+    if pc.any(pc.match_substring_regex(values, _LEADING_ZERO)).as_py():
+        return "string"
     if pc.all(pc.match_substring_regex(values, _INTEGER)).as_py():
         try:
             values.cast(pa.int64())
