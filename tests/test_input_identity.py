@@ -7,10 +7,14 @@ import glob
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batchrun.catalog import Catalog
@@ -18,6 +22,7 @@ from batchrun.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, invoke
 from batchrun.config import load_job
 from batchrun.faults import FAULTS_ENV
 from batchrun.plan import cut_batches, expand_sources
+from batchrun.staging import query_connection
 from batchrun.walk import matching_files
 
 from .conftest import assert_exactly_once, kill_group, parse_json, spawn_cli
@@ -311,3 +316,81 @@ class TestChangedInputOnResume:
 
 def _latest(state: Path) -> str:
     return Catalog(state).latest_run_id()
+
+
+# -- round 2: own output, flipped links, NUL bytes (found by the adversarial pass) ----------
+
+SUBPROCESS_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+ID_V_SCHEMA = '[schema.columns]\nid = { type = "int64" }\nv = { type = "string" }\n'
+
+
+def cli_process(*args: str | Path, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    """One real `batchrun` command in a subprocess; stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "batchrun", *map(str, args)],
+                          env={**SUBPROCESS_ENV, **(env or {})}, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def job_file(folder: Path, body: str) -> Path:
+    job = folder / "job.toml"
+    job.write_text(body)
+    return job
+
+
+def table_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` over the latest run's staging views (the same views `query` builds)."""
+    catalog = Catalog(state)
+    try:
+        record = catalog.run(catalog.latest_run_id())
+        db = query_connection(record.table, record.schema or {}, catalog.committed(record.run_id))
+        return [tuple(row) for row in db.execute(sql).fetchall()]
+    finally:
+        catalog.close()
+
+
+def test_a_run_never_reads_its_own_staging_dir_as_input(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 3], "v": ["a", "b", "c"]}), tmp_path / "data" / "x.parquet")
+    job = job_file(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
+                   'paths = ["data/**/*.parquet"]\nformat = "parquet"\n'
+                   '[staging]\ndir = "data/staging"\n[validation]\n'
+                   'on_unknown_columns = "ignore"\n' + ID_V_SCHEMA)
+    state = tmp_path / "state"
+    for _ in range(2):
+        done = cli_process("run", job, "--state-dir", state, "--no-progress")
+        assert done.returncode == 0, done.stderr
+    assert table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(3, 3)]
+
+
+def test_a_flipped_latest_link_is_not_staged_twice_after_resume(tmp_path: Path) -> None:
+    days = {"2024-11-30": "1,a\n2,b\n", "2024-12-01": "3,c\n4,d\n5,e\n"}
+    for day, rows in days.items():
+        (tmp_path / "in" / day).mkdir(parents=True)
+        (tmp_path / "in" / day / "a.csv").write_text("id,v\n" + rows)
+    (tmp_path / "in" / "latest").symlink_to("2024-11-30")
+    job = job_file(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
+                   'paths = ["in/latest/*.csv", "in/2024-*/*.csv"]\n'
+                   '[execution]\nmode = "sequential"\n' + ID_V_SCHEMA)
+    state = tmp_path / "state"
+    cli_process("run", job, "--state-dir", state, "--no-progress",
+                env={"BATCHRUN_FAULTS": 'kill_driver = "after_commit", kill_driver_after = 1'})
+    (tmp_path / "in" / "latest").unlink()
+    (tmp_path / "in" / "latest").symlink_to("2024-12-01")  # the nightly feed moves on
+    for _ in range(2):  # the README: resume, restore or wait, resume once more
+        cli_process("resume", "--state-dir", state, "--no-progress")
+    count, distinct = table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t")[0]
+    assert count == distinct, f"{count} rows staged for {distinct} distinct ids"
+    print(table_rows(state, "SELECT id, _file FROM t ORDER BY id"))
+    print(cli_process("status", "--state-dir", state).stdout)
+
+
+def test_a_nul_byte_in_a_source_path_is_a_job_file_error(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,v\n1,a\n")
+    job = job_file(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
+                   'paths = ["in/a.csv\\u0000x"]\n' + ID_V_SCHEMA)
+    done = cli_process("run", job, "--state-dir", tmp_path / "state", "--no-progress")
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "source.paths" in done.stderr
