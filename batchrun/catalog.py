@@ -434,8 +434,9 @@ class Catalog:
 
     def replan_files(self, run_id: str, batches: list[PlannedBatch],
                      warnings: dict[str, str]) -> None:
-        """Move files (already in the run) into new pending batches with their new
-        fingerprints, in one transaction; their earlier batches stay committed."""
+        """Move files into new pending batches with their new fingerprints, in one
+        transaction; their earlier batches stay committed. A path the run lacks (a file
+        found again under another spelling) is added."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO batches (run_id, batch_id, seq, source, state, n_files, bytes)"
@@ -443,11 +444,15 @@ class Catalog:
                 [(run_id, b.batch_id, b.seq, b.source, BatchState.PENDING.value,
                   len(b.files), b.bytes) for b in batches])
             db.executemany(
-                "UPDATE files SET batch_id=?, size=?, mtime=?, mtime_ns=?, sha256=?, dev=?,"
-                " ino=?, state=?, rows_staged=NULL, rows_rejected=NULL, error=NULL, warning=?"
-                " WHERE run_id=? AND path=?",
-                [(b.batch_id, f.size, f.mtime, f.mtime_ns, f.sha256, sql_int(f.dev),
-                  sql_int(f.ino), FileState.PENDING.value, warnings.get(f.path), run_id, f.path)
+                "INSERT INTO files (run_id, path, batch_id, source, size, mtime, mtime_ns,"
+                " sha256, dev, ino, state, warning) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (run_id, path) DO UPDATE SET batch_id=excluded.batch_id,"
+                " size=excluded.size, mtime=excluded.mtime, mtime_ns=excluded.mtime_ns,"
+                " sha256=excluded.sha256, dev=excluded.dev, ino=excluded.ino,"
+                " state=excluded.state, rows_staged=NULL, rows_rejected=NULL, error=NULL,"
+                " warning=excluded.warning",
+                [(run_id, f.path, b.batch_id, f.source, f.size, f.mtime, f.mtime_ns, f.sha256,
+                  sql_int(f.dev), sql_int(f.ino), FileState.PENDING.value, warnings.get(f.path))
                  for b in batches for f in b.files])
 
     def identities(self, run_id: str) -> list[tuple[str, str, tuple[int, int] | None]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,10 @@ def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]
     A file whose real path lies in the job's staging dir or in `state_dir` is never
     planned: a run must not read its own output (or catalog) as input."""
     own = OwnDirs([job.staging_dir, *([state_dir] if state_dir else [])])
-    found = _distinct_files(job, own)
+    found = _distinct_files(job.config.source.paths, job.base_dir, own)
     if not found:
         patterns = ", ".join(job.config.source.paths)
-        skipped = f"; {own.skipped} in the staging or state dir skipped" if own.skipped else ""
+        skipped = f"; {own.skipped} match(es) in its staging or state dir skipped" if own.skipped else ""
         raise ConfigError(str(job.path), "source.paths",
                           f"no files match {patterns} (relative to {job.base_dir}{skipped})")
     source_of = source_function(job.config.source.group_by, str(job.path))
@@ -68,12 +69,13 @@ class OwnDirs:
                    for root in self.roots)
 
 
-def _distinct_files(job: Job, own: OwnDirs) -> dict[str, os.stat_result]:
+def _distinct_files(patterns: list[str], base_dir: Path, own: OwnDirs
+                    ) -> dict[str, os.stat_result]:
     """name → stat of each distinct file the patterns match (see `expand_sources`)."""
     names: dict[tuple[int, int], str] = {}
     found: dict[str, os.stat_result] = {}
-    for pattern in job.config.source.paths:
-        absolute = pattern if os.path.isabs(pattern) else str(job.base_dir / pattern)
+    for pattern in patterns:
+        absolute = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
         for path, stat in matching_files(absolute):
             identity = (stat.st_dev, stat.st_ino)
             if identity not in names and not own.holds(path):
@@ -169,44 +171,105 @@ def _batch(seq: int, source: str, files: list[PlannedFile]) -> PlannedBatch:
                         source=source, files=tuple(files))
 
 
-def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig) -> list[str]:
+def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig,
+                       reach: Reach | None = None) -> list[str]:
     """On resume: plan again, as new batches of the run, the files quarantined for a reason
     that may have gone away (missing, permission denied, I/O error, changed since
     planning), with their fingerprints taken now. Committed batches are never redone: a
-    quarantined file staged no row. A path that now reaches a file the run already has
-    under another path (a `latest` link flipped to another planned day) is not planned
-    again: it stays quarantined, saying which. Returns one line per file, for the run log."""
-    files, warnings, notes, refused = [], {}, [], {}
+    quarantined file staged no row.
+
+    One file, one identity, across the resume: a path that now reaches a file the run
+    already has under another path (a `latest` link flipped to another planned day) is
+    not planned again; it stays quarantined, saying which. And a file that a path reached
+    when planned, no longer reached by it, is planned under another spelling the source
+    globs match now (`reach`), if the run has it under none. Returns one line per file,
+    for the run log."""
     content = config.source.fingerprint == "sha256"
     rows = [row for row in catalog.quarantined_files(run_id) if may_recover(row["error"])]
     again = {row["path"] for row in rows}
-    owners = {key: path for path, _, key in catalog.identities(run_id)
-              if key is not None and path not in again}
+    known = catalog.identities(run_id)
+    owners = {key: path for path, _, key in known if key is not None and path not in again}
+    replan = _Replan(in_run={path for path, _, _ in known})
     for row in rows:
-        planned, note = _replanned(row, content)
+        replan.look_at(row, _replanned(row, content), owners)
+    if reach and replan.lost:
+        replan.find_lost(reach, owners, source_function(config.source.group_by, "the run"),
+                         content)
+    _record_replan(catalog, run_id, config, replan)
+    return replan.notes
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where the job's source globs are matched again on resume: the job file's folder,
+    and the run's own folders (staging, state), which are never input."""
+
+    patterns: tuple[str, ...]
+    base_dir: Path
+    own_dirs: tuple[Path, ...]
+
+
+@dataclass
+class _Replan:
+    """What a resume plans again (`files`, with a `warnings` line each), leaves quarantined
+    with a new reason (`refused`), and the planned identities no path reaches now (`lost`:
+    identity → the path that reached it)."""
+
+    in_run: set[str]
+    """Every path of the run: one is never planned twice."""
+    files: list[PlannedFile] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    lost: dict[tuple[int, int], str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def look_at(self, row: dict[str, Any], replanned: tuple[PlannedFile | None, str],
+                owners: dict[tuple[int, int], str]) -> None:
+        planned, note = replanned
+        was = stored_fingerprint(row).identity
         identity = planned.fingerprint.identity if planned else None
+        if was is not None and identity != was:
+            self.lost[was] = row["path"]
         owner = owners.get(identity) if identity else None
         if planned is not None and owner not in (None, planned.path):
-            refused[row["path"]] = f"{CHANGED}: is now the same file as {owner}, already in this run"
-            note, planned = f"not re-planned on resume: {refused[row['path']]}", None
-        notes.append(f"{row['path']}: {note}")
+            self.refused[row["path"]] = (f"{CHANGED}: is now the same file as {owner},"
+                                         " already in this run")
+            note, planned = f"not re-planned on resume: {self.refused[row['path']]}", None
+        self.notes.append(f"{row['path']}: {note}")
         if planned is not None:
             if identity:
                 owners.setdefault(identity, planned.path)
-            files.append(planned)
-            warnings[planned.path] = note
-    _record_replan(catalog, run_id, config, files, warnings, refused)
-    return notes
+            self.add(planned, note)
+
+    def add(self, planned: PlannedFile, note: str) -> None:
+        self.files.append(planned)
+        self.warnings[planned.path] = note
+
+    def find_lost(self, reach: Reach, owners: dict[tuple[int, int], str],
+                  source_of: Callable[[str], str], content: bool) -> None:
+        """Plan each lost identity that the globs reach now under a path the run lacks."""
+        lost = {key: path for key, path in self.lost.items() if key not in owners}
+        if not lost:
+            return
+        own = OwnDirs(list(reach.own_dirs))
+        for name, stat in _distinct_files(list(reach.patterns), reach.base_dir, own).items():
+            was = lost.get((stat.st_dev, stat.st_ino))
+            if was is not None and (stat.st_dev, stat.st_ino) not in owners \
+                    and name not in self.in_run:
+                note = (f"planned on resume in place of {was}, which reached this file when"
+                        f" planned (inode {stat.st_ino}) and no longer does")
+                self.notes.append(f"{name}: {note}")
+                owners[(stat.st_dev, stat.st_ino)] = name
+                self.add(_planned(name, stat, source_of, content), note)
 
 
-def _record_replan(catalog: Catalog, run_id: str, config: JobConfig, files: list[PlannedFile],
-                   warnings: dict[str, str], refused: dict[str, str]) -> None:
-    batches = cut_batches(files, config.batch.max_files, config.batch.max_bytes,
+def _record_replan(catalog: Catalog, run_id: str, config: JobConfig, replan: _Replan) -> None:
+    batches = cut_batches(replan.files, config.batch.max_files, config.batch.max_bytes,
                           first_seq=catalog.next_seq(run_id))
     if batches:
-        catalog.replan_files(run_id, batches, warnings)
-    if refused:
-        catalog.set_file_errors(run_id, refused)
+        catalog.replan_files(run_id, batches, replan.warnings)
+    if replan.refused:
+        catalog.set_file_errors(run_id, replan.refused)
 
 
 def _replanned(row: dict[str, Any], content: bool) -> tuple[PlannedFile | None, str]:

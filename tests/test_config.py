@@ -211,3 +211,30 @@ def test_resume_refuses_a_schema_override_spelled_by_its_field_name(tmp_path: Pa
     assert resumed.returncode == 2, resumed.stderr
     assert _cli_process("resume", "--state-dir", state, "--no-progress").returncode == 0
     assert _table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(4, 4)]
+
+
+def test_a_set_of_schema_spelled_by_its_field_name_sets_the_schema(tmp_path: Path) -> None:
+    job = write(tmp_path, MINIMAL + '[schema.columns]\nid = { type = "int64" }\n')
+    loaded = load_job(job, {"schema_.columns.id.type": "string"})
+    assert loaded.config.schema_ is not None
+    assert loaded.config.schema_.columns["id"].type == "string"
+
+
+def test_a_schema_given_under_both_spellings_names_both(tmp_path: Path) -> None:
+    job = write(tmp_path, MINIMAL + '[schema.columns]\nid = { type = "int64" }\n'
+                '[schema_.columns]\nid = { type = "string" }\n')
+    with pytest.raises(ConfigError, match="schema_: the same section as schema: give it once"):
+        load_job(job)
+
+
+def test_resume_compares_what_is_staged_not_how_the_key_is_spelled() -> None:
+    from batchrun.runner import refuse_staged_difference
+
+    stored = validate_config({"job": {"name": "j", "table": "t"},
+                              "source": {"paths": ["*.csv"]}}, "stored")
+    same = validate_config({**stored.model_dump(by_alias=True), "execution": {"workers": 8}}, "x")
+    refuse_staged_difference("r1", stored, same)  # execution may change
+    changed = validate_config({**stored.model_dump(by_alias=True),
+                               "schema": {"columns": {"id": {"type": "int64"}}}}, "x")
+    with pytest.raises(ConfigError, match="schema: cannot change on resume"):
+        refuse_staged_difference("r1", stored, changed)

@@ -20,6 +20,7 @@ import pytest
 from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, invoke
 from batchrun.config import load_job
+from batchrun.errors import ConfigError
 from batchrun.faults import FAULTS_ENV
 from batchrun.plan import cut_batches, expand_sources
 from batchrun.staging import query_connection
@@ -136,6 +137,22 @@ def test_the_same_files_plan_the_same_batch_ids_whatever_the_spellings(tmp_path:
     doubled = load_job(write_job(tmp_path, "in/*/*.csv", f"{tmp_path}/in/./*/*.csv",
                                  "in/**/*.csv"))
     assert [b.batch_id for b in cut_batches(expand_sources(doubled), 2, 1 << 30)] == first
+
+
+def test_planning_skips_files_in_the_staging_and_state_dirs_however_reached(
+        tmp_path: Path) -> None:
+    write_csv(tmp_path / "data" / "x.csv", range(2))
+    output = write_csv(tmp_path / "data" / "staging" / "items" / "part-0" / "y.csv", range(2))
+    write_csv(tmp_path / "data" / "state" / "z.csv", range(2))
+    (tmp_path / "data" / "link.csv").symlink_to(output)
+    job = write_job(tmp_path, "data/**/*.csv").read_text().replace('dir = "staging"',
+                                                                  'dir = "data/staging"')
+    (tmp_path / "job.toml").write_text(job)
+    found = expand_sources(load_job(tmp_path / "job.toml"), tmp_path / "data" / "state")
+    assert [f.path for f in found] == [str(tmp_path / "data" / "x.csv")]
+    (tmp_path / "data" / "x.csv").unlink()
+    with pytest.raises(ConfigError, match=r"3 match\(es\) in its staging or state dir skipped"):
+        expand_sources(load_job(tmp_path / "job.toml"), tmp_path / "data" / "state")
 
 
 def test_a_backtracking_group_by_pattern_plans_in_linear_time(tmp_path: Path) -> None:
@@ -279,6 +296,43 @@ class TestChangedInputOnResume:
         assert resume(state) == EXIT_OK
         assert_exactly_once(state, 20, key="id")
 
+    def test_a_file_renamed_over_with_its_size_and_mtime_restored_is_caught_by_its_inode(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        state = tmp_path / "state"
+        write_csv(tmp_path / "in" / "a.csv", range(10))
+        replaced = write_csv(tmp_path / "in" / "b.csv", range(10, 20))
+        plan_then_die(write_job(tmp_path, "in/*.csv"), state)
+        before = replaced.stat()
+        fresh = tmp_path / "b.csv.new"
+        fresh.write_text(replaced.read_text().replace("name0015", "NAME0015"))
+        os.utime(fresh, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(fresh, replaced)  # what an editor or a sync tool does
+        after = replaced.stat()
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        assert resume(state) == EXIT_PARTIAL
+        detail = status(state, capsys)
+        assert [(f["path"], f["error"]) for f in detail["failed_files"]] == [
+            (str(replaced), f"changed since planning: now another file (inode {before.st_ino}"
+                            f" → {after.st_ino})")]
+        assert_exactly_once(state, 10, key="id")
+        assert resume(state) == EXIT_OK
+        assert_exactly_once(state, 20, key="id")
+
+    def test_a_file_only_chmodded_and_hard_linked_after_planning_is_staged_as_planned(
+            self, tmp_path: Path) -> None:
+        """Its ctime moved, its bytes did not: ctime is not part of the fingerprint."""
+        state = tmp_path / "state"
+        write_csv(tmp_path / "in" / "a.csv", range(10))
+        touched = write_csv(tmp_path / "in" / "b.csv", range(10, 20))
+        plan_then_die(write_job(tmp_path, "in/*.csv"), state)
+        ctime = touched.stat().st_ctime_ns
+        touched.chmod(0o640)
+        (tmp_path / "backup").mkdir()
+        os.link(touched, tmp_path / "backup" / "b.csv")  # a snapshot by hard links
+        assert touched.stat().st_ctime_ns != ctime
+        assert resume(state) == EXIT_OK
+        assert_exactly_once(state, 20, key="id")
+
     def test_a_missing_file_restored_before_resume_is_staged_once(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         state = tmp_path / "state"
@@ -381,8 +435,18 @@ def test_a_flipped_latest_link_is_not_staged_twice_after_resume(tmp_path: Path) 
         cli_process("resume", "--state-dir", state, "--no-progress")
     count, distinct = table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t")[0]
     assert count == distinct, f"{count} rows staged for {distinct} distinct ids"
-    print(table_rows(state, "SELECT id, _file FROM t ORDER BY id"))
-    print(cli_process("status", "--state-dir", state).stdout)
+    # Truth: each of the two distinct files staged once; `latest` now reaches the file
+    # already staged as 2024-12-01, and the day it reached when planned is staged under
+    # its own name.
+    day = {d: str(tmp_path / "in" / d / "a.csv") for d in days}
+    assert table_rows(state, "SELECT id, _file FROM t ORDER BY id") == [
+        (1, day["2024-11-30"]), (2, day["2024-11-30"]),
+        (3, day["2024-12-01"]), (4, day["2024-12-01"]), (5, day["2024-12-01"])]
+    catalog = Catalog(state)
+    quarantined = catalog.quarantined_files(catalog.latest_run_id())
+    assert [(row["path"], row["error"]) for row in quarantined] == [
+        (str(tmp_path / "in" / "latest" / "a.csv"), "changed since planning: is now the same"
+         f" file as {day['2024-12-01']}, already in this run")]
 
 
 def test_a_nul_byte_in_a_source_path_is_a_job_file_error(tmp_path: Path) -> None:
