@@ -461,11 +461,13 @@ class Catalog:
             "SELECT path, state, size, mtime_ns, sha256, dev, ino FROM files WHERE run_id=?",
             (run_id,))]
 
-    def set_file_errors(self, run_id: str, errors: dict[str, str]) -> None:
-        """Replace the quarantine reason of files of the run (path → reason)."""
+    def set_file_errors(self, run_id: str, errors: dict[str, str],
+                        state: FileState = FileState.FAILED) -> None:
+        """Set the state and reason of files of the run (path → reason)."""
         with self.transaction() as db:
-            db.executemany("UPDATE files SET error=? WHERE run_id=? AND path=?",
-                           [(bounded(error), run_id, path) for path, error in errors.items()])
+            db.executemany("UPDATE files SET state=?, error=? WHERE run_id=? AND path=?",
+                           [(state.value, bounded(error), run_id, path)
+                            for path, error in errors.items()])
 
     # -- dispatch and commit ----------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from typing import Any
 from batchrun.catalog import Catalog, PlannedBatch, PlannedFile, stored_fingerprint
 from batchrun.config import Job, JobConfig, compile_group_by
 from batchrun.errors import ConfigError
-from batchrun.identity import CHANGED, content_hash, difference, may_recover
+from batchrun.identity import CHANGED, Fingerprint, content_hash, difference, fingerprint, may_recover
+from batchrun.states import FileState
 from batchrun.walk import matching_files
 
 
@@ -195,6 +196,7 @@ def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig,
     if reach and replan.lost:
         replan.find_lost(reach, owners, source_function(config.source.group_by, "the run"),
                          content)
+    replan.resolve(owners)
     _record_replan(catalog, run_id, config, replan)
     return replan.notes
 
@@ -220,16 +222,23 @@ class _Replan:
     files: list[PlannedFile] = field(default_factory=list)
     warnings: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
-    lost: dict[tuple[int, int], str] = field(default_factory=dict)
+    lost: dict[tuple[int, int], tuple[str, Fingerprint]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    resolved: dict[str, str] = field(default_factory=dict)
+    """Paths left out for good, each with its reason: the file they reached when planned
+    is in the run under another path, and they reach nothing else the run lacks."""
+    gone: set[str] = field(default_factory=set)
+    """Paths that no longer reach any file."""
 
     def look_at(self, row: dict[str, Any], replanned: tuple[PlannedFile | None, str],
                 owners: dict[tuple[int, int], str]) -> None:
         planned, note = replanned
+        if planned is None:
+            self.gone.add(row["path"])
         was = stored_fingerprint(row).identity
         identity = planned.fingerprint.identity if planned else None
         if was is not None and identity != was:
-            self.lost[was] = row["path"]
+            self.lost[was] = (row["path"], stored_fingerprint(row))
         owner = owners.get(identity) if identity else None
         if planned is not None and owner not in (None, planned.path):
             self.refused[row["path"]] = (f"{CHANGED}: is now the same file as {owner},"
@@ -247,20 +256,35 @@ class _Replan:
 
     def find_lost(self, reach: Reach, owners: dict[tuple[int, int], str],
                   source_of: Callable[[str], str], content: bool) -> None:
-        """Plan each lost identity that the globs reach now under a path the run lacks."""
-        lost = {key: path for key, path in self.lost.items() if key not in owners}
+        """Plan each lost file that the globs reach now under a path the run lacks. It must
+        be the planned file unchanged (identity, size and mtime): an inode number freed by
+        a deletion may be reused by another file."""
+        lost = {key: found for key, found in self.lost.items() if key not in owners}
         if not lost:
             return
         own = OwnDirs(list(reach.own_dirs))
         for name, stat in _distinct_files(list(reach.patterns), reach.base_dir, own).items():
-            was = lost.get((stat.st_dev, stat.st_ino))
-            if was is not None and (stat.st_dev, stat.st_ino) not in owners \
-                    and name not in self.in_run:
-                note = (f"planned on resume in place of {was}, which reached this file when"
+            path, planned = lost.get((stat.st_dev, stat.st_ino), ("", None))
+            if planned is not None and (stat.st_dev, stat.st_ino) not in owners \
+                    and name not in self.in_run \
+                    and difference(replace(planned, sha256=None), fingerprint(name, stat)) is None:
+                note = (f"planned on resume in place of {path}, which reached this file when"
                         f" planned (inode {stat.st_ino}) and no longer does")
                 self.notes.append(f"{name}: {note}")
                 owners[(stat.st_dev, stat.st_ino)] = name
                 self.add(_planned(name, stat, source_of, content), note)
+
+
+    def resolve(self, owners: dict[tuple[int, int], str]) -> None:
+        """Settle each path whose planned file is in the run under another path and that
+        reaches nothing new (another file of the run, or none): skipped, with why."""
+        for identity, (path, _) in self.lost.items():
+            owner = owners.get(identity)
+            if owner is None or owner == path or not (path in self.refused or path in self.gone):
+                continue
+            now = self.refused.pop(path, f"{CHANGED}: no longer found")
+            self.resolved[path] = f"{now}; the file it reached when planned is in this run as {owner}"
+            self.notes.append(f"{path}: skipped: {self.resolved[path]}")
 
 
 def _record_replan(catalog: Catalog, run_id: str, config: JobConfig, replan: _Replan) -> None:
@@ -270,6 +294,8 @@ def _record_replan(catalog: Catalog, run_id: str, config: JobConfig, replan: _Re
         catalog.replan_files(run_id, batches, replan.warnings)
     if replan.refused:
         catalog.set_file_errors(run_id, replan.refused)
+    if replan.resolved:
+        catalog.set_file_errors(run_id, replan.resolved, FileState.SKIPPED)
 
 
 def _replanned(row: dict[str, Any], content: bool) -> tuple[PlannedFile | None, str]:

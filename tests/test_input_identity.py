@@ -318,6 +318,27 @@ class TestChangedInputOnResume:
         assert resume(state) == EXIT_OK
         assert_exactly_once(state, 20, key="id")
 
+    def test_a_file_whose_latest_link_was_removed_is_staged_under_its_dated_name(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        state = tmp_path / "state"
+        day = write_csv(tmp_path / "in" / "2024-11-30" / "a.csv", range(10))
+        write_csv(tmp_path / "in" / "2024-12-01" / "a.csv", range(10, 15))
+        (tmp_path / "in" / "latest").symlink_to("2024-11-30")
+        plan_then_die(write_job(tmp_path, "in/latest/*.csv", "in/2024-*/*.csv"), state)
+        (tmp_path / "in" / "latest").unlink()
+        assert resume(state) == EXIT_PARTIAL  # in/latest/a.csv: file not found
+        assert_exactly_once(state, 5, key="id")
+        assert resume(state) == EXIT_OK
+        assert_exactly_once(state, 15, key="id")
+        detail = status(state, capsys)
+        latest = f"{tmp_path}/in/latest/a.csv"
+        assert [(w["path"], w["warning"].split(",")[0]) for w in detail["warnings"]] == [
+            (str(day), f"planned on resume in place of {latest}")]
+        catalog = Catalog(state)
+        assert [(row["path"], row["reason"]) for row in catalog.skipped_files(
+            catalog.latest_run_id())] == [(latest, "changed since planning: no longer found;"
+                                           f" the file it reached when planned is in this run as {day}")]
+
     def test_a_file_only_chmodded_and_hard_linked_after_planning_is_staged_as_planned(
             self, tmp_path: Path) -> None:
         """Its ctime moved, its bytes did not: ctime is not part of the fingerprint."""
@@ -339,7 +360,7 @@ class TestChangedInputOnResume:
         write_csv(tmp_path / "in" / "a.csv", range(10))
         missing = write_csv(tmp_path / "in" / "b.csv", range(10, 30))
         plan_then_die(write_job(tmp_path, "in/*.csv"), state)
-        saved = missing.read_bytes()
+        saved, inode = missing.read_bytes(), missing.stat().st_ino
         missing.unlink()
         assert resume(state) == EXIT_PARTIAL
         detail = status(state, capsys)
@@ -351,8 +372,11 @@ class TestChangedInputOnResume:
         run_id = assert_exactly_once(state, 30, key="id")
         detail = status(state, capsys)
         assert detail["files"] == {"total": 2, "committed": 2, "failed": 0, "skipped": 0}
+        restored = missing.stat().st_ino  # a new file, unless the inode number is reused
+        change = (f"now another file (inode {inode} → {restored})" if restored != inode
+                  else "mtime changed")
         assert detail["warnings"][0]["warning"].startswith(
-            "re-planned on resume: mtime changed (quarantined for: file not found")
+            f"re-planned on resume: {change} (quarantined for: file not found")
         log = (state / "logs" / f"{run_id}.log").read_text()
         assert "still No such file or directory" in log and "re-planned on resume" in log
 
@@ -431,8 +455,8 @@ def test_a_flipped_latest_link_is_not_staged_twice_after_resume(tmp_path: Path) 
                 env={"BATCHRUN_FAULTS": 'kill_driver = "after_commit", kill_driver_after = 1'})
     (tmp_path / "in" / "latest").unlink()
     (tmp_path / "in" / "latest").symlink_to("2024-12-01")  # the nightly feed moves on
-    for _ in range(2):  # the README: resume, restore or wait, resume once more
-        cli_process("resume", "--state-dir", state, "--no-progress")
+    codes = [cli_process("resume", "--state-dir", state, "--no-progress").returncode
+             for _ in range(2)]  # the README: resume, restore or wait, resume once more
     count, distinct = table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t")[0]
     assert count == distinct, f"{count} rows staged for {distinct} distinct ids"
     # Truth: each of the two distinct files staged once; `latest` now reaches the file
@@ -442,11 +466,13 @@ def test_a_flipped_latest_link_is_not_staged_twice_after_resume(tmp_path: Path) 
     assert table_rows(state, "SELECT id, _file FROM t ORDER BY id") == [
         (1, day["2024-11-30"]), (2, day["2024-11-30"]),
         (3, day["2024-12-01"]), (4, day["2024-12-01"]), (5, day["2024-12-01"])]
+    assert codes == [1, 0]
     catalog = Catalog(state)
-    quarantined = catalog.quarantined_files(catalog.latest_run_id())
-    assert [(row["path"], row["error"]) for row in quarantined] == [
+    assert [(row["path"], row["reason"]) for row in catalog.skipped_files(
+        catalog.latest_run_id())] == [
         (str(tmp_path / "in" / "latest" / "a.csv"), "changed since planning: is now the same"
-         f" file as {day['2024-12-01']}, already in this run")]
+         f" file as {day['2024-12-01']}, already in this run; the file it reached when planned"
+         f" is in this run as {day['2024-11-30']}")]
 
 
 def test_a_nul_byte_in_a_source_path_is_a_job_file_error(tmp_path: Path) -> None:
