@@ -82,6 +82,9 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
     ("runs", "unique_size", "INTEGER"), ("runs", "unique_checksum", "TEXT"),
     ("files", "mtime_ns", "INTEGER"),
     ("files", "sha256", "TEXT"),
+    ("files", "dev", "INTEGER"), ("files", "ino", "INTEGER"),
+    # The file's identity (st_dev, st_ino) when planned, stored as signed 64-bit
+    # integers (`sql_int`); NULL in runs planned before they were recorded.
 ]
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 
@@ -98,10 +101,28 @@ class PlannedFile:
     mtime_ns: int | None = None
     sha256: str | None = None
     """Only with `[source] fingerprint = "sha256"`."""
+    dev: int | None = None
+    ino: int | None = None
 
     @property
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint(self.size, self.mtime_ns, self.sha256)
+        return Fingerprint(self.size, self.mtime_ns, self.sha256, self.ino, self.dev)
+
+
+def sql_int(value: int | None) -> int | None:
+    """An unsigned 64-bit number (st_ino on overlayfs may set the top bit) as SQLite's
+    signed INTEGER; `py_int` turns it back."""
+    return value - (1 << 64) if value is not None and value >= 1 << 63 else value
+
+
+def py_int(value: int | None) -> int | None:
+    return value + (1 << 64) if value is not None and value < 0 else value
+
+
+def stored_fingerprint(row: dict[str, Any]) -> Fingerprint:
+    """The planned fingerprint of a `files` row."""
+    return Fingerprint(row["size"], row["mtime_ns"], row["sha256"], py_int(row["ino"]),
+                       py_int(row["dev"]))
 
 
 @dataclass(frozen=True)
@@ -355,9 +376,10 @@ class Catalog:
             )
             db.executemany(
                 "INSERT INTO files (run_id, path, batch_id, source, size, mtime, mtime_ns,"
-                " sha256, state) VALUES (?,?,?,?,?,?,?,?,?)",
+                " sha256, dev, ino, state) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(run.run_id, f.path, b.batch_id, f.source, f.size, f.mtime, f.mtime_ns,
-                  f.sha256, FileState.PENDING.value) for b in batches for f in b.files],
+                  f.sha256, sql_int(f.dev), sql_int(f.ino), FileState.PENDING.value)
+                 for b in batches for f in b.files],
             )
 
     # -- run lifecycle ------------------------------------------------------------
@@ -400,8 +422,8 @@ class Catalog:
     def quarantined_files(self, run_id: str) -> list[dict[str, Any]]:
         """Failed files of committed batches: quarantined by a worker, with their plan."""
         return self.rows(
-            "SELECT f.path, f.batch_id, f.source, f.size, f.mtime_ns, f.sha256, f.error"
-            " FROM files f JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
+            "SELECT f.path, f.batch_id, f.source, f.size, f.mtime_ns, f.sha256, f.dev, f.ino,"
+            " f.error FROM files f JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
             " WHERE f.run_id=? AND f.state=? AND b.state=? ORDER BY f.path",
             (run_id, FileState.FAILED.value, BatchState.COMMITTED.value))
 
@@ -412,8 +434,9 @@ class Catalog:
 
     def replan_files(self, run_id: str, batches: list[PlannedBatch],
                      warnings: dict[str, str]) -> None:
-        """Move files (already in the run) into new pending batches with their new
-        fingerprints, in one transaction; their earlier batches stay committed."""
+        """Move files into new pending batches with their new fingerprints, in one
+        transaction; their earlier batches stay committed. A path the run lacks (a file
+        found again under another spelling) is added."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO batches (run_id, batch_id, seq, source, state, n_files, bytes)"
@@ -421,11 +444,30 @@ class Catalog:
                 [(run_id, b.batch_id, b.seq, b.source, BatchState.PENDING.value,
                   len(b.files), b.bytes) for b in batches])
             db.executemany(
-                "UPDATE files SET batch_id=?, size=?, mtime=?, mtime_ns=?, sha256=?, state=?,"
-                " rows_staged=NULL, rows_rejected=NULL, error=NULL, warning=?"
-                " WHERE run_id=? AND path=?",
-                [(b.batch_id, f.size, f.mtime, f.mtime_ns, f.sha256, FileState.PENDING.value,
-                  warnings.get(f.path), run_id, f.path) for b in batches for f in b.files])
+                "INSERT INTO files (run_id, path, batch_id, source, size, mtime, mtime_ns,"
+                " sha256, dev, ino, state, warning) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (run_id, path) DO UPDATE SET batch_id=excluded.batch_id,"
+                " size=excluded.size, mtime=excluded.mtime, mtime_ns=excluded.mtime_ns,"
+                " sha256=excluded.sha256, dev=excluded.dev, ino=excluded.ino,"
+                " state=excluded.state, rows_staged=NULL, rows_rejected=NULL, error=NULL,"
+                " warning=excluded.warning",
+                [(run_id, f.path, b.batch_id, f.source, f.size, f.mtime, f.mtime_ns, f.sha256,
+                  sql_int(f.dev), sql_int(f.ino), FileState.PENDING.value, warnings.get(f.path))
+                 for b in batches for f in b.files])
+
+    def identities(self, run_id: str) -> list[tuple[str, str, tuple[int, int] | None]]:
+        """(path, state, planned (st_dev, st_ino) or None) of every file of the run."""
+        return [(row["path"], row["state"], stored_fingerprint(row).identity) for row in self.rows(
+            "SELECT path, state, size, mtime_ns, sha256, dev, ino FROM files WHERE run_id=?",
+            (run_id,))]
+
+    def set_file_errors(self, run_id: str, errors: dict[str, str],
+                        state: FileState = FileState.FAILED) -> None:
+        """Set the state and reason of files of the run (path → reason)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE files SET state=?, error=? WHERE run_id=? AND path=?",
+                           [(state.value, bounded(error), run_id, path)
+                            for path, error in errors.items()])
 
     # -- dispatch and commit ----------------------------------------------------------
 
@@ -568,11 +610,11 @@ class Catalog:
         fingerprint, in one read (a query per batch took 0.4 s for 200 batches of 50)."""
         grouped: dict[str, list[tuple[str, Fingerprint]]] = {}
         for row in self.rows(
-                "SELECT f.batch_id, f.path, f.size, f.mtime_ns, f.sha256 FROM files f JOIN"
-                " batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
+                "SELECT f.batch_id, f.path, f.size, f.mtime_ns, f.sha256, f.dev, f.ino FROM"
+                " files f JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
                 " WHERE f.run_id=? AND b.state=? ORDER BY f.batch_id, f.path",
                 (run_id, state.value)):
-            fingerprint = Fingerprint(row["size"], row["mtime_ns"], row["sha256"])
+            fingerprint = stored_fingerprint(row)
             grouped.setdefault(row["batch_id"], []).append((row["path"], fingerprint))
         return grouped
 

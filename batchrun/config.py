@@ -108,6 +108,14 @@ class SourceSection(_Section):
     def _file_bytes(cls, value: Any) -> int:
         return parse_size(value)
 
+    @field_validator("paths")
+    @classmethod
+    def _no_nul(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if "\0" in path:
+                raise ValueError(f"a path cannot hold a NUL byte (got {bounded(repr(path), 80)})")
+        return value
+
     @field_validator("group_by")
     @classmethod
     def _grouping(cls, value: str) -> str:
@@ -367,7 +375,7 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
 
 def validate_config(raw: dict[str, Any], where: str) -> JobConfig:
     try:
-        return JobConfig.model_validate(raw)
+        return JobConfig.model_validate(_canonical_sections(raw, where))
     except ValidationError as exc:
         raise _config_error(where, exc) from None
 
@@ -416,8 +424,32 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "", f"not valid TOML ({exc})") from None
 
 
+SECTION_SPELLINGS = {"schema_": "schema"}
+"""Python field names that pydantic would also accept for a section (`populate_by_name`):
+the job file and `--set` know each section by one name, so these are read as that name."""
+
+
+def canonical_key(dotted: str) -> str:
+    """`dotted` with its section spelled as the job file spells it (`schema_.x` → `schema.x`)."""
+    section, dot, rest = dotted.strip().partition(".")
+    return SECTION_SPELLINGS.get(section, section) + dot + rest
+
+
+def _canonical_sections(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """`raw` with every section under its job-file name; one given under both names is an
+    error naming both (never a misleading "unknown key")."""
+    canonical = dict(raw)
+    for spelling, name in SECTION_SPELLINGS.items():
+        if spelling in canonical:
+            if name in canonical:
+                raise ConfigError(where, spelling, f"the same section as {name}: give it once,"
+                                  f" as {name}")
+            canonical[name] = canonical.pop(spelling)
+    return canonical
+
+
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
+    *parents, leaf = canonical_key(dotted).split(".")
     node = raw
     for key in parents:
         node = node.setdefault(key, {})

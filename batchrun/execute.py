@@ -24,7 +24,7 @@ from batchrun.config import ColumnSpec, JobConfig
 from batchrun.driver import Limits, ProgressCallback, ScheduleOutcome, Scheduler
 from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
 from batchrun.faults import Faults, load_faults
-from batchrun.plan import replan_recoverable
+from batchrun.plan import Reach, replan_recoverable
 from batchrun.ray_session import RayReady, connect_ray
 from batchrun.redact import redact, redact_message
 from batchrun.staging import check_committed_files, publish_staging_db, remove_orphans
@@ -72,7 +72,9 @@ def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
 def _replan_recoverable(catalog: Catalog, record: RunRecord, config: JobConfig) -> None:
     """Quarantined files whose failure may have gone away (missing, denied, I/O, changed)
     go into new batches of the run; the run log says which (see plan.replan_recoverable)."""
-    notes = replan_recoverable(catalog, record.run_id, config)
+    reach = Reach(tuple(config.source.paths), Path(record.job_file).parent,
+                  (Path(record.staging_dir), catalog.path.parent))
+    notes = replan_recoverable(catalog, record.run_id, config, reach)
     log = logger.bind(run_id=record.run_id)
     for note in notes:
         log.warning(note)

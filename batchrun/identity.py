@@ -1,8 +1,11 @@
 """One file, one identity: what a planned file was, and whether it is still that file.
 
-The plan records each file's fingerprint: its size and modification time in nanoseconds
-(`[source] fingerprint = "stat"`, the default), plus a SHA-256 of its content when the
-job asks for `fingerprint = "sha256"`. A worker compares the file with its fingerprint
+The plan records each file's fingerprint: its size, modification time in nanoseconds and
+identity (st_dev, st_ino) (`[source] fingerprint = "stat"`, the default), plus a SHA-256
+of its content when the job asks for `fingerprint = "sha256"`. A worker compares the
+inode, never st_dev: a worker on another machine sees another st_dev for the same NFS
+file. The ctime is not compared: chmod, chown, a new hard link (backup tools, `cp -al`)
+and, on ext4, a rename change it without changing a byte. A worker compares the file with its fingerprint
 before reading it (a changed file is quarantined, never staged silently) and stats it
 again after reading (a file that changed meanwhile fails the attempt, which is retried).
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from batchrun.errors import TransientSourceError
 
@@ -30,6 +33,17 @@ class Fingerprint:
     mtime_ns: int | None = None
     """None in catalogs written before mtime_ns was recorded: only the size is compared."""
     sha256: str | None = None
+    inode: int | None = None
+    """st_ino; None in catalogs written before it was recorded: not compared."""
+    device: int | None = None
+    """st_dev, as the planner saw it (compared on the planner's machine only)."""
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino), the file itself whatever path reaches it; None if unknown."""
+        if self.device is None or self.inode is None:
+            return None
+        return self.device, self.inode
 
 
 def fingerprint(path: str, stat: os.stat_result | None = None,
@@ -37,7 +51,8 @@ def fingerprint(path: str, stat: os.stat_result | None = None,
     """The fingerprint of the file at `path` (`stat`: its os.stat, when already known)."""
     stat = stat or os.stat(path)
     return Fingerprint(size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                       sha256=content_hash(path) if content else None)
+                       sha256=content_hash(path) if content else None,
+                       inode=stat.st_ino, device=stat.st_dev)
 
 
 def content_hash(path: str) -> str:
@@ -51,6 +66,8 @@ def content_hash(path: str) -> str:
 def difference(planned: Fingerprint, now: Fingerprint) -> str | None:
     """What changed between two fingerprints, in words; None if nothing did. A hash is
     compared only when both have one."""
+    if planned.inode is not None and now.inode is not None and planned.inode != now.inode:
+        return f"now another file (inode {planned.inode} → {now.inode})"
     if planned.size != now.size:
         return f"size {planned.size} → {now.size} bytes"
     if planned.mtime_ns is not None and planned.mtime_ns != now.mtime_ns:
@@ -67,20 +84,20 @@ def change_since_planning(path: str, planned: Fingerprint) -> str | None:
         now = fingerprint(path)
         change = difference(planned, now)
         if change is None and planned.sha256 is not None:
-            change = difference(planned, Fingerprint(now.size, now.mtime_ns, content_hash(path)))
+            change = difference(planned, replace(now, sha256=content_hash(path)))
     except OSError:
         return None
     return f"{CHANGED}: {change}" if change else None
 
 
 def check_not_changed_while_read(path: str, planned: Fingerprint) -> None:
-    """After reading: a size or mtime that moved means the bytes read may be torn, so the
+    """After reading: a size, mtime or inode that moved means the bytes read may be torn, so the
     attempt fails with a transient error (the retry finds the file changed since planning)."""
     try:
         now = fingerprint(path)
     except OSError:
         return  # gone or unreadable: the reader has said so, or read it before it went
-    change = difference(Fingerprint(planned.size, planned.mtime_ns), now)
+    change = difference(replace(planned, sha256=None), now)
     if change:
         raise TransientSourceError(path, f"changed while being read: {change}")
 

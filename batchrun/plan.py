@@ -10,41 +10,76 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
-from batchrun.catalog import Catalog, PlannedBatch, PlannedFile
+from batchrun.catalog import Catalog, PlannedBatch, PlannedFile, stored_fingerprint
 from batchrun.config import Job, JobConfig, compile_group_by
 from batchrun.errors import ConfigError
-from batchrun.identity import Fingerprint, content_hash, difference, may_recover
+from batchrun.identity import CHANGED, Fingerprint, content_hash, difference, fingerprint, may_recover
+from batchrun.states import FileState
 from batchrun.walk import matching_files
 
 
-def expand_sources(job: Job) -> list[PlannedFile]:
+def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]:
     """Every file matched by `source.paths`, sorted, each with its fingerprint and source.
 
     A file is planned once however many paths reach it (symlinks, a `latest` link, two
     spellings of one glob): it is known by (st_dev, st_ino), and named by its first
-    spelling, taking the patterns in the job's order and each pattern's matches sorted."""
-    found = _distinct_files(job)
+    spelling, taking the patterns in the job's order and each pattern's matches sorted.
+    A file whose real path lies in the job's staging dir or in `state_dir` is never
+    planned: a run must not read its own output (or catalog) as input."""
+    own = OwnDirs([job.staging_dir, *([state_dir] if state_dir else [])])
+    found = _distinct_files(job.config.source.paths, job.base_dir, own)
     if not found:
         patterns = ", ".join(job.config.source.paths)
+        skipped = f"; {own.skipped} match(es) in its staging or state dir skipped" if own.skipped else ""
         raise ConfigError(str(job.path), "source.paths",
-                          f"no files match {patterns} (relative to {job.base_dir})")
+                          f"no files match {patterns} (relative to {job.base_dir}{skipped})")
     source_of = source_function(job.config.source.group_by, str(job.path))
     content = job.config.source.fingerprint == "sha256"
     return [_planned(path, stat, source_of, content) for path, stat in sorted(found.items())]
 
 
-def _distinct_files(job: Job) -> dict[str, os.stat_result]:
+class OwnDirs:
+    """The run's own folders (staging, state), by real path: is a match inside one?
+
+    A match's folder is resolved once per folder (cached); the file itself only when it
+    is a symlink, so a plan of 10,000 files costs ~10,000 lstat calls more, not 100,000."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.roots = tuple(os.path.realpath(folder) for folder in folders)
+        self.skipped = 0
+        self._folders: dict[str, bool] = {}
+
+    def holds(self, path: str) -> bool:
+        if os.path.islink(path):
+            inside = self._inside(os.path.realpath(path))
+        else:
+            folder = os.path.dirname(path)
+            if folder not in self._folders:
+                self._folders[folder] = self._inside(os.path.realpath(folder))
+            inside = self._folders[folder]
+        self.skipped += inside
+        return inside
+
+    def _inside(self, real: str) -> bool:
+        return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+                   for root in self.roots)
+
+
+def _distinct_files(patterns: list[str], base_dir: Path, own: OwnDirs
+                    ) -> dict[str, os.stat_result]:
     """name → stat of each distinct file the patterns match (see `expand_sources`)."""
     names: dict[tuple[int, int], str] = {}
     found: dict[str, os.stat_result] = {}
-    for pattern in job.config.source.paths:
-        absolute = pattern if os.path.isabs(pattern) else str(job.base_dir / pattern)
+    for pattern in patterns:
+        absolute = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
         for path, stat in matching_files(absolute):
             identity = (stat.st_dev, stat.st_ino)
-            if identity not in names:
+            if identity not in names and not own.holds(path):
                 names[identity] = _name(path, stat)
                 found[names[identity]] = stat
     return found
@@ -88,6 +123,7 @@ def _planned(path: str, stat: os.stat_result, source_of: Callable[[str], str],
     return PlannedFile(path=path, size=stat.st_size, mtime=stat.st_mtime,
                        source=source_of(path), mtime_ns=stat.st_mtime_ns,
                        sha256=content_hash(path) if content else None,
+                       dev=stat.st_dev, ino=stat.st_ino,
                        expanded=_gzip_estimate(path) if path.endswith(".gz") else None)
 
 
@@ -136,25 +172,130 @@ def _batch(seq: int, source: str, files: list[PlannedFile]) -> PlannedBatch:
                         source=source, files=tuple(files))
 
 
-def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig) -> list[str]:
+def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig,
+                       reach: Reach | None = None) -> list[str]:
     """On resume: plan again, as new batches of the run, the files quarantined for a reason
     that may have gone away (missing, permission denied, I/O error, changed since
     planning), with their fingerprints taken now. Committed batches are never redone: a
-    quarantined file staged no row. Returns one line per file, for the run log."""
-    files, warnings, notes = [], {}, []
+    quarantined file staged no row.
+
+    One file, one identity, across the resume: a path that now reaches a file the run
+    already has under another path (a `latest` link flipped to another planned day) is
+    not planned again; it stays quarantined, saying which. And a file that a path reached
+    when planned, no longer reached by it, is planned under another spelling the source
+    globs match now (`reach`), if the run has it under none. Returns one line per file,
+    for the run log."""
     content = config.source.fingerprint == "sha256"
-    for row in catalog.quarantined_files(run_id):
-        if may_recover(row["error"]):
-            planned, note = _replanned(row, content)
-            notes.append(f"{row['path']}: {note}")
-            if planned is not None:
-                files.append(planned)
-                warnings[planned.path] = note
-    batches = cut_batches(files, config.batch.max_files, config.batch.max_bytes,
+    rows = [row for row in catalog.quarantined_files(run_id) if may_recover(row["error"])]
+    again = {row["path"] for row in rows}
+    known = catalog.identities(run_id)
+    owners = {key: path for path, _, key in known if key is not None and path not in again}
+    replan = _Replan(in_run={path for path, _, _ in known})
+    for row in rows:
+        replan.look_at(row, _replanned(row, content), owners)
+    if reach and replan.lost:
+        replan.find_lost(reach, owners, source_function(config.source.group_by, "the run"),
+                         content)
+    replan.resolve(owners)
+    _record_replan(catalog, run_id, config, replan)
+    return replan.notes
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where the job's source globs are matched again on resume: the job file's folder,
+    and the run's own folders (staging, state), which are never input."""
+
+    patterns: tuple[str, ...]
+    base_dir: Path
+    own_dirs: tuple[Path, ...]
+
+
+@dataclass
+class _Replan:
+    """What a resume plans again (`files`, with a `warnings` line each), leaves quarantined
+    with a new reason (`refused`), and the planned identities no path reaches now (`lost`:
+    identity → the path that reached it)."""
+
+    in_run: set[str]
+    """Every path of the run: one is never planned twice."""
+    files: list[PlannedFile] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    lost: dict[tuple[int, int], tuple[str, Fingerprint]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    resolved: dict[str, str] = field(default_factory=dict)
+    """Paths left out for good, each with its reason: the file they reached when planned
+    is in the run under another path, and they reach nothing else the run lacks."""
+    gone: set[str] = field(default_factory=set)
+    """Paths that no longer reach any file."""
+
+    def look_at(self, row: dict[str, Any], replanned: tuple[PlannedFile | None, str],
+                owners: dict[tuple[int, int], str]) -> None:
+        planned, note = replanned
+        if planned is None:
+            self.gone.add(row["path"])
+        was = stored_fingerprint(row).identity
+        identity = planned.fingerprint.identity if planned else None
+        if was is not None and identity != was:
+            self.lost[was] = (row["path"], stored_fingerprint(row))
+        owner = owners.get(identity) if identity else None
+        if planned is not None and owner not in (None, planned.path):
+            self.refused[row["path"]] = (f"{CHANGED}: is now the same file as {owner},"
+                                         " already in this run")
+            note, planned = f"not re-planned on resume: {self.refused[row['path']]}", None
+        self.notes.append(f"{row['path']}: {note}")
+        if planned is not None:
+            if identity:
+                owners.setdefault(identity, planned.path)
+            self.add(planned, note)
+
+    def add(self, planned: PlannedFile, note: str) -> None:
+        self.files.append(planned)
+        self.warnings[planned.path] = note
+
+    def find_lost(self, reach: Reach, owners: dict[tuple[int, int], str],
+                  source_of: Callable[[str], str], content: bool) -> None:
+        """Plan each lost file that the globs reach now under a path the run lacks. It must
+        be the planned file unchanged (identity, size and mtime): an inode number freed by
+        a deletion may be reused by another file."""
+        lost = {key: found for key, found in self.lost.items() if key not in owners}
+        if not lost:
+            return
+        own = OwnDirs(list(reach.own_dirs))
+        for name, stat in _distinct_files(list(reach.patterns), reach.base_dir, own).items():
+            path, planned = lost.get((stat.st_dev, stat.st_ino), ("", None))
+            if planned is not None and (stat.st_dev, stat.st_ino) not in owners \
+                    and name not in self.in_run \
+                    and difference(replace(planned, sha256=None), fingerprint(name, stat)) is None:
+                note = (f"planned on resume in place of {path}, which reached this file when"
+                        f" planned (inode {stat.st_ino}) and no longer does")
+                self.notes.append(f"{name}: {note}")
+                owners[(stat.st_dev, stat.st_ino)] = name
+                self.add(_planned(name, stat, source_of, content), note)
+
+
+    def resolve(self, owners: dict[tuple[int, int], str]) -> None:
+        """Settle each path whose planned file is in the run under another path and that
+        reaches nothing new (another file of the run, or none): skipped, with why."""
+        for identity, (path, _) in self.lost.items():
+            owner = owners.get(identity)
+            if owner is None or owner == path or not (path in self.refused or path in self.gone):
+                continue
+            now = self.refused.pop(path, f"{CHANGED}: no longer found")
+            self.resolved[path] = f"{now}; the file it reached when planned is in this run as {owner}"
+            self.notes.append(f"{path}: skipped: {self.resolved[path]}")
+
+
+def _record_replan(catalog: Catalog, run_id: str, config: JobConfig, replan: _Replan) -> None:
+    batches = cut_batches(replan.files, config.batch.max_files, config.batch.max_bytes,
                           first_seq=catalog.next_seq(run_id))
     if batches:
-        catalog.replan_files(run_id, batches, warnings)
-    return notes
+        catalog.replan_files(run_id, batches, replan.warnings)
+    if replan.refused:
+        catalog.set_file_errors(run_id, replan.refused)
+    if replan.resolved:
+        catalog.set_file_errors(run_id, replan.resolved, FileState.SKIPPED)
 
 
 def _replanned(row: dict[str, Any], content: bool) -> tuple[PlannedFile | None, str]:
@@ -164,6 +305,5 @@ def _replanned(row: dict[str, Any], content: bool) -> tuple[PlannedFile | None, 
         planned = _planned(row["path"], os.stat(row["path"]), lambda _: source, content)
     except OSError as exc:
         return None, f"not re-planned on resume: still {exc.strerror or exc} (quarantined for: {reason})"
-    change = difference(Fingerprint(row["size"], row["mtime_ns"], row["sha256"]),
-                        planned.fingerprint)
+    change = difference(stored_fingerprint(row), planned.fingerprint)
     return planned, f"re-planned on resume: {change or 'unchanged'} (quarantined for: {reason})"

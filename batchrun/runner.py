@@ -16,12 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import ray
 
 from batchrun.catalog import Catalog, RunRecord
-from batchrun.config import ColumnSpec, Job, JobConfig, set_dotted, validate_config
+from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotted, validate_config
 from batchrun.errors import ConfigError
 from batchrun.faults import load_faults
 from batchrun.lock import JobLock
@@ -104,7 +104,7 @@ def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
     """List the files, cut the batches and record the plan (runs in the planning thread,
     with its own catalog connection: a SQLite connection stays in its thread)."""
     importlib.import_module(EXECUTION_MODULES)
-    files = expand_sources(job)
+    files = expand_sources(job, state_dir)
     columns = _columns(job, [f.path for f in files])
     batches = cut_batches(files, job.config.batch.max_files, job.config.batch.max_bytes)
     record = RunRecord(
@@ -139,6 +139,7 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
         if record.state is RunState.SUCCEEDED and not repair:
             return execute.RunOutcome(run_id, record.state, resumed=True, already_done=True)
         config = _config_with(record.config, overrides or {})
+        refuse_staged_difference(run_id, _config_with(record.config, {}), config)
         _refuse_masked_address(run_id, config)
         columns = _stored_columns(config, record.schema or {})
         return execute.resume_planned(catalog, record, config, columns, stop, on_progress,
@@ -177,11 +178,24 @@ files batched twice). Execution keys (workers, address, limits, retries) may cha
 
 
 def refuse_staging_changes(run_id: str, overrides: dict[str, Any]) -> None:
+    """Refuse an override of a key in RESUME_REFUSES, however its section is spelled."""
     for dotted, value in overrides.items():
-        if value is not None and dotted.split(".")[0] in RESUME_REFUSES:
-            raise ConfigError(f"resume {run_id}", dotted,
-                              "cannot change on resume: it changes what is staged"
-                              " (start a new run with `batchrun run` instead)")
+        if value is not None and canonical_key(dotted).split(".")[0] in RESUME_REFUSES:
+            _refuse(run_id, dotted)
+
+
+def refuse_staged_difference(run_id: str, stored: JobConfig, overridden: JobConfig) -> None:
+    """The check that does not depend on spellings: the validated config with the
+    overrides must stage exactly as the stored one does, section by section."""
+    before, after = stored.model_dump(by_alias=True), overridden.model_dump(by_alias=True)
+    for section in RESUME_REFUSES:
+        if before.get(section) != after.get(section):
+            _refuse(run_id, section)
+
+
+def _refuse(run_id: str, key: str) -> NoReturn:
+    raise ConfigError(f"resume {run_id}", key, "cannot change on resume: it changes what is"
+                      " staged (start a new run with `batchrun run` instead)")
 
 
 def _columns(job: Job, paths: list[str]) -> dict[str, ColumnSpec]:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
+from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_USAGE, invoke
 from batchrun.config import load_job, parse_duration, parse_size, set_dotted, validate_config
 from batchrun.errors import ConfigError
+from batchrun.staging import query_connection
 
 from .conftest import DEMO_JOB
 
@@ -165,3 +171,70 @@ def test_plain_numbers_from_the_command_line_are_seconds_or_per_second(
     value = (execution.circuit_breaker.cooldown if key == "circuit_breaker.cooldown"
              else getattr(execution, key))
     assert value == pytest.approx(expected)
+
+
+def _cli_process(*args: str | Path, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    """One real `batchrun` command in a subprocess; stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "batchrun", *map(str, args)],
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def _table_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` over the latest run's staging views (the same views `query` builds)."""
+    catalog = Catalog(state)
+    try:
+        record = catalog.run(catalog.latest_run_id())
+        db = query_connection(record.table, record.schema or {}, catalog.committed(record.run_id))
+        return [tuple(row) for row in db.execute(sql).fetchall()]
+    finally:
+        catalog.close()
+
+
+def test_resume_refuses_a_schema_override_spelled_by_its_field_name(tmp_path: Path) -> None:
+    for folder, rows in (("a", "1,a\n2,b\n"), ("b", "3,c\n4,d\n")):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "x.csv").write_text("id,v\n" + rows)
+    job = write(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["in/*/*.csv"]\n'
+                '[batch]\nmax_files = 1\n[execution]\nmode = "sequential"\n')
+    state = tmp_path / "state"
+    killed = _cli_process("run", job, "--state-dir", state, "--no-progress",
+                          env={"BATCHRUN_FAULTS": 'kill_driver = "after_commit", kill_driver_after = 1'})
+    assert killed.returncode != 0
+    resumed = _cli_process("resume", "--state-dir", state, "--no-progress", "--set",
+                           'schema_={columns={id={type="string"},v={type="string"}}}')
+    if resumed.returncode != 2:  # accepted: finish the run, then show the damage
+        staged = sorted((tmp_path / "staging" / "t").glob("part-*/*.parquet"))
+        types = {str(pq.read_schema(path).field("id").type) for path in staged}
+        assert types == {"int64"}, f"one column, two types in one run: {types}"
+    assert resumed.returncode == 2, resumed.stderr
+    assert _cli_process("resume", "--state-dir", state, "--no-progress").returncode == 0
+    assert _table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(4, 4)]
+
+
+def test_a_set_of_schema_spelled_by_its_field_name_sets_the_schema(tmp_path: Path) -> None:
+    job = write(tmp_path, MINIMAL + '[schema.columns]\nid = { type = "int64" }\n')
+    loaded = load_job(job, {"schema_.columns.id.type": "string"})
+    assert loaded.config.schema_ is not None
+    assert loaded.config.schema_.columns["id"].type == "string"
+
+
+def test_a_schema_given_under_both_spellings_names_both(tmp_path: Path) -> None:
+    job = write(tmp_path, MINIMAL + '[schema.columns]\nid = { type = "int64" }\n'
+                '[schema_.columns]\nid = { type = "string" }\n')
+    with pytest.raises(ConfigError, match="schema_: the same section as schema: give it once"):
+        load_job(job)
+
+
+def test_resume_compares_what_is_staged_not_how_the_key_is_spelled() -> None:
+    from batchrun.runner import refuse_staged_difference
+
+    stored = validate_config({"job": {"name": "j", "table": "t"},
+                              "source": {"paths": ["*.csv"]}}, "stored")
+    same = validate_config({**stored.model_dump(by_alias=True), "execution": {"workers": 8}}, "x")
+    refuse_staged_difference("r1", stored, same)  # execution may change
+    changed = validate_config({**stored.model_dump(by_alias=True),
+                               "schema": {"columns": {"id": {"type": "int64"}}}}, "x")
+    with pytest.raises(ConfigError, match="schema: cannot change on resume"):
+        refuse_staged_difference("r1", stored, changed)

@@ -7,17 +7,23 @@ import glob
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, invoke
 from batchrun.config import load_job
+from batchrun.errors import ConfigError
 from batchrun.faults import FAULTS_ENV
 from batchrun.plan import cut_batches, expand_sources
+from batchrun.staging import query_connection
 from batchrun.walk import matching_files
 
 from .conftest import assert_exactly_once, kill_group, parse_json, spawn_cli
@@ -131,6 +137,22 @@ def test_the_same_files_plan_the_same_batch_ids_whatever_the_spellings(tmp_path:
     doubled = load_job(write_job(tmp_path, "in/*/*.csv", f"{tmp_path}/in/./*/*.csv",
                                  "in/**/*.csv"))
     assert [b.batch_id for b in cut_batches(expand_sources(doubled), 2, 1 << 30)] == first
+
+
+def test_planning_skips_files_in_the_staging_and_state_dirs_however_reached(
+        tmp_path: Path) -> None:
+    write_csv(tmp_path / "data" / "x.csv", range(2))
+    output = write_csv(tmp_path / "data" / "staging" / "items" / "part-0" / "y.csv", range(2))
+    write_csv(tmp_path / "data" / "state" / "z.csv", range(2))
+    (tmp_path / "data" / "link.csv").symlink_to(output)
+    job = write_job(tmp_path, "data/**/*.csv").read_text().replace('dir = "staging"',
+                                                                  'dir = "data/staging"')
+    (tmp_path / "job.toml").write_text(job)
+    found = expand_sources(load_job(tmp_path / "job.toml"), tmp_path / "data" / "state")
+    assert [f.path for f in found] == [str(tmp_path / "data" / "x.csv")]
+    (tmp_path / "data" / "x.csv").unlink()
+    with pytest.raises(ConfigError, match=r"3 match\(es\) in its staging or state dir skipped"):
+        expand_sources(load_job(tmp_path / "job.toml"), tmp_path / "data" / "state")
 
 
 def test_a_backtracking_group_by_pattern_plans_in_linear_time(tmp_path: Path) -> None:
@@ -275,13 +297,71 @@ class TestChangedInputOnResume:
         assert resume(state) == EXIT_OK
         assert_exactly_once(state, 20, key="id")
 
+    def test_a_file_renamed_over_with_its_size_and_mtime_restored_is_caught_by_its_inode(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        state = tmp_path / "state"
+        write_csv(tmp_path / "in" / "a.csv", range(10))
+        replaced = write_csv(tmp_path / "in" / "b.csv", range(10, 20))
+        plan_then_die(write_job(tmp_path, "in/*.csv"), state)
+        before = replaced.stat()
+        fresh = tmp_path / "b.csv.new"
+        fresh.write_text(replaced.read_text().replace("name0015", "NAME0015"))
+        os.utime(fresh, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(fresh, replaced)  # what an editor or a sync tool does
+        after = replaced.stat()
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        assert resume(state) == EXIT_PARTIAL
+        detail = status(state, capsys)
+        assert [(f["path"], f["error"]) for f in detail["failed_files"]] == [
+            (str(replaced), f"changed since planning: now another file (inode {before.st_ino}"
+                            f" → {after.st_ino})")]
+        assert_exactly_once(state, 10, key="id")
+        assert resume(state) == EXIT_OK
+        assert_exactly_once(state, 20, key="id")
+
+    def test_a_file_whose_latest_link_was_removed_is_staged_under_its_dated_name(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        state = tmp_path / "state"
+        day = write_csv(tmp_path / "in" / "2024-11-30" / "a.csv", range(10))
+        write_csv(tmp_path / "in" / "2024-12-01" / "a.csv", range(10, 15))
+        (tmp_path / "in" / "latest").symlink_to("2024-11-30")
+        plan_then_die(write_job(tmp_path, "in/latest/*.csv", "in/2024-*/*.csv"), state)
+        (tmp_path / "in" / "latest").unlink()
+        assert resume(state) == EXIT_PARTIAL  # in/latest/a.csv: file not found
+        assert_exactly_once(state, 5, key="id")
+        assert resume(state) == EXIT_OK
+        assert_exactly_once(state, 15, key="id")
+        detail = status(state, capsys)
+        latest = f"{tmp_path}/in/latest/a.csv"
+        assert [(w["path"], w["warning"].split(",")[0]) for w in detail["warnings"]] == [
+            (str(day), f"planned on resume in place of {latest}")]
+        catalog = Catalog(state)
+        assert [(row["path"], row["reason"]) for row in catalog.skipped_files(
+            catalog.latest_run_id())] == [(latest, "changed since planning: no longer found;"
+                                           f" the file it reached when planned is in this run as {day}")]
+
+    def test_a_file_only_chmodded_and_hard_linked_after_planning_is_staged_as_planned(
+            self, tmp_path: Path) -> None:
+        """Its ctime moved, its bytes did not: ctime is not part of the fingerprint."""
+        state = tmp_path / "state"
+        write_csv(tmp_path / "in" / "a.csv", range(10))
+        touched = write_csv(tmp_path / "in" / "b.csv", range(10, 20))
+        plan_then_die(write_job(tmp_path, "in/*.csv"), state)
+        ctime = touched.stat().st_ctime_ns
+        touched.chmod(0o640)
+        (tmp_path / "backup").mkdir()
+        os.link(touched, tmp_path / "backup" / "b.csv")  # a snapshot by hard links
+        assert touched.stat().st_ctime_ns != ctime
+        assert resume(state) == EXIT_OK
+        assert_exactly_once(state, 20, key="id")
+
     def test_a_missing_file_restored_before_resume_is_staged_once(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         state = tmp_path / "state"
         write_csv(tmp_path / "in" / "a.csv", range(10))
         missing = write_csv(tmp_path / "in" / "b.csv", range(10, 30))
         plan_then_die(write_job(tmp_path, "in/*.csv"), state)
-        saved = missing.read_bytes()
+        saved, inode = missing.read_bytes(), missing.stat().st_ino
         missing.unlink()
         assert resume(state) == EXIT_PARTIAL
         detail = status(state, capsys)
@@ -293,8 +373,11 @@ class TestChangedInputOnResume:
         run_id = assert_exactly_once(state, 30, key="id")
         detail = status(state, capsys)
         assert detail["files"] == {"total": 2, "committed": 2, "failed": 0, "skipped": 0}
+        restored = missing.stat().st_ino  # a new file, unless the inode number is reused
+        change = (f"now another file (inode {inode} → {restored})" if restored != inode
+                  else "mtime changed")
         assert detail["warnings"][0]["warning"].startswith(
-            "re-planned on resume: mtime changed (quarantined for: file not found")
+            f"re-planned on resume: {change} (quarantined for: file not found")
         log = (state / "logs" / f"{run_id}.log").read_text()
         assert "still No such file or directory" in log and "re-planned on resume" in log
 
@@ -312,3 +395,93 @@ class TestChangedInputOnResume:
 
 def _latest(state: Path) -> str:
     return Catalog(state).latest_run_id()
+
+
+# -- round 2: own output, flipped links, NUL bytes (found by the adversarial pass) ----------
+
+SUBPROCESS_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+ID_V_SCHEMA = '[schema.columns]\nid = { type = "int64" }\nv = { type = "string" }\n'
+
+
+def cli_process(*args: str | Path, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    """One real `batchrun` command in a subprocess; stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "batchrun", *map(str, args)],
+                          env={**SUBPROCESS_ENV, **(env or {})}, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def job_file(folder: Path, body: str) -> Path:
+    job = folder / "job.toml"
+    job.write_text(body)
+    return job
+
+
+def table_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` over the latest run's staging views (the same views `query` builds)."""
+    catalog = Catalog(state)
+    try:
+        record = catalog.run(catalog.latest_run_id())
+        db = query_connection(record.table, record.schema or {}, catalog.committed(record.run_id))
+        return [tuple(row) for row in db.execute(sql).fetchall()]
+    finally:
+        catalog.close()
+
+
+def test_a_run_never_reads_its_own_staging_dir_as_input(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 3], "v": ["a", "b", "c"]}), tmp_path / "data" / "x.parquet")
+    job = job_file(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
+                   'paths = ["data/**/*.parquet"]\nformat = "parquet"\n'
+                   '[staging]\ndir = "data/staging"\n[validation]\n'
+                   'on_unknown_columns = "ignore"\n' + ID_V_SCHEMA)
+    state = tmp_path / "state"
+    for _ in range(2):
+        done = cli_process("run", job, "--state-dir", state, "--no-progress")
+        assert done.returncode == 0, done.stderr
+    assert table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(3, 3)]
+
+
+def test_a_flipped_latest_link_is_not_staged_twice_after_resume(tmp_path: Path) -> None:
+    days = {"2024-11-30": "1,a\n2,b\n", "2024-12-01": "3,c\n4,d\n5,e\n"}
+    for day, rows in days.items():
+        (tmp_path / "in" / day).mkdir(parents=True)
+        (tmp_path / "in" / day / "a.csv").write_text("id,v\n" + rows)
+    (tmp_path / "in" / "latest").symlink_to("2024-11-30")
+    job = job_file(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
+                   'paths = ["in/latest/*.csv", "in/2024-*/*.csv"]\n'
+                   '[execution]\nmode = "sequential"\n' + ID_V_SCHEMA)
+    state = tmp_path / "state"
+    cli_process("run", job, "--state-dir", state, "--no-progress",
+                env={"BATCHRUN_FAULTS": 'kill_driver = "after_commit", kill_driver_after = 1'})
+    (tmp_path / "in" / "latest").unlink()
+    (tmp_path / "in" / "latest").symlink_to("2024-12-01")  # the nightly feed moves on
+    codes = [cli_process("resume", "--state-dir", state, "--no-progress").returncode
+             for _ in range(2)]  # the README: resume, restore or wait, resume once more
+    count, distinct = table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t")[0]
+    assert count == distinct, f"{count} rows staged for {distinct} distinct ids"
+    # Truth: each of the two distinct files staged once; `latest` now reaches the file
+    # already staged as 2024-12-01, and the day it reached when planned is staged under
+    # its own name.
+    day = {d: str(tmp_path / "in" / d / "a.csv") for d in days}
+    assert table_rows(state, "SELECT id, _file FROM t ORDER BY id") == [
+        (1, day["2024-11-30"]), (2, day["2024-11-30"]),
+        (3, day["2024-12-01"]), (4, day["2024-12-01"]), (5, day["2024-12-01"])]
+    assert codes == [1, 0]
+    catalog = Catalog(state)
+    assert [(row["path"], row["reason"]) for row in catalog.skipped_files(
+        catalog.latest_run_id())] == [
+        (str(tmp_path / "in" / "latest" / "a.csv"), "changed since planning: is now the same"
+         f" file as {day['2024-12-01']}, already in this run; the file it reached when planned"
+         f" is in this run as {day['2024-11-30']}")]
+
+
+def test_a_nul_byte_in_a_source_path_is_a_job_file_error(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,v\n1,a\n")
+    job = job_file(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
+                   'paths = ["in/a.csv\\u0000x"]\n' + ID_V_SCHEMA)
+    done = cli_process("run", job, "--state-dir", tmp_path / "state", "--no-progress")
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "source.paths" in done.stderr
