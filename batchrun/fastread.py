@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 
 from batchrun.config import CsvOptions
 from batchrun.errors import PermanentSourceError
+from batchrun.header import header_cells, header_names, line_one, sniff_delimiter
 from batchrun.read import (
     _UTF8_BOM,
     LINE,
@@ -24,14 +25,10 @@ from batchrun.read import (
     _block_size,
     _decode,
     _has_blank_line,
-    _header,
     _is_utf8,
     _line_numbers,
-    _line_one,
     _read_bytes,
     _threaded,
-    header_names,
-    sniff_delimiter,
 )
 from batchrun.types import arrow_type
 
@@ -162,15 +159,15 @@ def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any],
                 else _decode(path, data, options.encoding))
         if not text.endswith(b"\n"):
             text += b"\n"
-        header = _line_one(text)
+        header = line_one(text)
         first_line = header.decode("utf-8")
         delimiter = (sniff_delimiter(first_line) if options.delimiter == "auto"
                      else options.delimiter)
-        names = header_names(_header(path, text, delimiter))
+        names = header_names(header_cells(path, text, delimiter))
     except (PermanentSourceError, UnicodeDecodeError):
         return None
-    if header.count(b'"') % 2:
-        return None  # a header spanning lines: the reference reads it
+    if header.count(b'"') % 2 or not header.strip(b" \t\r"):
+        return None  # a header spanning lines, or blank lines before it: the reference reads it
     if sorted(names) != sorted(columns) or _has_blank_line(text, len(names), delimiter):
         return None
     return _CleanText(path=path, text=text, header=header, names=names, delimiter=delimiter)

@@ -112,36 +112,6 @@ def test_a_hexadecimal_integer_is_rejected_whatever_its_neighbours(tmp_path: Pat
     assert table_rows(state, "SELECT count(*) FROM t__rejects") == [(5,)]
 
 
-@pytest.mark.xfail(strict=True, reason="a blank line before the header quarantines the file "
-                   "with an internal pyarrow error (binary_length has no kernel for int64), "
-                   "and inference refuses it")
-def test_a_blank_line_before_the_header_is_dropped(tmp_path: Path) -> None:
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.csv").write_text("\nid,v\n1,a\n")
-    (tmp_path / "in" / "b.csv").write_text("id,v\n2,b\n")
-    job = write_job(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
-                    'paths = ["in/*.csv"]\n' + ID_V_SCHEMA)
-    state = tmp_path / "state"
-    done = cli("run", job, "--state-dir", state, "--no-progress")
-    assert "ArrowNotImplementedError" not in cli("status", "--state-dir", state).stdout
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert table_rows(state, "SELECT id, _line FROM t ORDER BY id") == [(1, 3), (2, 2)]
-
-
-@pytest.mark.xfail(strict=True, reason="header naming renames '_file' to 'file' before it "
-                   "sees the real 'file' column, which becomes 'file_2': the schema's 'file' "
-                   "column is filled from the source's '_file' column, exit 0")
-def test_a_source_column_named_file_keeps_its_name_beside_underscore_file(tmp_path: Path) -> None:
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.csv").write_text("id,_file,file\n1,X,real1\n2,Y,real2\n")
-    job = write_job(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["in/*.csv"]\n'
-                    '[validation]\non_unknown_columns = "ignore"\n[schema.columns]\n'
-                    'id = { type = "int64" }\nfile = { type = "string" }\n')
-    state = tmp_path / "state"
-    assert cli("run", job, "--state-dir", state, "--no-progress").returncode == 0
-    assert table_rows(state, "SELECT id, file FROM t ORDER BY id") == [(1, "real1"), (2, "real2")]
-
-
 def _worker_outcome(tmp_path: Path, text: bytes, columns: dict[str, ColumnSpec],
                     fast: bool) -> tuple[list[object], list[str]]:
     """Staged values of column x and reject rules, from one in-process worker."""

@@ -203,10 +203,12 @@ LINES = st.lists(st.one_of(st.tuples(st.just("blank"), st.sampled_from(BLANKS)),
 
 
 def blank_file(shape: str, delimiter: str, lines: list[tuple[str, Any]], ending: str,
-               last_ending: bool) -> str:
-    """A CSV of `shape` whose rows are picked by seed, with blank lines between them."""
+               last_ending: bool, lead: tuple[str, ...] = ()) -> str:
+    """A CSV of `shape` whose rows are picked by seed, with blank lines between them (and
+    the blank lines `lead` before the header)."""
     columns = SHAPES[shape]
     out = io.StringIO()
+    out.write("".join(blank + ending for blank in lead))
     writer = csv.writer(out, delimiter=delimiter, lineterminator="")
     writer.writerow(list(columns))
     for kind, value in lines:
@@ -223,30 +225,33 @@ def blank_file(shape: str, delimiter: str, lines: list[tuple[str, Any]], ending:
 
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(files=st.lists(st.tuples(LINES, st.sampled_from(ENDINGS), st.booleans()),
+@given(files=st.lists(st.tuples(LINES, st.sampled_from(ENDINGS), st.booleans(),
+                                st.sampled_from([()] * 3 + [("",), (" ", "\t"), ("\r",)])),
                       min_size=1, max_size=3),
        shape=st.sampled_from(sorted(SHAPES)), delimiter=st.sampled_from([",", "\t"]))
-@example(files=[([("row", 0), ("blank", ""), ("row", 1), ("blank", "")], "\n", True)],
+@example(files=[([("row", 0), ("blank", ""), ("row", 1), ("blank", "")], "\n", True, ())],
          shape="two", delimiter=",")  # issue 12: 4 rows staged, two of them all NULL
-@example(files=[([("row", 0), ("blank", "\r"), ("row", 1)], "\r\n", True)],
+@example(files=[([("row", 0), ("blank", "\r"), ("row", 1)], "\r\n", True, ())],
          shape="two", delimiter=",")  # CR CR LF
-@example(files=[([("row", 0), ("blank", "  "), ("row", 1)], "\n", True)],
+@example(files=[([("row", 0), ("blank", "  "), ("row", 1)], "\n", True, ())],
          shape="many", delimiter=",")  # spaces in a comma file
+@example(files=[([("row", 0)], "\n", True, ("",)), ([("row", 1)], "\n", True, ())],
+         shape="many", delimiter=",")  # a blank line before the header
 def test_blank_lines_anywhere_are_dropped_alike_by_the_fast_path_and_the_reference(
-        tmp_path_factory: pytest.TempPathFactory, files: list[tuple[list, str, bool]],
+        tmp_path_factory: pytest.TempPathFactory, files: list[tuple[list, str, bool, tuple]],
         shape: str, delimiter: str) -> None:
-    """Blank lines of every kind (empty, spaces, tabs, CR CR LF), anywhere (after the
-    header, between rows, at the end), in files of one and many columns, comma and tab
-    separated, several files per batch (the joint parse): both paths stage the same rows,
-    and every non-blank line ends staged or rejected, exactly once."""
+    """Blank lines of every kind (empty, spaces, tabs, CR CR LF), anywhere (before the
+    header, after it, between rows, at the end), in files of one and many columns, comma
+    and tab separated, several files per batch (the joint parse): both paths stage the
+    same rows, and every non-blank line ends staged or rejected, exactly once."""
     data = tmp_path_factory.mktemp("blank")
     paths, records = [], 0
-    for index, (lines, ending, last_ending) in enumerate(files):
-        text = blank_file(shape, delimiter, lines, ending, last_ending)
+    for index, (lines, ending, last_ending, lead) in enumerate(files):
+        text = blank_file(shape, delimiter, lines, ending, last_ending, lead)
         path = data / f"f{index}.csv"
         path.write_bytes(text.encode())
         paths.append(str(path))
-        records += sum(1 for line in text.splitlines()[1:] if line.strip(" \t"))
+        records += sum(1 for line in text.splitlines() if line.strip(" \t")) - 1  # header
     options = CsvOptions(delimiter=delimiter)
     columns = SHAPES[shape]
     fast = process(tmp_path_factory.mktemp("fast"), paths, True, columns, options)
