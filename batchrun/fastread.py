@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 
 from batchrun.config import CsvOptions
 from batchrun.errors import PermanentSourceError
+from batchrun.header import header_cells, header_names, line_one, sniff_delimiter
 from batchrun.read import (
     _UTF8_BOM,
     LINE,
@@ -24,14 +25,10 @@ from batchrun.read import (
     _block_size,
     _decode,
     _has_blank_line,
-    _header,
     _is_utf8,
     _line_numbers,
-    _line_one,
     _read_bytes,
     _threaded,
-    header_names,
-    sniff_delimiter,
 )
 from batchrun.types import arrow_type
 
@@ -40,7 +37,8 @@ _JOINT_READ_BYTES = 2**20
 
 
 _FAST_TYPES = {"string", "int32", "int64", "float64", "date", "timestamp"}
-"""Types pyarrow parses exactly as the validator would (no format, no rounding)."""
+"""Types pyarrow reads exactly as the validator would (no format, no rounding): parsed
+straight to the type, or as text and cast (`_AS_TEXT`, checked by `_cast_checked`)."""
 
 
 def fast_typed_columns(columns: dict[str, Any]) -> frozenset[str]:
@@ -162,15 +160,15 @@ def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any],
                 else _decode(path, data, options.encoding))
         if not text.endswith(b"\n"):
             text += b"\n"
-        header = _line_one(text)
+        header = line_one(text)
         first_line = header.decode("utf-8")
         delimiter = (sniff_delimiter(first_line) if options.delimiter == "auto"
                      else options.delimiter)
-        names = header_names(_header(path, text, delimiter))
+        names = header_names(header_cells(path, text, delimiter))
     except (PermanentSourceError, UnicodeDecodeError):
         return None
-    if header.count(b'"') % 2:
-        return None  # a header spanning lines: the reference reads it
+    if header.count(b'"') % 2 or not header.strip(b" \t\r"):
+        return None  # a header spanning lines, or blank lines before it: the reference reads it
     if sorted(names) != sorted(columns) or _has_blank_line(text, len(names), delimiter):
         return None
     return _CleanText(path=path, text=text, header=header, names=names, delimiter=delimiter)
@@ -187,7 +185,8 @@ def _parse_typed(text: bytes, clean: _CleanText, columns: dict[str, Any],
         return "skip"
 
     names = clean.names
-    types = {n: arrow_type(columns[n].type) if n in typed else pa.string() for n in names}
+    types = {n: arrow_type(columns[n].type) if n in typed and columns[n].type not in _AS_TEXT
+             else pa.string() for n in names}
     try:
         table = pacsv.read_csv(
             pa.BufferReader(text),
@@ -203,7 +202,47 @@ def _parse_typed(text: bytes, clean: _CleanText, columns: dict[str, Any],
         return None
     if ragged or _has_all_null_row(table):
         return None
-    return table.select(list(columns))
+    table = table.select(list(columns))
+    for index, name in enumerate(table.column_names):
+        if name in typed and columns[name].type in _AS_TEXT:
+            column = _cast_checked(table.column(index), columns[name].type)
+            if column is None:
+                return None
+            table = table.set_column(index, name, column)
+    return table
+
+
+_AS_TEXT = ("int32", "int64", "timestamp")
+"""Typed columns that pyarrow parses as text and `_cast_checked` casts: pyarrow's own
+parse of these types accepts spellings the reference rejects (`0x10` and a tab-padded
+`\t5` as integers, the hour-only `2024-01-05T10` as a timestamp)."""
+_HOUR_ONLY = len("2024-01-05T10")
+"""The one length at which pyarrow's timestamp cast accepts what the reference does not."""
+
+
+def _cast_checked(text: pa.ChunkedArray, kind: str) -> pa.ChunkedArray | None:
+    """`text` cast to `kind` if every value is one the reference reads the same; None
+    (the reference decides) if a value may not be. Arrow's cast takes no padding (a
+    padded cell goes to the reference), but it takes hexadecimal integers: a column
+    whose text holds an `x` or `X` anywhere is left to the reference, a check at memchr
+    speed over the column's character buffer; a timestamp of the hour-only length too."""
+    if kind == "timestamp":
+        if pc.any(pc.equal(pc.binary_length(text), _HOUR_ONLY)).as_py():
+            return None
+    elif any(_holds_an_x(chunk) for chunk in text.chunks):
+        return None
+    try:
+        return pc.cast(text, arrow_type(kind))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _holds_an_x(chunk: pa.Array) -> bool:
+    data = chunk.buffers()[2]
+    if data is None:
+        return False
+    characters = data.to_pybytes()
+    return b"x" in characters or b"X" in characters
 
 
 def _has_all_null_row(table: pa.Table) -> bool:

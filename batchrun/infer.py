@@ -3,7 +3,7 @@
 Inference reads the first few files in plan order (a bounded head of each) with the very
 reader the workers use, so a file reads the same way at inference and at work: the
 job's `[source.csv]` settings, bad rows tolerated (they become rejects later), header
-cells named by `read.header_names`. A file that cannot be read (empty, binary,
+cells named by `header.header_names`. A file that cannot be read (empty, binary,
 undecodable, ...) is skipped for the next one; if none can be read, `CannotInferSchema`
 names the files and why. Types are guessed from the raw cells, only as narrow as every
 sampled value allows: a later value that breaks the guess is a reject, not a crash.
@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from batchrun.config import CsvOptions
 from batchrun.errors import BatchrunError, SourceError
-from batchrun.read import LINE, header_names, open_stream, read_data, table_as_raw, type_name
+from batchrun.header import header_names
+from batchrun.read import LINE, open_stream, read_data, table_as_raw, type_name
 
 SAMPLE_FILES = 3
 """Files whose types are merged (the first readable one gives the columns)."""

@@ -9,8 +9,6 @@ the whole file unreadable raises `PermanentSourceError` with a one-line reason.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -29,6 +27,16 @@ import pyarrow.parquet as pq
 
 from batchrun.config import CsvOptions
 from batchrun.errors import PermanentSourceError, TransientSourceError
+from batchrun.header import (
+    blank_prefix,
+    first_record,
+    has_lone_cr,
+    header_cells,
+    header_names,
+    line_breaks,
+    line_one,
+    sniff_delimiter,
+)
 
 LINE = "_line"
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -76,16 +84,11 @@ class RawFile:
         return out
 
 
-def _has_lone_cr(text: bytes) -> bool:
-    """A CR not followed by LF ends a line too (as in pyarrow's parser and in editors)."""
-    return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
-
-
 def _line_starts(text: bytes) -> np.ndarray:
     """Offsets where each line starts: after every LF, CRLF, or lone CR."""
     codes = np.frombuffer(text, np.uint8)
     ends = codes == 10
-    if _has_lone_cr(text):
+    if has_lone_cr(text):
         lone = codes == 13
         lone[:-1] &= codes[1:] != 10
         ends |= lone
@@ -238,83 +241,25 @@ def _has_blank_line(text: bytes, columns: int, delimiter: str) -> bool:
     tabs is a full row of empty cells). Only then does the regex scan (~1 ms per MB) run."""
     if (columns < 2 or delimiter.isspace()) and _BLANK_LINE.search(text):
         return True
-    return _has_lone_cr(text)
-
-
-def _line_one(text: bytes) -> bytes:
-    """The bytes before the first newline, without copying the rest (split() would)."""
-    end = text.find(b"\n")
-    return text if end < 0 else text[:end]
+    return has_lone_cr(text)
 
 
 def _is_utf8(encoding: str) -> bool:
     return encoding.replace("-", "").replace("_", "").lower() == "utf8"
 
 
-def sniff_delimiter(header: str) -> str:
-    """The most frequent of , ; TAB | in the header line."""
-    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
-    return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
-
-
-LINEAGE_NAMES = ("_file", "_line", "_batch_id")
-"""Columns batchrun adds to every staged row; a header cell never takes these names."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def header_names(cells: list[str]) -> list[str]:
-    """Header cells as column names, the same for schema inference and for every read of
-    the file: control characters (a NUL, say) are removed; an empty cell becomes
-    `column_<position>`; a lineage name (`_file`, `_line`, `_batch_id`) loses its leading
-    underscores (`file`); a name already taken, compared case-insensitively as DuckDB
-    does, gets `_2`, `_3`, ... (`id,id,ID` → `id, id_2, ID_3`)."""
-    names: list[str] = []
-    taken: set[str] = set()
-    for position, cell in enumerate(cells, 1):
-        name = _CONTROL.sub("", cell)
-        if name.lower() in LINEAGE_NAMES:
-            name = name.lstrip("_")
-        if not name.strip():
-            name = f"column_{position}"
-        candidate, count = name, 1
-        while candidate.lower() in taken:
-            count += 1
-            candidate = f"{name}_{count}"
-        taken.add(candidate.lower())
-        names.append(candidate)
-    return names
-
-
-def _first_record(text: bytes) -> tuple[bytes, int]:
-    """The first record (the header) and how many physical lines it spans: a quoted
-    cell may hold newlines, so lines are added while its quotes are unbalanced."""
-    end = text.find(b"\n")
-    while end >= 0 and text.count(b'"', 0, end) % 2:
-        end = text.find(b"\n", end + 1)
-    if end < 0:
-        return text, 1
-    return text[:end], text.count(b"\n", 0, end) + 1
-
-
-def _header(path: str, text: bytes, delimiter: str) -> list[str]:
-    first = _first_record(text)[0].decode("utf-8", "replace").rstrip("\r")
-    try:
-        return next(csv.reader(io.StringIO(first, newline=""), delimiter=delimiter), [])
-    except csv.Error as exc:
-        raise PermanentSourceError(path, f"cannot read the header line: {exc}") from None
-
-
 def _read_csv(path: str, text: bytes, options: CsvOptions,
               column_names: list[str] | None = None) -> RawFile:
     if not text.endswith(b"\n"):
         text += b"\n"
-    first_line = _line_one(text).decode("utf-8", "replace")
+    first, header_lines = first_record(text)
+    first_line = first.decode("utf-8", "replace")
     delimiter = sniff_delimiter(first_line) if options.delimiter == "auto" else options.delimiter
-    header_lines = _first_record(text)[1] if options.header else 0
     if options.header:
-        names = header_names(_header(path, text, delimiter))
-    else:
-        width = len(_header(path, text, delimiter))
+        names = header_names(header_cells(path, text, delimiter))
+    else:  # the blank lines before the first row are skipped, and counted, all the same
+        header_lines = line_breaks(text[:blank_prefix(text)])
+        width = len(header_cells(path, text, delimiter))
         names = list(column_names or [f"f{i}" for i in range(width)])
     threaded = _threaded(text)
     table, ragged = _parse_csv(path, text, delimiter, names, header_lines, threaded)
@@ -322,8 +267,8 @@ def _read_csv(path: str, text: bytes, options: CsvOptions,
         table, ragged = _parse_csv(path, text, delimiter, names, header_lines, threaded=False)
     # Each record is one physical line unless a quoted value spans lines: a newline
     # count (memchr speed) tells whether the per-cell count is needed at all.
-    spans = text.count(b"\n") != header_lines + table.num_rows + len(ragged)
-    lines, ragged = _line_numbers(table, ragged, header_lines, spans, _has_lone_cr(text))
+    spans = line_breaks(text) != header_lines + table.num_rows + len(ragged)
+    lines, ragged = _line_numbers(table, ragged, header_lines, spans, has_lone_cr(text))
     ragged = [r for r in ragged if r.text.strip(_BLANK_CHARS)]  # a line of spaces is blank
     table = table.append_column(LINE, lines)
     raw = RawFile(path=path, table=table, ragged=ragged, text=text)
@@ -341,7 +286,7 @@ def _threaded(text: bytes) -> bool:
 def _block_size(text: bytes) -> int:
     """pyarrow's parse block: at least a few times the first line (a header of 200,000
     columns is longer than the default 1 MiB block, which pyarrow cannot skip)."""
-    return min(max(1 << 20, 4 * len(_line_one(text))), 1 << 30)
+    return min(max(1 << 20, 4 * len(line_one(text))), 1 << 30)
 
 
 def _parse_csv(path: str, text: bytes, delimiter: str, names: list[str], header_lines: int,
@@ -436,6 +381,8 @@ def _blank_rows(raw: RawFile) -> pa.Array | None:
 def _is_empty(cells: pa.ChunkedArray, padded: bool) -> pa.ChunkedArray:
     """Cells with no text; with `padded` (the file has a line of spaces or tabs), also
     cells of only spaces and tabs."""
+    if not pa.types.is_string(cells.type):  # never from a CSV read; nulls are empty
+        return pc.fill_null(pc.is_null(cells), True)
     if padded:
         cells = pc.utf8_trim(cells, characters=" \t")
     return pc.equal(pc.binary_length(cells), 0)

@@ -36,9 +36,21 @@ COLUMNS = {
     "day": ColumnSpec(type="date", format="%d/%m/%Y"),
     "note": ColumnSpec(type="string", max_length=5),
     "ratio": ColumnSpec(type="float64", min=0, max=1),
+    "qty": ColumnSpec(type="int32"),
+    "at": ColumnSpec(type="timestamp"),
+    "on": ColumnSpec(type="date"),
 }
+INTEGER_SPELLINGS = ["0x10", "0X1f", "0xFFFFFFFFFFFFFFFF", "+5", " 5 ", "\t5", "5\t", "1_000",
+                     "0b1", "0o7", "1e3", "-0", "+-5", "5.0", "٣", "nan", "NULL"]
+"""Integers as pyarrow or a cast may read them (hexadecimal, padded, with a sign, ...)."""
+ISO_PARTIALS = ["2024-01-05", "2024-01-05T10", "2024-01-05 10", "2024-01-05T10:20",
+                "2024-01-05 10:20:30", "2024-01-05T10:20:30.5", "2024-01-05T10:20:30Z",
+                "2024-01-05T10:20:30+01:00", "2024-01-05T1020", "20240105T102030", "20240105",
+                "2024-01", "2024", "2024-1-5", "2024-01-05T24:00:00", "2024-01-05T", "2024-005",
+                "2024-W01-1", "+2024-01-05", " 2024-01-05", "2024-01-05T10Z", ""]
+"""Dates and timestamps, whole and partial ISO 8601 forms (no `format`: pyarrow parses)."""
 CELLS = {
-    "id": ["1", "42", "0", "-3", "", "x", "1e3", "007"],
+    "id": ["1", "42", "0", "-3", "", "x", "1e3", "007", *INTEGER_SPELLINGS],
     "price": ["0", "0.00", "999.99", "1000", "1000.01", "-0.01", ".5", "+1.5", "1.", "1e2",
               " 5.00", "5.00 ", "12.345", "1234567.00", "", "abc"],
     "code": ["AB-123", "ZZ-999", "ab-123", "AB-1234", "AB-12", "", " AB-123", "AB-123\n"],
@@ -47,10 +59,16 @@ CELLS = {
            "2024-01-05T10:20:30", " 2024-01-05 10:20:30", "2024-01-05", "", "soon"],
     "day": ["05/01/2024", "29/02/2024", "30/02/2023", "5/1/2024", "2024-01-05", ""],
     "note": ["", "abc", "abcde", "abcdef", "a\nb", "a\r\nb", "e\u0301e\u0301e", "😀😀😀😀😀", "😀😀😀😀😀😀"],
-    "ratio": ["0", "1", "0.5", "1.0000001", "-0.0", "nan", "inf", "", "1e-3"],
+    "ratio": ["0", "1", "0.5", "1.0000001", "-0.0", "nan", "inf", "", "1e-3", "+0.5", " .5 ",
+              "\t0.5", "0x1", "1_0", "Infinity", "5e-1", "0.5f"],
+    "qty": ["5", "2147483647", "2147483648", "-2147483648", "0x7FFFFFFF", "0x80000000",
+            *INTEGER_SPELLINGS],
+    "at": ISO_PARTIALS,
+    "on": ISO_PARTIALS,
 }
 GOOD = {"id": "7", "price": "12.50", "code": "AB-123", "cur": "USD", "ts": "2024-01-05 10:20:30",
-        "day": "05/01/2024", "note": "ok", "ratio": "0.5"}
+        "day": "05/01/2024", "note": "ok", "ratio": "0.5", "qty": "5", "at": "2024-01-05 10:20:30",
+        "on": "2024-01-05"}
 
 
 def row_of(cells: dict[str, str]) -> list[str]:
@@ -123,12 +141,43 @@ def test_clean_files_are_staged_by_the_fast_path(tmp_path: Path) -> None:
     assert clean.schema.field("price").type == pa.decimal128(8, 2)
     assert clean.schema.field("ts").type == pa.timestamp("us")
     assert clean.schema.field("day").type == pa.date32()
+    assert clean.schema.field("qty").type == pa.int32()
+    assert clean.schema.field("at").type == pa.timestamp("us")
     assert clean.num_rows == 2
+
+
+def test_a_hexadecimal_integer_is_rejected_whatever_its_neighbours(tmp_path: Path) -> None:
+    """pyarrow reads `0x10` as 16 and `0xFFFFFFFFFFFFFFFF` as -1; the reference rejects
+    both. a.csv is clean otherwise (the fast path), b.csv has a bad row (the reference)."""
+    columns = {"id": ColumnSpec(type="int64"), "v": ColumnSpec(type="string")}
+    paths = []
+    for name, last in (("a.csv", "5,c"), ("b.csv", "bad,c")):
+        (tmp_path / name).write_text(f"id,v\n0x10,a\n0xFFFFFFFFFFFFFFFF,b\n{last}\n")
+        paths.append(str(tmp_path / name))
+    staged, rejects, outcomes = process(tmp_path / "out", paths, fast=True, columns=columns)
+    assert [row["id"] for row in staged] == [5]
+    assert sorted((Path(r["file"]).name, r["line"], r["rule"]) for r in rejects) == [
+        ("a.csv", 2, "type:int64"), ("a.csv", 3, "type:int64"), ("b.csv", 2, "type:int64"),
+        ("b.csv", 3, "type:int64"), ("b.csv", 4, "type:int64")]
+    assert [(Path(o[0]).name, *o[1:]) for o in outcomes] == [("a.csv", 1, 2, None),
+                                                             ("b.csv", 0, 3, None)]
+
+
+def test_fast_and_reference_paths_agree_on_an_hour_only_timestamp(tmp_path: Path) -> None:
+    columns = {"k": ColumnSpec(type="int64"), "x": ColumnSpec(type="timestamp")}
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"k,x\n1,2024-01-05T10\n")
+    fast = process(tmp_path / "fast", [str(path)], fast=True, columns=columns)
+    reference = process(tmp_path / "slow", [str(path)], fast=False, columns=columns)
+    assert len(fast[0]) + len(fast[1]) == 1 and len(reference[0]) + len(reference[1]) == 1
+    assert fast == reference
+    assert [r["rule"] for r in reference[1]] == ["type:timestamp"]
 
 
 @pytest.mark.parametrize("column, cell", [
     ("price", "1e2"), ("price", "1000.01"), ("ts", "2024-02-30 10:00:00"), ("code", "AB-1234"),
     ("cur", "GBP"), ("note", "abcdef"), ("ratio", "nan"), ("id", "0"), ("day", "30/02/2023"),
+    ("id", "0x10"), ("qty", "0X10"), ("id", "\t5"), ("at", "2024-01-05T10"), ("at", "2024-01-05 10"),
 ])
 def test_one_doubtful_cell_sends_the_batch_to_the_reference(tmp_path: Path, column: str,
                                                            cell: str) -> None:
@@ -203,10 +252,12 @@ LINES = st.lists(st.one_of(st.tuples(st.just("blank"), st.sampled_from(BLANKS)),
 
 
 def blank_file(shape: str, delimiter: str, lines: list[tuple[str, Any]], ending: str,
-               last_ending: bool) -> str:
-    """A CSV of `shape` whose rows are picked by seed, with blank lines between them."""
+               last_ending: bool, lead: tuple[str, ...] = ()) -> str:
+    """A CSV of `shape` whose rows are picked by seed, with blank lines between them (and
+    the blank lines `lead` before the header)."""
     columns = SHAPES[shape]
     out = io.StringIO()
+    out.write("".join(blank + ending for blank in lead))
     writer = csv.writer(out, delimiter=delimiter, lineterminator="")
     writer.writerow(list(columns))
     for kind, value in lines:
@@ -223,30 +274,33 @@ def blank_file(shape: str, delimiter: str, lines: list[tuple[str, Any]], ending:
 
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(files=st.lists(st.tuples(LINES, st.sampled_from(ENDINGS), st.booleans()),
+@given(files=st.lists(st.tuples(LINES, st.sampled_from(ENDINGS), st.booleans(),
+                                st.sampled_from([()] * 3 + [("",), (" ", "\t"), ("\r",)])),
                       min_size=1, max_size=3),
        shape=st.sampled_from(sorted(SHAPES)), delimiter=st.sampled_from([",", "\t"]))
-@example(files=[([("row", 0), ("blank", ""), ("row", 1), ("blank", "")], "\n", True)],
+@example(files=[([("row", 0), ("blank", ""), ("row", 1), ("blank", "")], "\n", True, ())],
          shape="two", delimiter=",")  # issue 12: 4 rows staged, two of them all NULL
-@example(files=[([("row", 0), ("blank", "\r"), ("row", 1)], "\r\n", True)],
+@example(files=[([("row", 0), ("blank", "\r"), ("row", 1)], "\r\n", True, ())],
          shape="two", delimiter=",")  # CR CR LF
-@example(files=[([("row", 0), ("blank", "  "), ("row", 1)], "\n", True)],
+@example(files=[([("row", 0), ("blank", "  "), ("row", 1)], "\n", True, ())],
          shape="many", delimiter=",")  # spaces in a comma file
+@example(files=[([("row", 0)], "\n", True, ("",)), ([("row", 1)], "\n", True, ())],
+         shape="many", delimiter=",")  # a blank line before the header
 def test_blank_lines_anywhere_are_dropped_alike_by_the_fast_path_and_the_reference(
-        tmp_path_factory: pytest.TempPathFactory, files: list[tuple[list, str, bool]],
+        tmp_path_factory: pytest.TempPathFactory, files: list[tuple[list, str, bool, tuple]],
         shape: str, delimiter: str) -> None:
-    """Blank lines of every kind (empty, spaces, tabs, CR CR LF), anywhere (after the
-    header, between rows, at the end), in files of one and many columns, comma and tab
-    separated, several files per batch (the joint parse): both paths stage the same rows,
-    and every non-blank line ends staged or rejected, exactly once."""
+    """Blank lines of every kind (empty, spaces, tabs, CR CR LF), anywhere (before the
+    header, after it, between rows, at the end), in files of one and many columns, comma
+    and tab separated, several files per batch (the joint parse): both paths stage the
+    same rows, and every non-blank line ends staged or rejected, exactly once."""
     data = tmp_path_factory.mktemp("blank")
     paths, records = [], 0
-    for index, (lines, ending, last_ending) in enumerate(files):
-        text = blank_file(shape, delimiter, lines, ending, last_ending)
+    for index, (lines, ending, last_ending, lead) in enumerate(files):
+        text = blank_file(shape, delimiter, lines, ending, last_ending, lead)
         path = data / f"f{index}.csv"
         path.write_bytes(text.encode())
         paths.append(str(path))
-        records += sum(1 for line in text.splitlines()[1:] if line.strip(" \t"))
+        records += sum(1 for line in text.splitlines() if line.strip(" \t")) - 1  # header
     options = CsvOptions(delimiter=delimiter)
     columns = SHAPES[shape]
     fast = process(tmp_path_factory.mktemp("fast"), paths, True, columns, options)

@@ -5,7 +5,8 @@ timestamp), writes it with Python's `csv` module using a random quoting mode, li
 terminator, delimiter and an optional BOM, and breaks a random subset of rows: a bad
 cell (non-numeric id, a price with three decimals, 31 February, ...) or a wrong number
 of fields; a few blank lines go in between. The physical line of every record is
-tracked while writing. One in-process
+tracked while writing (LF, CRLF and a lone CR each end a line, also inside a quoted
+value: a `name` of "\\r" makes its record two lines). One in-process
 `BatchWorker` then reads and validates the file, and the test checks that
 
 * every good row comes back unchanged, in file order, with its line number;
@@ -20,6 +21,7 @@ import csv
 import datetime as dt
 import io
 import itertools
+import re
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -42,6 +44,9 @@ COLUMNS = {
 NAMES = list(COLUMNS)
 BOM = "\ufeff"
 QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL, "nonnumeric": csv.QUOTE_NONNUMERIC}
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""The rule for line numbers: LF, CRLF and a lone CR each end a line, everywhere (inside
+a quoted value too), as editors show them and as pyarrow splits records."""
 
 BAD_CELLS: dict[str, list[tuple[str, str]]] = {
     "id": [("abc", "type:int64"), ("1.5", "type:int64"), ("12x", "type:int64"),
@@ -155,7 +160,7 @@ def write_csv(path: Path, table: list[Row], dialect: Dialect) -> str:
     for row in table:
         out.write(dialect.terminator * row.blank_before)
         start = out.tell()
-        row.line = out.getvalue().count("\n") + 1
+        row.line = len(LINE_BREAK.findall(out.getvalue())) + 1
         writer.writerow(cells_of(row, numeric=quoting == csv.QUOTE_NONNUMERIC))
         row.record = out.getvalue()[start:].removesuffix(dialect.terminator)
     text = out.getvalue()
@@ -164,7 +169,7 @@ def write_csv(path: Path, table: list[Row], dialect: Dialect) -> str:
 
 
 def physical_line(text: str, line: int) -> str:
-    return text.split("\n")[line - 1].rstrip("\r")
+    return LINE_BREAK.split(text)[line - 1]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.catalog import BatchResult
+from batchrun.catalog import BatchResult, Catalog
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection, load_job
 from batchrun.errors import ConfigError, PermanentSourceError
-from batchrun.read import LINE, RawFile, read_file
+from batchrun.infer import infer_schema
+from batchrun.read import LINE, RawFile, _blank_rows, read_file
+from batchrun.staging import query_connection
 from batchrun.validate import FILE, Validated, Validator
 from batchrun.worker import REJECT_SCHEMA, BatchTask, BatchWorker, WorkerSpec
 
@@ -268,8 +273,8 @@ def test_a_missing_file_is_a_permanent_error(tmp_path: Path) -> None:
 def test_duplicate_empty_and_lineage_header_names_are_renamed_deterministically(
         tmp_path: Path) -> None:
     raw = read(tmp_path, b"id,id,,ID,_file,_line,_batch_id,file,na\x01me\n1,2,3,4,5,6,7,8,9\n")
-    assert raw.table.column_names == ["id", "id_2", "column_3", "ID_3", "file", "line",
-                                      "batch_id", "file_2", "name", LINE]
+    assert raw.table.column_names == ["id", "id_2", "column_3", "ID_3", "file_2", "line",
+                                      "batch_id", "file", "name", LINE]
     assert cells(raw) == [(2, *"123456789")]
 
 
@@ -688,3 +693,79 @@ def test_blank_lines_are_not_staged_as_null_rows_by_either_path(tmp_path: Path) 
         assert [(r["id"], r["name"], r["_line"]) for r in staged(result)] == [(1, "a", 2),
                                                                               (2, "b", 4)]
         assert result.rows_rejected == 0
+
+
+# ------------------------------------------- before the header; header names (real runs)
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """One real `batchrun` command in a subprocess; stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "batchrun", *map(str, args)],
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def table_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` over the latest run's staging views (the same views `query` builds)."""
+    catalog = Catalog(state)
+    try:
+        record = catalog.run(catalog.latest_run_id())
+        db = query_connection(record.table, record.schema or {},
+                              catalog.committed(record.run_id))
+        return [tuple(row) for row in db.execute(sql).fetchall()]
+    finally:
+        catalog.close()
+
+
+def job_file(folder: Path, body: str) -> Path:
+    job = folder / "job.toml"
+    job.write_text('[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["in/*.csv"]\n' + body)
+    return job
+
+
+def test_a_blank_line_before_the_header_is_dropped(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("\nid,v\n1,a\n")
+    (tmp_path / "in" / "b.csv").write_text("id,v\n2,b\n")
+    job = job_file(tmp_path, '[schema.columns]\nid = { type = "int64" }\n'
+                   'v = { type = "string" }\n')
+    state = tmp_path / "state"
+    done = cli("run", job, "--state-dir", state, "--no-progress")
+    assert "ArrowNotImplementedError" not in cli("status", "--state-dir", state).stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert table_rows(state, "SELECT id, _line FROM t ORDER BY id") == [(1, 3), (2, 2)]
+
+
+@pytest.mark.parametrize("text, lines", [
+    (b"\nid,v\n1,a\n", [3]), (b" \t\r\n\r\nid,v\r\n1,a\r\n", [4]),
+    (b"\r\rid,v\r1,a\r", [4]), (b'\n\n"i\nd",v\n1,a\n\n2,b\n', [5, 7]),
+])
+def test_blank_lines_before_the_header_are_skipped_and_counted_by_read_and_inference(
+        tmp_path: Path, text: bytes, lines: list[int]) -> None:
+    raw = read(tmp_path, text)
+    assert raw.table.column_names == ["id", "v", LINE]
+    assert raw.table[LINE].to_pylist() == lines and raw.ragged == []
+    assert infer_schema([str(tmp_path / "in.csv")], "csv", CsvOptions()) == {
+        "id": "int64", "v": "string"}
+
+
+def test_without_a_header_blank_lines_before_the_first_row_are_counted(tmp_path: Path) -> None:
+    raw = read(tmp_path, b"\n  \n1,a\n2,b\n", header=False)
+    assert cells(raw) == [(3, "1", "a"), (4, "2", "b")]
+
+
+def test_blank_rows_of_a_table_with_a_non_string_column_are_found_not_a_crash() -> None:
+    table = pa.table({"n": pa.array([1, None], pa.int64()), "s": ["a", ""],
+                      LINE: pa.array([2, 3], pa.int64())})
+    blank = _blank_rows(RawFile(path="f.csv", table=table, text=b"h\n1,a\n\n"))
+    assert blank is not None and blank.to_pylist() == [False, True]
+
+
+def test_a_source_column_named_file_keeps_its_name_beside_underscore_file(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,_file,file\n1,X,real1\n2,Y,real2\n")
+    job = job_file(tmp_path, '[validation]\non_unknown_columns = "ignore"\n[schema.columns]\n'
+                   'id = { type = "int64" }\nfile = { type = "string" }\n')
+    state = tmp_path / "state"
+    assert cli("run", job, "--state-dir", state, "--no-progress").returncode == 0
+    assert table_rows(state, "SELECT id, file FROM t ORDER BY id") == [(1, "real1"), (2, "real2")]

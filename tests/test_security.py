@@ -86,6 +86,10 @@ SECRET_ADDRESS = "ray://user:s3cr3t@127.0.0.1:1?token=abc"
     ("https://h/x?api_key=1;sig=2#f", f"https://h/x?api_key={MASK};sig={MASK}#f"),
     ('{"address": "ray://a:b@h:1?password=c"}', f'{{"address": "ray://a:{MASK}@h:1?password={MASK}"}}'),
     ("ray://user@host:1 and 127.0.0.1:6379, auto", "ray://user@host:1 and 127.0.0.1:6379, auto"),
+    ("ray://alice@corp.com:Secret1@127.0.0.1:1", f"ray://alice@corp.com:{MASK}@127.0.0.1:1"),
+    ("ray://alice:Sec/r#e?t2@127.0.0.1:1", f"ray://alice:{MASK}@127.0.0.1:1"),
+    ("s3://AKIA:wJalr/XUt@bucket/key", f"s3://AKIA:{MASK}@bucket/key"),
+    ("x?token='abc'&a=1", f"x?token='{MASK}'&a=1"),
 ])
 def test_credentials_in_uris_are_masked_and_the_rest_is_kept(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -120,6 +124,21 @@ def test_a_cluster_password_and_token_never_reach_the_catalog_logs_or_output(
     for secret in (b"s3cr3t", b"token=abc"):
         assert secret not in written, f"{secret!r} stored in the state dir"
         assert secret not in printed, f"{secret!r} printed"
+
+
+def test_a_password_after_an_at_sign_user_or_with_a_slash_is_never_printed_or_stored(
+        tmp_path: Path) -> None:
+    """Found by the adversarial pass: the user-info runs to the last '@'."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,v\n1,a\n")
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["in/*.csv"]\n')
+    state = tmp_path / "state"
+    for address, secret in (("ray://alice@corp.com:Secret1@127.0.0.1:1", b"Secret1"),
+                            ("ray://alice:Sec/ret2@127.0.0.1:1", b"Sec/ret2")):
+        done = run_cli("run", job, "--state-dir", state, "--no-progress", "--address", address)
+        assert done.returncode == EXIT_ENVIRONMENT  # unreachable: nothing staged
+        assert secret not in done.stdout + done.stderr + every_byte_under(state)
 
 
 def test_a_run_whose_address_was_masked_asks_for_the_address_on_resume(tmp_path: Path) -> None:
