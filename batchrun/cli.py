@@ -511,13 +511,21 @@ def _finish(outcome: RunOutcome, state_dir: Path, as_json: bool) -> None:
     code = _exit_code(outcome)
     if code != EXIT_OK and _resumable(report):
         err.print(f"resume with: {_resume_command(outcome.run_id, state_dir)}")
+    elif code != EXIT_OK and report["files"]["failed"]:
+        err.print("nothing a resume can retry: the quarantined files are bad in themselves;"
+                  " fix or replace them and run the job again")
     sys.exit(code)
 
 
 def _resumable(report: dict[str, Any]) -> bool:
-    """Whether a resume has anything left to do (a run failed by its rejects alone has not)."""
+    """Whether a resume has anything left to do: unfinished batches, or files quarantined
+    for a reason that may have gone away (not a run failed by its rejects, nor files
+    quarantined for their content)."""
+    from batchrun.identity import may_recover
+
     b = report["batches"]
-    return bool(report["files"]["failed"] or b["committed"] < b["total"])
+    return b["committed"] < b["total"] or any(
+        may_recover(f["error"]) for f in report.get("failed_files", []))
 
 
 def _exit_code(outcome: RunOutcome) -> int:

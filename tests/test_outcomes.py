@@ -87,6 +87,23 @@ def test_run_that_rejects_every_row_fails_with_exit_1_and_says_why(
 
 
 @pytest.mark.usefixtures("ray_session")
+def test_a_run_whose_quarantines_a_resume_cannot_fix_offers_no_resume(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = small_job(tmp_path, "bad_file", {"a/1.csv": rows(4, good=True), "b/2.csv": ""})
+    (tmp_path / "in" / "b" / "2.csv").write_bytes(b"")  # empty: bad in itself
+    state = tmp_path / "state"
+    code = invoke(["run", str(job), "--state-dir", str(state), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == EXIT_PARTIAL
+    assert "resume with:" not in err and "nothing a resume can retry" in err
+    assert staged_counts(state) == {"rows": 4, "distinct": 4, "rejected": 0}
+    # a batch that failed (its source's endpoint down): a resume may succeed, and says so
+    code = invoke(["run", str(job), "--state-dir", str(state), "--no-progress",
+                   "--set", "execution.max_retries=0", "--set", 'faults={fail_paths=["/a/"]}'])
+    assert code == EXIT_PARTIAL and "resume with: batchrun resume" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("ray_session")
 def test_run_rejecting_more_than_max_run_reject_ratio_fails_with_the_ratio(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     body = {"a/1.csv": rows(6, good=True) + rows(2, good=False, start=7),
