@@ -129,6 +129,17 @@ def staged_counts(state_dir: Path, run_id: str | None = None, key: str = "order_
     return {"rows": rows, "distinct": distinct, "rejected": rejected}
 
 
+def table_rows(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` over the latest run's staging views (the same views `query` builds)."""
+    catalog = Catalog(state_dir)
+    try:
+        record = catalog.run(catalog.latest_run_id())
+        db = query_connection(record.table, record.schema or {}, catalog.committed(record.run_id))
+        return [tuple(row) for row in db.execute(sql).fetchall()]
+    finally:
+        catalog.close()
+
+
 def assert_exactly_once(state_dir: Path, truth_rows: int, truth_rejects: int = 0,
                         key: str = "order_id") -> str:
     """Valid rows staged exactly once; no uncommitted or temporary file left on disk."""

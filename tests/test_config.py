@@ -11,13 +11,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_USAGE, invoke
 from batchrun.config import load_job, parse_duration, parse_size, set_dotted, validate_config
 from batchrun.errors import ConfigError
-from batchrun.staging import query_connection
 
-from .conftest import DEMO_JOB
+from .conftest import DEMO_JOB, table_rows
 
 MINIMAL = '[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["*.csv"]\n'
 
@@ -181,17 +179,6 @@ def _cli_process(*args: str | Path, env: dict[str, str] | None = None
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def _table_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
-    """Rows of `sql` over the latest run's staging views (the same views `query` builds)."""
-    catalog = Catalog(state)
-    try:
-        record = catalog.run(catalog.latest_run_id())
-        db = query_connection(record.table, record.schema or {}, catalog.committed(record.run_id))
-        return [tuple(row) for row in db.execute(sql).fetchall()]
-    finally:
-        catalog.close()
-
-
 def test_resume_refuses_a_schema_override_spelled_by_its_field_name(tmp_path: Path) -> None:
     for folder, rows in (("a", "1,a\n2,b\n"), ("b", "3,c\n4,d\n")):
         (tmp_path / "in" / folder).mkdir(parents=True)
@@ -210,7 +197,7 @@ def test_resume_refuses_a_schema_override_spelled_by_its_field_name(tmp_path: Pa
         assert types == {"int64"}, f"one column, two types in one run: {types}"
     assert resumed.returncode == 2, resumed.stderr
     assert _cli_process("resume", "--state-dir", state, "--no-progress").returncode == 0
-    assert _table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(4, 4)]
+    assert table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(4, 4)]
 
 
 def test_a_set_of_schema_spelled_by_its_field_name_sets_the_schema(tmp_path: Path) -> None:

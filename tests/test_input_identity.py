@@ -23,10 +23,9 @@ from batchrun.config import load_job
 from batchrun.errors import ConfigError
 from batchrun.faults import FAULTS_ENV
 from batchrun.plan import cut_batches, expand_sources
-from batchrun.staging import query_connection
 from batchrun.walk import matching_files
 
-from .conftest import assert_exactly_once, kill_group, parse_json, spawn_cli
+from .conftest import assert_exactly_once, kill_group, parse_json, spawn_cli, table_rows
 
 KILLED_AFTER_PLAN = {FAULTS_ENV: 'kill_driver = "after_plan"'}
 
@@ -415,17 +414,6 @@ def job_file(folder: Path, body: str) -> Path:
     job = folder / "job.toml"
     job.write_text(body)
     return job
-
-
-def table_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
-    """Rows of `sql` over the latest run's staging views (the same views `query` builds)."""
-    catalog = Catalog(state)
-    try:
-        record = catalog.run(catalog.latest_run_id())
-        db = query_connection(record.table, record.schema or {}, catalog.committed(record.run_id))
-        return [tuple(row) for row in db.execute(sql).fetchall()]
-    finally:
-        catalog.close()
 
 
 def test_a_run_never_reads_its_own_staging_dir_as_input(tmp_path: Path) -> None:
