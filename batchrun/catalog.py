@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
+
 from batchrun.errors import (
     BatchrunError,
     CatalogError,
@@ -297,10 +299,18 @@ class Catalog:
         with self._guard("open"):
             private_file(self.path)  # its -wal and -shm files take the same mode
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._migrate()
+            self._prepare()
+
+    @retry(retry=retry_if_exception(lambda exc: "locked" in str(exc)), reraise=True,
+           stop=stop_after_delay(30), wait=wait_random(0.01, 0.1))
+    def _prepare(self) -> None:
+        """WAL mode, tables and missing columns. Switching to WAL does not wait on SQLite's
+        busy timeout when another process is creating the same catalog at that moment
+        ("database is locked"), so the first open is retried for a while."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._migrate()
 
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
@@ -320,11 +330,26 @@ class Catalog:
         return CatalogError(f"catalog {self.path}: cannot {doing}: {text}")
 
     def _migrate(self) -> None:
-        """Add the columns of `_MIGRATIONS` that an older catalog does not have yet."""
-        for table, column, declaration in _MIGRATIONS:
-            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
+        """Add the columns of `_MIGRATIONS` that an older catalog does not have yet. Another
+        process may open the same catalog at the same moment (`status` while a run starts):
+        the columns are looked for again under the write lock, so only one adds them."""
+        if not self._missing_columns():
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, declaration in self._missing_columns():
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _missing_columns(self) -> list[tuple[str, str, str]]:
+        present: dict[str, set[str]] = {}
+        for table, _, _ in _MIGRATIONS:
+            if table not in present:
+                present[table] = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        return [m for m in _MIGRATIONS if m[1] not in present[m[0]]]
 
     def close(self) -> None:
         self._db.close()
