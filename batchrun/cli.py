@@ -232,7 +232,8 @@ def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
     record: the file exists, has its recorded size and its recorded checksum."""
     from batchrun.verify import verify_run
 
-    report = verify_run(Catalog(state_dir), _resolve_run(state_dir, run_id))
+    run_id = _resolve_run(state_dir, run_id)
+    report = verify_run(Catalog(state_dir, create=False), run_id)
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:
@@ -358,8 +359,8 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
     refused = None if unsafe else read_only_problem(sql)
     if refused:
         raise click.ClickException(f"query refused: {refused}")
-    catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
+    catalog = Catalog(state_dir, create=False)
     record = catalog.run(run_id)
     db = query_connection(record.table, record.schema or {}, catalog.committed(run_id), unsafe)
     try:
@@ -388,8 +389,8 @@ def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int |
 
     from batchrun.staging import query_connection, quote_identifier, unreadable_output
 
-    catalog = Catalog(state_dir)
     run_id = _resolve_run(state_dir, run_id)
+    catalog = Catalog(state_dir, create=False)
     record = catalog.run(run_id)
     committed = catalog.committed(run_id)
     db = query_connection(record.table, record.schema or {}, committed)

@@ -271,14 +271,16 @@ def test_a_very_wide_header_leaves_a_bounded_catalog_and_json(
 # -- read-only commands on a state dir without a catalog ------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["status", "runs", "report", "resume"])
+@pytest.mark.parametrize("command", ["status", "runs", "report", "resume", "verify", "rejects",
+                                     "query"])
 @pytest.mark.parametrize("kind", ["missing", "empty"])
 def test_read_only_commands_on_a_state_dir_without_runs_say_so_and_exit_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, kind: str) -> None:
     state = tmp_path / "state"
     if kind == "empty":
         state.mkdir()
-    assert invoke([command, "--state-dir", str(state)]) == EXIT_USAGE
+    sql = ["SELECT 1"] if command == "query" else []
+    assert invoke([command, *sql, "--state-dir", str(state)]) == EXIT_USAGE
     message = capsys.readouterr().err.strip()
     assert message == (f"error: no runs in {state}: it holds no catalog"
                        " (check --state-dir or BATCHRUN_STATE_DIR)")
