@@ -252,6 +252,18 @@ def read_and_grow(path):
 '''
 
 
+def quarantined_then_staged(state: Path, capsys: pytest.CaptureFixture[str], path: Path,
+                            reason: str, rows: tuple[int, int]) -> None:
+    """A resume quarantines `path` alone, for `reason`, staging the other rows exactly once
+    (rows[0]); the next resume plans it again and stages every row exactly once (rows[1])."""
+    assert resume(state) == EXIT_PARTIAL
+    detail = status(state, capsys)
+    assert [(f["path"], f["error"]) for f in detail["failed_files"]] == [(str(path), reason)]
+    assert_exactly_once(state, rows[0], key="id")
+    assert resume(state) == EXIT_OK
+    assert_exactly_once(state, rows[1], key="id")
+
+
 # -- changed and missing input across kill and resume ---------------------------------------
 
 
@@ -266,13 +278,9 @@ class TestChangedInputOnResume:
         size = grown.stat().st_size
         with grown.open("a") as handle:
             handle.write("".join(f"{i},name{i:04d}\n" for i in range(20, 25)))
-        assert resume(state) == EXIT_PARTIAL
-        detail = status(state, capsys)
-        assert [(f["path"], f["error"]) for f in detail["failed_files"]] == [
-            (str(grown), f"changed since planning: size {size} → {grown.stat().st_size} bytes")]
-        assert_exactly_once(state, 10, key="id")
-        assert resume(state) == EXIT_OK
-        assert_exactly_once(state, 25, key="id")
+        quarantined_then_staged(state, capsys, grown,
+                                f"changed since planning: size {size} → {grown.stat().st_size}"
+                                " bytes", rows=(10, 25))
         detail = status(state, capsys)
         assert detail["state"] == "succeeded" and detail["files"]["committed"] == 2
         assert [w["warning"].split(" (")[0] for w in detail["warnings"]] == [
@@ -288,13 +296,8 @@ class TestChangedInputOnResume:
         edited.write_text(edited.read_text().replace("name0015", "NAME0015"))
         os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
         assert edited.stat().st_size == before.st_size
-        assert resume(state) == EXIT_PARTIAL
-        detail = status(state, capsys)
-        assert [(f["path"], f["error"]) for f in detail["failed_files"]] == [
-            (str(edited), "changed since planning: content changed (sha256)")]
-        assert_exactly_once(state, 10, key="id")
-        assert resume(state) == EXIT_OK
-        assert_exactly_once(state, 20, key="id")
+        quarantined_then_staged(state, capsys, edited,
+                                "changed since planning: content changed (sha256)", rows=(10, 20))
 
     def test_a_file_renamed_over_with_its_size_and_mtime_restored_is_caught_by_its_inode(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -309,14 +312,9 @@ class TestChangedInputOnResume:
         os.replace(fresh, replaced)  # what an editor or a sync tool does
         after = replaced.stat()
         assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-        assert resume(state) == EXIT_PARTIAL
-        detail = status(state, capsys)
-        assert [(f["path"], f["error"]) for f in detail["failed_files"]] == [
-            (str(replaced), f"changed since planning: now another file (inode {before.st_ino}"
-                            f" → {after.st_ino})")]
-        assert_exactly_once(state, 10, key="id")
-        assert resume(state) == EXIT_OK
-        assert_exactly_once(state, 20, key="id")
+        quarantined_then_staged(state, capsys, replaced,
+                                "changed since planning: now another file"
+                                f" (inode {before.st_ino} → {after.st_ino})", rows=(10, 20))
 
     def test_a_file_whose_latest_link_was_removed_is_staged_under_its_dated_name(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -179,6 +179,20 @@ def test_a_damaged_unique_key_rejects_file_is_recomputed_by_repair(
         ("b.csv", 2, "unique"), ("b.csv", 4, "min"), ("c.csv", 2, "unique")]
 
 
+def query_and_rejects_errors(state: Path) -> list[str]:
+    """The stderr of `query` and of `rejects` on a run with a damaged committed file: each
+    exits 4 with one line and no traceback; returns the two lines."""
+    lines = []
+    for command in (["query", "SELECT count(*) FROM orders"], ["rejects"]):
+        done = cli(*command, "--state-dir", state)
+        assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        shown = done.stderr.strip().splitlines()
+        assert len(shown) == 1, done.stderr
+        lines.append(shown[0])
+    return lines
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_query_and_rejects_on_a_missing_file_print_one_line_and_exit_4(
         tmp_path: Path, feed: tuple[Path, DemoTruth], capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,13 +201,9 @@ def test_query_and_rejects_on_a_missing_file_print_one_line_and_exit_4(
     run_id = Catalog(state).latest_run_id()
     lost = next(f for f in committed_files(state) if f.kind == "output")
     Path(lost.path).unlink()
-    for command in (["query", "SELECT count(*) FROM orders"], ["rejects"]):
-        done = cli(*command, "--state-dir", state)
-        assert done.returncode == EXIT_ENVIRONMENT, done.stderr
-        assert "Traceback" not in done.stdout + done.stderr
-        assert done.stderr.strip().splitlines() == [
-            f"error: committed output missing: {lost.path} (run batchrun verify {run_id}"
-            f" / batchrun resume {run_id} --repair)"]
+    for line in query_and_rejects_errors(state):
+        assert line == (f"error: committed output missing: {lost.path} (run batchrun verify"
+                        f" {run_id} / batchrun resume {run_id} --repair)")
     repair_then_check(state, truth, capsys)
 
 
@@ -206,13 +216,9 @@ def test_query_and_rejects_on_a_truncated_file_print_one_line_and_exit_4(
     assert victim.size
     with open(victim.path, "r+b") as handle:
         handle.truncate(victim.size // 2)
-    for command in (["query", "SELECT count(*) FROM orders"], ["rejects"]):
-        done = cli(*command, "--state-dir", state)
-        assert done.returncode == EXIT_ENVIRONMENT, done.stderr
-        assert "Traceback" not in done.stdout + done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1
+    for line in query_and_rejects_errors(state):
         assert (f"committed output size {victim.size // 2} != recorded {victim.size}:"
-                f" {victim.path}") in done.stderr
+                f" {victim.path}") in line
     repair_then_check(state, truth, capsys)
 
 
@@ -225,12 +231,8 @@ def test_query_and_rejects_on_a_damaged_footer_name_the_file_in_one_line(
     damaged = bytearray(Path(victim.path).read_bytes())
     damaged[-20] ^= 0xFF  # inside the Parquet footer: same size, unreadable metadata
     Path(victim.path).write_bytes(damaged)
-    for command in (["query", "SELECT count(*) FROM orders"], ["rejects"]):
-        done = cli(*command, "--state-dir", state)
-        assert done.returncode == EXIT_ENVIRONMENT, done.stderr
-        assert "Traceback" not in done.stdout + done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1
-        assert "committed output unreadable" in done.stderr and victim.path in done.stderr
+    for line in query_and_rejects_errors(state):
+        assert "committed output unreadable" in line and victim.path in line
     repair_then_check(state, truth, capsys)
 
 
