@@ -16,7 +16,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,21 @@ from batchrun.errors import (
     bounded,
     disk_full_reason,
 )
-from batchrun.identity import Fingerprint
+from batchrun.model import (
+    AttemptEnd,
+    BatchResult,
+    BatchState,
+    Committed,
+    CommittedFile,
+    FileState,
+    Fingerprint,
+    PlannedBatch,
+    RoundRecord,
+    RunRecord,
+    RunState,
+    WrittenFile,
+)
 from batchrun.private import private_dir, private_file
-from batchrun.states import BatchState, FileState, RunState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -91,26 +102,6 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 
 
-
-@dataclass(frozen=True)
-class PlannedFile:
-    path: str
-    size: int
-    mtime: float
-    source: str
-    expanded: int | None = None
-    """Estimated decompressed size (a gzip's trailer), for memory budgets; None: `size`."""
-    mtime_ns: int | None = None
-    sha256: str | None = None
-    """Only with `[source] fingerprint = "sha256"`."""
-    dev: int | None = None
-    ino: int | None = None
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return Fingerprint(self.size, self.mtime_ns, self.sha256, self.ino, self.dev)
-
-
 def sql_int(value: int | None) -> int | None:
     """An unsigned 64-bit number (st_ino on overlayfs may set the top bit) as SQLite's
     signed INTEGER; `py_int` turns it back."""
@@ -125,162 +116,6 @@ def stored_fingerprint(row: dict[str, Any]) -> Fingerprint:
     """The planned fingerprint of a `files` row."""
     return Fingerprint(row["size"], row["mtime_ns"], row["sha256"], py_int(row["ino"]),
                        py_int(row["dev"]))
-
-
-@dataclass(frozen=True)
-class PlannedBatch:
-    batch_id: str
-    seq: int
-    source: str
-    files: tuple[PlannedFile, ...]
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.expanded or f.size for f in self.files)
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    """What a worker did with one file of its batch."""
-
-    path: str
-    rows_staged: int = 0
-    rows_rejected: int = 0
-    error: str | None = None
-    warning: str | None = None
-
-
-@dataclass(frozen=True)
-class WrittenFile:
-    """A file as its writer left it: size and checksum of the bytes it wrote."""
-
-    path: str
-    size: int
-    checksum: str
-    """"<algorithm>:<hex digest>", see `batchrun.verify`."""
-
-
-@dataclass(frozen=True)
-class CommittedFile:
-    """One committed output as its commit record describes it (size and checksum are
-    None for files committed by a batchrun that did not record them)."""
-
-    kind: str
-    """output | rejects | unique"""
-    path: str
-    size: int | None
-    checksum: str | None
-    batch_id: str | None = None
-    """None for the run's unique-key rejects."""
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """The small object a worker returns: counts, paths and timings, never rows."""
-
-    batch_id: str
-    worker: int
-    output_path: str | None
-    rejects_path: str | None
-    rows_staged: int
-    rows_rejected: int
-    bytes_read: int
-    started_at: float
-    finished_at: float
-    files: tuple[FileOutcome, ...] = field(default_factory=tuple)
-    node: str | None = None
-    """The Ray node that ran the batch."""
-    written: tuple[WrittenFile, ...] = ()
-    """Size and checksum of output_path and rejects_path."""
-
-    def written_file(self, path: str | None) -> WrittenFile | None:
-        return next((w for w in self.written if w.path == path), None)
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    batch_id: str
-    attempt: int
-    worker: int
-    source: str
-    bytes: int
-    n_files: int
-    at: float
-
-
-@dataclass(frozen=True)
-class AttemptEnd:
-    batch_id: str
-    attempt: int
-    outcome: str
-    """committed | retried | failed | abandoned"""
-    at: float
-    error: str | None = None
-    kind: str | None = None
-    """transient | permanent, for failed and retried attempts"""
-    result: BatchResult | None = None
-
-
-@dataclass
-class RoundRecord:
-    """Everything one scheduler round changed, written in one transaction."""
-
-    dispatched: list[Dispatch] = field(default_factory=list)
-    ended: list[AttemptEnd] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    """(batch_id, reason): batches given up without running."""
-
-    @property
-    def results(self) -> list[BatchResult]:
-        return [e.result for e in self.ended if e.result is not None]
-
-    def outcomes(self, outcome: str) -> list[AttemptEnd]:
-        return [e for e in self.ended if e.outcome == outcome]
-
-    def __bool__(self) -> bool:
-        return bool(self.dispatched or self.ended or self.skipped)
-
-    def merge(self, later: RoundRecord) -> None:
-        """Append a later round (deferred checkpoints write many rounds as one)."""
-        self.dispatched += later.dispatched
-        self.ended += later.ended
-        self.skipped += later.skipped
-
-
-@dataclass(frozen=True)
-class Committed:
-    """What a run's staging views read: only files with a commit record."""
-
-    outputs: list[str]
-    rejects: list[str]
-    """Batch rejects, plus the run's unique-key rejects when it has any."""
-    unique: str | None = None
-    """Rows listed here (by file and line) are unique-key duplicates: hidden from the table."""
-    sizes: dict[str, int] = field(default_factory=dict)
-    """The recorded size of each file that has one (older commits have none)."""
-    run_id: str = ""
-
-    @property
-    def paths(self) -> set[str]:
-        return set(self.outputs) | set(self.rejects)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    run_id: str
-    job: str
-    table: str
-    job_file: str
-    staging_dir: str
-    config: dict[str, Any]
-    schema: dict[str, str] | None
-    state: RunState
-    pid: int | None
-    host: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    message: str | None
 
 
 class Catalog:

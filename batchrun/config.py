@@ -14,7 +14,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchrun.errors import ConfigError, bounded
-from batchrun.plugins import REFERENCE, resolve
+from batchrun.readers.custom import REFERENCE, resolve
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -392,7 +392,7 @@ def _check_patterns(where: str, config: JobConfig) -> None:
 
 
 def _check_faults(where: str, config: JobConfig) -> None:
-    from batchrun.faults import load_faults
+    from batchrun.tools.faults import load_faults
 
     try:
         load_faults(config.faults)

@@ -22,8 +22,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchrun.coltypes import arrow_type, decimal_parts
 from batchrun.config import ColumnSpec
-from batchrun.types import arrow_type, decimal_parts
 from batchrun.validate import _typed
 
 _NUMERIC = ("int32", "int64", "float64")

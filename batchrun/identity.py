@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from batchrun.errors import TransientSourceError
+from batchrun.model import Fingerprint
 
 CHANGED = "changed since planning"
 RECOVERABLE_REASONS = ("file not found", "permission denied", "I/O error", CHANGED)
@@ -25,25 +26,6 @@ its permissions fixed, the disk back, a new version written): resume plans such 
 again. Reasons about the content itself (parse errors, rejects, headers) are final."""
 
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    size: int
-    mtime_ns: int | None = None
-    """None in catalogs written before mtime_ns was recorded: only the size is compared."""
-    sha256: str | None = None
-    inode: int | None = None
-    """st_ino; None in catalogs written before it was recorded: not compared."""
-    device: int | None = None
-    """st_dev, as the planner saw it (compared on the planner's machine only)."""
-
-    @property
-    def identity(self) -> tuple[int, int] | None:
-        """(st_dev, st_ino), the file itself whatever path reaches it; None if unknown."""
-        if self.device is None or self.inode is None:
-            return None
-        return self.device, self.inode
 
 
 def fingerprint(path: str, stat: os.stat_result | None = None,

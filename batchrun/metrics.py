@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from batchrun.admission import peak_overlap, per_source_peaks
 from batchrun.catalog import Catalog
+from batchrun.execution.admission import peak_overlap, per_source_peaks
 from batchrun.report import run_status
 
 

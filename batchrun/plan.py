@@ -15,11 +15,11 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from batchrun.catalog import Catalog, PlannedBatch, PlannedFile, stored_fingerprint
+from batchrun.catalog import Catalog, stored_fingerprint
 from batchrun.config import Job, JobConfig, compile_group_by
 from batchrun.errors import ConfigError
-from batchrun.identity import CHANGED, Fingerprint, content_hash, difference, fingerprint, may_recover
-from batchrun.states import FileState
+from batchrun.identity import CHANGED, content_hash, difference, fingerprint, may_recover
+from batchrun.model import FileState, Fingerprint, PlannedBatch, PlannedFile
 from batchrun.walk import matching_files
 
 
@@ -128,7 +128,7 @@ def _planned(path: str, stat: os.stat_result, source_of: Callable[[str], str],
 
 
 def _gzip_estimate(path: str) -> int:
-    from batchrun.read import gzip_size_estimate  # Arrow stays out of light commands
+    from batchrun.readers.source import gzip_size_estimate
 
     return gzip_size_estimate(path)
 

@@ -6,9 +6,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from batchrun.catalog import Catalog, RunRecord
+from batchrun.catalog import Catalog
 from batchrun.lock import process_alive
-from batchrun.states import RunState
+from batchrun.model import RunRecord, RunState
 
 
 def iso(ts: float | None) -> str | None:

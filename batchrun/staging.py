@@ -15,13 +15,11 @@ from pathlib import Path
 
 import duckdb
 
-from batchrun.catalog import Committed
+from batchrun.coltypes import duckdb_type
 from batchrun.errors import CommittedOutputError, EnvironmentProblem
-from batchrun.plugins import last_line
-from batchrun.read import LINE
-from batchrun.types import duckdb_type
-from batchrun.validate import FILE
-from batchrun.worker import BATCH, REJECT_SCHEMA, rejects_table_name
+from batchrun.layout import BATCH, FILE, LINE, REJECT_SCHEMA, atomic_path, rejects_table_name
+from batchrun.model import Committed
+from batchrun.readers.custom import last_line
 
 STAGING_DB = "staging.duckdb"
 
@@ -183,18 +181,12 @@ def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
     """
     final = staging_dir / STAGING_DB
     temporary = staging_dir / f".{STAGING_DB}.{os.getpid()}.tmp"
-    temporary.unlink(missing_ok=True)
-    try:
+    with atomic_path(final, durable=False, temporary=temporary):
         db = duckdb.connect(str(temporary))
         try:
             create_views(db, table, columns, committed)
         finally:
             db.close()
-        os.replace(temporary, final)
-    except BaseException:
-        for leftover in (temporary, Path(f"{temporary}.wal")):  # e.g. the disk is full
-            leftover.unlink(missing_ok=True)
-        raise
     return final
 
 

@@ -18,14 +18,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 
-from batchrun.catalog import Catalog, RunRecord, WrittenFile
+from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.errors import SourceError
-from batchrun.read import read_file
+from batchrun.layout import (
+    BATCH,
+    FILE,
+    LINE,
+    REJECT_SCHEMA,
+    UNIQUE_PARTITION,
+    partition_dir,
+    rejects_table_name,
+    write_parquet_atomically,
+)
+from batchrun.model import RunRecord, WrittenFile
+from batchrun.readers.source import read_file
 from batchrun.staging import quote_identifier, quote_literal, sql_paths
-from batchrun.worker import BATCH, REJECT_SCHEMA, partition_dir, rejects_table_name, write_parquet_atomically
-
-UNIQUE_PARTITION = "part-unique"
 
 
 def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> int:
@@ -54,13 +62,13 @@ def _duplicates(outputs: list[str], keys: list[str], run_id: str) -> pa.Table:
     for order, key in enumerate(keys):
         column = quote_identifier(key)
         branches.append(
-            f"SELECT {order} AS k, _file, _line, {BATCH}, {quote_literal(key)} AS col,"
-            f" CAST({column} AS VARCHAR) AS value FROM (SELECT _file, _line, {BATCH}, {column},"
-            f" row_number() OVER (PARTITION BY {column} ORDER BY _file, _line) AS seen"
+            f"SELECT {order} AS k, {FILE}, {LINE}, {BATCH}, {quote_literal(key)} AS col,"
+            f" CAST({column} AS VARCHAR) AS value FROM (SELECT {FILE}, {LINE}, {BATCH}, {column},"
+            f" row_number() OVER (PARTITION BY {column} ORDER BY {FILE}, {LINE}) AS seen"
             f" FROM {source} WHERE {column} IS NOT NULL) WHERE seen > 1")
-    sql = (f"SELECT {quote_literal(run_id)} AS run_id, {BATCH} AS batch_id, _file AS file, _line AS line,"
+    sql = (f"SELECT {quote_literal(run_id)} AS run_id, {BATCH} AS batch_id, {FILE} AS file, {LINE} AS line,"
            f" col AS \"column\", 'unique' AS rule, value FROM ("
-           f"SELECT *, row_number() OVER (PARTITION BY _file, _line ORDER BY k) AS first"
+           f"SELECT *, row_number() OVER (PARTITION BY {FILE}, {LINE} ORDER BY k) AS first"
            f" FROM ({' UNION ALL '.join(branches)})) WHERE first = 1 ORDER BY file, line")
     with duckdb.connect() as db:
         return db.sql(sql).to_arrow_table()

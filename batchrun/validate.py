@@ -15,11 +15,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchrun.coltypes import decimal_parts, duckdb_type
 from batchrun.config import ColumnSpec
-from batchrun.read import LINE
-from batchrun.types import decimal_parts, duckdb_type
-
-FILE = "_file"
+from batchrun.layout import FILE, LINE
 
 
 @dataclass(frozen=True)

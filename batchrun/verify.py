@@ -16,30 +16,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import xxhash
-
-from batchrun.catalog import Catalog, CommittedFile, WrittenFile
+from batchrun.catalog import Catalog
 from batchrun.errors import CommittedOutputError, EnvironmentProblem
-
-ALGORITHM = "xxh3_128"
-_CHUNK = 1 << 20
-
-
-def file_checksum(path: str | Path) -> str:
-    """The checksum of a file's bytes, read in 1 MiB chunks into one reused buffer."""
-    digest = xxhash.xxh3_128()
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-    return f"{ALGORITHM}:{digest.hexdigest()}"
-
-
-def describe_written(path: str | Path) -> WrittenFile:
-    """Size and checksum of a file just written (what its commit record will hold)."""
-    return WrittenFile(path=str(path), size=Path(path).stat().st_size,
-                       checksum=file_checksum(path))
+from batchrun.layout import ALGORITHM, file_checksum
+from batchrun.model import CommittedFile
 
 
 class Problem(str, Enum):

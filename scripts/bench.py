@@ -8,7 +8,7 @@
 
 Method
 ------
-* Data: `batchrun.demo.generate` writes the supplier-orders data set (clean rows, so
+* Data: `batchrun.tools.demo.generate` writes the supplier-orders data set (clean rows, so
   every contender must write exactly the generator's `total_rows`). Each shape is cached
   under `--data-dir` (default `bench-data/`), keyed by its dimensions and seed, and
   read once before timing so every contender starts from a warm page cache.
@@ -328,7 +328,7 @@ def child_main(name: str, task_file: Path, out: Path) -> int:
 
 def ensure_data(shape: Shape, data_root: Path, seed: int) -> ShapeData:
     """Generate the shape's files unless a complete cached copy is there."""
-    from batchrun.demo import DemoSpec, generate, load_truth
+    from batchrun.tools.demo import DemoSpec, generate, load_truth
 
     folder = data_root / shape.folder(seed)
     if not cache_complete(folder, shape):
@@ -347,7 +347,7 @@ def ensure_data(shape: Shape, data_root: Path, seed: int) -> ShapeData:
 
 
 def cache_complete(folder: Path, shape: Shape) -> bool:
-    from batchrun.demo import TRUTH_FILE, load_truth
+    from batchrun.tools.demo import TRUTH_FILE, load_truth
 
     if not (folder / TRUTH_FILE).is_file():
         return False
@@ -987,10 +987,10 @@ def planning(args: argparse.Namespace) -> int:
     catalog, and the process's peak RSS (what `batchrun run` does before dispatching)."""
     import resource
 
-    from batchrun.catalog import Catalog, RunRecord
+    from batchrun.catalog import Catalog
     from batchrun.config import load_job
+    from batchrun.model import RunRecord, RunState
     from batchrun.plan import cut_batches, expand_sources
-    from batchrun.states import RunState
 
     root = args.data_dir / f"planning-{args.planning}"
     folders = 100
@@ -1035,9 +1035,9 @@ def memory_scaling(args: argparse.Namespace, base_files: int = 400) -> int:
     """Peak memory of batchrun's driver and workers as the file count grows 10× at a fixed
     batch size: the design bounds it by the bytes in flight, not by the files or rows."""
     from batchrun.catalog import Catalog
-    from batchrun.compare import Shape as RunShape
-    from batchrun.compare import run_shape
     from batchrun.metrics import peak_bytes_in_flight
+    from batchrun.tools.compare import Shape as RunShape
+    from batchrun.tools.compare import run_shape
 
     table = Table("files", "MB", "rows staged", "wall s", "driver peak MB", "workers peak MB",
                   "batches in flight", "max bytes in flight MB")

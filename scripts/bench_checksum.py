@@ -35,12 +35,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from loguru import logger
 
-from batchrun import worker
-from batchrun.catalog import WrittenFile
+from batchrun import pipeline as worker
 from batchrun.config import load_job
-from batchrun.demo import DemoSpec, generate
-from batchrun.verify import describe_written
-from batchrun.worker import BatchTask, WorkerSpec
+from batchrun.layout import describe_written
+from batchrun.model import BatchTask, WrittenFile
+from batchrun.pipeline import PipelineSpec
+from batchrun.tools.demo import DemoSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def worker_ab(data: Path, rounds: int) -> None:
     totals: dict[str, float] = {"with": 0.0, "without": 0.0}
     ratios = []
     with tempfile.TemporaryDirectory() as staging:
-        spec = WorkerSpec(run_id="ab", table="orders", staging_dir=staging, fmt="csv",
+        spec = PipelineSpec(run_id="ab", table="orders", staging_dir=staging, fmt="csv",
                           csv=job.config.source.csv, columns=columns,
                           validation=job.config.validation, threads=1)
         batch_worker = worker.BatchWorker(0, spec)

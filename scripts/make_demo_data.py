@@ -23,12 +23,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_demo_module() -> ModuleType:
-    """Import ``batchrun.demo``; fall back to the checkout this script lives in."""
+    """Import ``batchrun.tools.demo``; fall back to the checkout this script lives in."""
     try:
-        return importlib.import_module("batchrun.demo")
+        return importlib.import_module("batchrun.tools.demo")
     except ImportError:
         sys.path.insert(0, str(REPO_ROOT))
-        return importlib.import_module("batchrun.demo")
+        return importlib.import_module("batchrun.tools.demo")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,8 +18,8 @@ import pytest
 import ray
 
 from batchrun.catalog import Catalog
-from batchrun.demo import DemoSpec, DemoTruth, generate
 from batchrun.staging import query_connection, staged_files
+from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO / "configs" / "demo.toml"

@@ -1,0 +1,102 @@
+"""Shared options and the two consoles (stdout for results, stderr for everything else)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+DEFAULT_STATE_DIR = ".batchrun"
+
+
+invocation: dict[str, Any] = {}
+"""The state dir and run id of the command running now: where an internal error's
+traceback is written (the run's log)."""
+
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _remember_state_dir(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    invocation["state_dir"] = value
+    return value
+
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR, envvar="BATCHRUN_STATE_DIR", show_default=True,
+    callback=_remember_state_dir,
+    help="Where the catalog, locks and logs live [env BATCHRUN_STATE_DIR].")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+workers_option = click.option("--workers", type=click.IntRange(min=1), envvar="BATCHRUN_WORKERS",
+                              help="Override execution.workers [env BATCHRUN_WORKERS].")
+
+
+address_option = click.option("--address", envvar="BATCHRUN_ADDRESS",
+                              help="Ray cluster to join, e.g. auto or 127.0.0.1:6379 "
+                                   "[env BATCHRUN_ADDRESS].")
+
+
+_CONTROL_FLAGS = [
+    # (flag, job key, click type, help)
+    ("--mode", "execution.mode", click.Choice(["parallel", "sequential"]),
+     "parallel (with the limits below) or sequential (one batch at a time, fail fast)"),
+    ("--max-in-flight", "execution.max_in_flight", click.IntRange(min=1),
+     "batches in flight at most (default 2 x workers)"),
+    ("--per-source-concurrency", "execution.per_source_concurrency", str,
+     "batches of one source in flight at most, or 'unlimited'"),
+    ("--stagger", "execution.stagger", str,
+     "delay between the first batches of successive sources, e.g. 200ms"),
+    ("--max-bytes-in-flight", "execution.max_bytes_in_flight", str,
+     "input bytes in flight at most, e.g. 2GB, or 'unlimited'"),
+    ("--rate-limit", "execution.rate_limit", str, "batch starts per source, e.g. 3/s"),
+    ("--breaker-failures", "execution.circuit_breaker.failures", click.IntRange(min=0),
+     "consecutive failed batches that open a source's circuit breaker (0: off)"),
+    ("--breaker-cooldown", "execution.circuit_breaker.cooldown", str,
+     "how long an open breaker waits before its probe batch, e.g. 30s"),
+]
+
+
+def _env_name(flag: str) -> str:
+    return "BATCHRUN_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def control_options(command: Any) -> Any:
+    """The contention controls as flags (and environment variables), plus --set."""
+    command = click.option(
+        "--set", "settings", multiple=True, metavar="KEY=VALUE",
+        help="Override any job key, e.g. --set batch.max_files=10 (value parsed as TOML).")(command)
+    for flag, key, kind, text in reversed(_CONTROL_FLAGS):
+        command = click.option(flag, key.replace(".", "__"), type=kind, envvar=_env_name(flag),
+                               help=f"Override {key}: {text} [env {_env_name(flag)}].")(command)
+    return command
+
+
+def control_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """Flag values (and --set pairs) as dotted job keys."""
+    overrides = {key: params.get(key.replace(".", "__")) for _, key, _, _ in _CONTROL_FLAGS}
+    for pair in params.get("settings") or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key.strip()] = _toml_value(value.strip())
+    return overrides
+
+
+def _toml_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text

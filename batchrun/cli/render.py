@@ -1,0 +1,171 @@
+"""Rendering: status, report, compare tables, the progress bar, query results."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchrun.cli.options import err, out
+
+
+def _render_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "json":
+        out.print_json(json.dumps([dict(zip(names, r)) for r in rows], default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows(rows)
+    else:
+        table = Table(*names)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+def _stdout_for_results() -> contextlib.redirect_stdout[Any]:
+    """While Ray runs, anything it prints (raylet notices) goes to stderr: stdout carries
+    only batchrun's result, so `--json` output always parses."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+class _ProgressView:
+    """A rich progress bar on stderr, fed by the library's progress callbacks."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("batches"),
+                                 TextColumn("{task.fields[rows]:,} rows"), TimeElapsedColumn(),
+                                 console=err, transient=False)
+        self.task: Any = None
+
+    def __enter__(self) -> _ProgressView:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def planned(self, event: dict[str, Any]) -> None:
+        if self.enabled:
+            self.task = self.progress.add_task(event["run_id"], total=event["batches"], rows=0)
+
+    def advance(self, event: dict[str, Any]) -> None:
+        if self.enabled and self.task is not None:
+            done = event.get("committed", 0) + event.get("failed", 0)
+            rows = self.progress.tasks[0].fields["rows"] + event.get("rows", 0)
+            self.progress.update(self.task, advance=done, rows=rows)
+
+
+def _progress_enabled(flag: bool | None, as_json: bool) -> bool:
+    return flag if flag is not None else (err.is_terminal and not as_json)
+
+
+def _render_summary(report: dict[str, Any]) -> None:
+    b, f, r = report["batches"], report["files"], report["rows"]
+    err.print(f"run {report['run_id']} {_state_text(report['state'])}: "
+              f"{b['committed']}/{b['total']} batches, {r['staged']:,} rows staged, "
+              f"{r['rejected']:,} rejected, {f['failed']} file(s) quarantined"
+              + (f", {f['skipped']} skipped" if f["skipped"] else "")
+              + f" in {report['duration_s'] or 0:.1f}s")
+    if report["message"]:
+        err.print(f"  {report['message']}", markup=False)
+    if f["failed"] or f["skipped"]:
+        err.print(f"list them with: batchrun status {report['run_id']}")
+    if r["rejected"]:
+        err.print(f"see rejected rows with: batchrun rejects {report['run_id']}")
+
+
+def _render_status(report: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    b, f, r = report["batches"], report["files"], report["rows"]
+    for key, value in [
+        ("run", report["run_id"]), ("job", f"{report['job']} ({report['job_file']})"),
+        ("state", _state_text(report["state"])),
+        ("batches", f"{b['committed']} committed, {b['running']} running, {b['pending']} "
+                    f"pending, {b['failed']} failed, {b['skipped']} skipped, of {b['total']}"),
+        ("files", f"{f['committed']} committed, {f['failed']} failed, {f['skipped']} skipped,"
+                  f" of {f['total']}"),
+        ("rows", f"{r['staged']:,} staged, {r['rejected']:,} rejected"),
+        ("started", report["started_at"] or "-"), ("finished", report["finished_at"] or "-"),
+        ("staging", report["staging_dir"]), ("message", report["message"] or "-"),
+    ]:
+        table.add_row(f"[bold]{key}", str(value))
+    out.print(table)
+    for failed in report.get("failed_files", []):
+        out.print(f"  [red]failed[/] {failed['path']}: {failed['error']}")
+    for skipped in report.get("skipped_files", []):
+        out.print(f"  [yellow]skipped[/] {skipped['path']}: {skipped['reason']}")
+    for warned in report.get("warnings", []):
+        out.print(f"  [yellow]warning[/] {warned['path']}: {warned['warning']}")
+    for retried in report.get("retried_batches", []):
+        out.print(f"  [yellow]retried[/] {retried['batch_id']} ({retried['state']}, "
+                  f"{retried['attempts']} attempts): {retried['last_error']} "
+                  f"[{retried['error_kind']}]")
+    for failed in report.get("failed_batches", []):
+        out.print(f"  [red]failed batch[/] {failed['batch_id']} after {failed['attempts']} "
+                  f"attempt(s): {failed['last_error']}")
+
+
+def _render_report(m: dict[str, Any]) -> None:
+    summary = Table(show_header=False, box=None)
+    for key, value in [
+        ("run", f"{m['run_id']} ({m['job']}) {_state_text(m['state'])}"),
+        ("time", f"{_seconds(m['wall_s'])} wall, {_seconds(m['active_s'])} with batches in flight"),
+        ("throughput", f"{m['mb_per_s']:,} MB/s, {m['rows_per_s']:,.0f} rows/s"
+                       f" ({m['bytes'] / 1e6:,.1f} MB, {m['rows_staged']:,} rows staged,"
+                       f" {m['rows_rejected']:,} rejected)"),
+        ("steady", f"{m['steady_mb_per_s'] or '-'} MB/s from the first commit to the last"
+                   " (start-up left out)"),
+        ("batch latency", _percentile_text(m, "latency") + " (dispatch to commit)"),
+        ("processing", _percentile_text(m, "processing") + " (in the worker)"),
+        ("errors", f"{m['error_rate']:.1%} of {m['attempts']} attempts failed: {m['retries']}"
+                   f" retried, {m['failed_batches']} batch(es) failed,"
+                   f" {m['skipped_batches']} skipped"),
+        ("concurrency", f"{m['max_in_flight']} batches in flight at most,"
+                        f" {m['max_concurrency_per_source']} of one source"),
+    ]:
+        summary.add_row(f"[bold]{key}", value)
+    out.print(summary)
+    table = Table("source", "attempts", "committed", "retries", "failed", "MB", "rows",
+                  "max concurrency")
+    for s in m["sources"]:
+        table.add_row(s["source"], str(s["attempts"]), str(s["committed"]), str(s["retries"]),
+                      str(s["failed"]), f"{s['bytes'] / 1e6:,.1f}", f"{s['rows']:,}",
+                      str(s["max_concurrency"]))
+    out.print(table)
+
+
+def _render_compare(report: dict[str, Any]) -> None:
+    from batchrun.tools.charts import COLUMNS, _cell
+
+    table = Table(*(heading for heading, _ in COLUMNS), title=f"compare {report['job']}")
+    for shape in report["shapes"]:
+        table.add_row(*(_cell(shape.get(key)) for _, key in COLUMNS))
+    out.print(table)
+    for shape in report["shapes"]:
+        if shape.get("error"):
+            err.print(f"shape {shape['name']} failed: {shape['error']}", markup=False)
+    if not report["all_identical"]:
+        err.print("some shapes staged different rows than the sequential baseline")
+
+
+def _percentile_text(m: dict[str, Any], name: str) -> str:
+    return ", ".join(f"p{p} {_seconds(m[f'{name}_p{p}_s'])}" for p in (50, 95, 99))
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _state_text(state: str) -> str:
+    color = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}.get(state, "cyan")
+    return f"[{color}]{state}[/]"

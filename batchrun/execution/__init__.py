@@ -1,0 +1,9 @@
+"""Running a planned job: the only package that starts, joins or talks to Ray.
+
+- `start.py`      start_run / resume_run: job → plan in the catalog → execute
+- `run.py`        execute a run: reconcile, schedule, unique keys, publish, final state
+- `scheduler.py`  the driver loop: admission, dispatch, retries, timeouts, drain, commits
+- `admission.py`  the concurrency limits (global, per source, bytes, rate, breaker)
+- `ray_session.py` connect to (or start) Ray
+- `stopping.py`   SIGINT/SIGTERM as a stop request
+"""

@@ -1,0 +1,141 @@
+"""Connecting to Ray: join the job's cluster, or start a lean local instance.
+
+A local instance is started without the two helpers a batchrun run never uses: the
+autoscaler's monitor (a fixed-size local instance never scales) and the log monitor
+(worker logs are not forwarded: log_to_driver=False). Both are Python processes whose
+start-up took ~1.2 s of CPU on a 2-core machine, at the very moment the driver plans and
+the actors import their libraries. Ray's public `ray.init` has no switch for them, so
+`_lean_local_start` hands Ray's own `RayParams` those two settings for the one call; if
+this Ray version's parameters do not have them, the instance starts as usual and the
+helpers are stopped right after (`_stop_unused_helpers`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import ray
+from loguru import logger
+
+from batchrun.config import JobConfig
+from batchrun.errors import EnvironmentProblem
+from batchrun.readers.custom import module_location
+from batchrun.redact import redact
+
+
+@dataclass(frozen=True)
+class RayReady:
+    started: bool
+    """True when this process started a local instance (and so shuts it down)."""
+    address: str
+    seconds: float
+
+
+def connect_ray(config: JobConfig, job_dir: Path) -> RayReady:
+    """Join the configured cluster, or start a local instance."""
+    address = config.execution.address
+    if address:
+        _probe(address)  # even when this process already has Ray: the job asked for this one
+    if ray.is_initialized():
+        return RayReady(started=False, address="the Ray instance already running", seconds=0.0)
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                               "logging_level": logging.ERROR, "configure_logging": True}
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home (opt in with 1)
+    began = time.monotonic()
+    try:
+        if address:
+            import batchrun
+
+            modules = [str(Path(batchrun.__file__).parent), *_custom_modules(config, job_dir)]
+            ray.init(address=address, runtime_env={"py_modules": modules}, **options)
+        else:
+            cpus = max(os.cpu_count() or 1, config.execution.workers)
+            with _lean_local_start():
+                ray.init(num_cpus=cpus, **options)
+            _stop_unused_helpers()
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EnvironmentProblem(redact(f"cannot reach Ray at {address or 'local'}: {exc}")) from None
+    return RayReady(started=not address, address=address or "a new local instance",
+                    seconds=time.monotonic() - began)
+
+
+_UNUSED_HELPERS = ("monitor", "log_monitor")
+"""Processes a local instance starts that a batchrun run never uses (see the module's
+docstring). Left running, the monitor also made every ray.shutdown() wait a full second:
+it ignores SIGTERM."""
+_LEAN_PARAMS = {"no_monitor": True, "include_log_monitor": False}
+
+
+@contextmanager
+def _lean_local_start() -> Iterator[None]:
+    """For one `ray.init` call, start the local node without `_UNUSED_HELPERS`."""
+    try:
+        import ray._private.parameter as parameter
+
+        original = parameter.RayParams
+        accepted = inspect.signature(original).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        yield
+        return
+    if not all(name in accepted for name in _LEAN_PARAMS):
+        yield
+        return
+
+    def lean_params(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **{**kwargs, **_LEAN_PARAMS})
+
+    parameter.RayParams = lean_params  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        parameter.RayParams = original  # type: ignore[misc]
+
+
+def _stop_unused_helpers() -> None:
+    """Stop `_UNUSED_HELPERS` of the local instance we just started (best effort: this
+    reaches into Ray's node object, so any surprise leaves them running)."""
+    try:
+        node: Any = ray._private.worker._global_node
+        for kind in _UNUSED_HELPERS:
+            for info in node.all_processes.get(kind, []):
+                info.process.kill()
+                info.process.wait(timeout=2)
+    except Exception as exc:  # noqa: BLE001 - an optimisation only
+        logger.debug("left Ray's helper processes running: {}", exc)
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a host:port cluster address does not answer
+    (also `ray://user:password@host:port?...`: the host and port are the URI's)."""
+    host, port = _host_and_port(address)
+    if host is None or port is None:
+        return  # "auto" and friends: Ray resolves (and reports) those itself
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise EnvironmentProblem(redact(f"cannot reach Ray at {address}: {exc}")) from None
+
+
+def _host_and_port(address: str) -> tuple[str | None, int | None]:
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        return parts.hostname, parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None, None
+
+
+def _custom_modules(config: JobConfig, job_dir: Path) -> list[str]:
+    """Files or packages of custom readers and transforms, shipped to the cluster."""
+    references = [config.source.reader, config.transform.function if config.transform else None]
+    found = [module_location(r, [str(job_dir)]) for r in references if r]
+    return sorted({f for f in found if f})

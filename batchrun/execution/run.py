@@ -1,0 +1,297 @@
+"""Executing a planned run: reconcile, schedule its pending batches on Ray, publish the
+staging views, record the outcome. `runner.py` plans and connects; this module holds the
+heavy imports (the scheduler, the worker and Arrow, DuckDB), which load in the planning
+thread while Ray starts (see `runner.start_run`), and never for `status` and friends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psutil
+import ray
+from loguru import logger
+
+from batchrun import logs
+from batchrun.catalog import Catalog
+from batchrun.config import ColumnSpec, JobConfig
+from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
+from batchrun.execution.admission import Controls, QueuedBatch
+from batchrun.execution.ray_session import RayReady, connect_ray
+from batchrun.execution.scheduler import Limits, ProgressCallback, ScheduleOutcome, Scheduler
+from batchrun.execution.stopping import StopToken
+from batchrun.model import BatchState, RunRecord, RunState
+from batchrun.pipeline import PipelineSpec
+from batchrun.plan import Reach, replan_recoverable
+from batchrun.redact import redact, redact_message
+from batchrun.staging import check_committed_files, publish_staging_db, remove_orphans
+from batchrun.tools.faults import Faults, load_faults
+from batchrun.unique import apply_unique_keys
+from batchrun.verify import VerifyReport, verify_run
+
+DEFAULT_MEMORY_SHARE = 8
+"""max_bytes_in_flight defaults to 1/8 of the memory available at start: a batch's Arrow
+tables take several times its input bytes while it is parsed, checked and written."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    state: RunState
+    resumed: bool
+    already_done: bool = False
+    schedule: ScheduleOutcome | None = None
+    repaired: VerifyReport | None = None
+    """What `resume --repair` found before it re-dispatched the damaged batches."""
+
+
+def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
+                   columns: dict[str, ColumnSpec], stop: StopToken | None,
+                   on_progress: ProgressCallback | None, repair: bool = False) -> RunOutcome:
+    """Resume a run: repair it first when asked (a succeeded run too), reconcile, plan
+    again the quarantined files that may have recovered, execute."""
+    sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
+    try:
+        repaired = repair_run(catalog, record) if repair else None
+        if repaired is not None and repaired.ok and record.state is RunState.SUCCEEDED:
+            return RunOutcome(record.run_id, record.state, resumed=True, already_done=True,
+                              repaired=repaired)
+        reconcile(catalog, record)
+        _replan_recoverable(catalog, record, config)
+    finally:
+        logs.close_run_log(sink)
+    outcome = execute_run(catalog, record, config, columns, stop, on_progress, resumed=True)
+    return replace(outcome, repaired=repaired)
+
+
+def _replan_recoverable(catalog: Catalog, record: RunRecord, config: JobConfig) -> None:
+    """Quarantined files whose failure may have gone away (missing, denied, I/O, changed)
+    go into new batches of the run; the run log says which (see plan.replan_recoverable)."""
+    reach = Reach(tuple(config.source.paths), Path(record.job_file).parent,
+                  (Path(record.staging_dir), catalog.path.parent))
+    notes = replan_recoverable(catalog, record.run_id, config, reach)
+    log = logger.bind(run_id=record.run_id)
+    for note in notes:
+        log.warning(note)
+    if notes:
+        log.info("resume: {} quarantined file(s) looked at again", len(notes))
+
+
+def repair_run(catalog: Catalog, record: RunRecord) -> VerifyReport:
+    """Verify every committed output; drop the commit record of each batch with a missing
+    or damaged file (the batch goes back to pending and is staged again, once) and delete
+    the damaged file. A damaged unique-key rejects file is forgotten: publishing
+    recomputes it."""
+    report = verify_run(catalog, record.run_id)
+    bad = report.bad
+    catalog.uncommit_batches(record.run_id, sorted({f.file.batch_id for f in bad
+                                                    if f.file.batch_id}))
+    if any(f.file.kind == "unique" for f in bad):
+        catalog.record_unique(record.run_id, None, {})
+    for finding in bad:
+        Path(finding.file.path).unlink(missing_ok=True)
+        logger.bind(run_id=record.run_id).warning("repair: {}", finding.line())
+    return report
+
+
+def reconcile(catalog: Catalog, record: RunRecord) -> None:
+    """Refuse to go on when a committed output is missing or has the wrong size (`resume
+    --repair` stages its batch again); remove uncommitted outputs; put running and failed
+    batches back to pending."""
+    check_committed_files(catalog.committed(record.run_id))
+    removed = remove_orphans(Path(record.staging_dir), record.table, record.run_id,
+                             catalog.committed(record.run_id).paths)
+    reset = catalog.reset_unfinished_batches(record.run_id)
+    logger.bind(run_id=record.run_id).info(
+        "reconciled: removed {} uncommitted file(s), {} batch(es) back to pending", removed, reset)
+
+
+def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
+             columns: dict[str, ColumnSpec], stop: StopToken | None,
+             on_progress: ProgressCallback | None, resumed: bool,
+             ray_ready: RayReady | None = None) -> RunOutcome:
+    sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
+    faults = load_faults(config.faults)
+    log = logger.bind(run_id=record.run_id)
+    stop = stop or StopToken()
+    started_ray = bool(ray_ready and ray_ready.started)
+    try:
+        catalog.set_run_state(record.run_id, RunState.RUNNING, pid=os.getpid(),
+                              host=socket.gethostname(),
+                              since=None if resumed else record.created_at)
+        log.info("{} job {} ({})", "resuming" if resumed else "starting", record.job,
+                 record.job_file)
+        if ray_ready is None:
+            ray_ready = connect_ray(config, Path(record.job_file).parent)
+            started_ray = ray_ready.started
+        log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address,
+                 ray.cluster_resources().get("CPU", 0), ray_ready.seconds)
+        stop.install()
+        pending = _pending_batches(catalog, record.run_id)
+        scheduler = Scheduler(
+            catalog, record.run_id, _worker_spec(record, config, columns, faults),
+            _limits(config), stop=stop, on_progress=on_progress,
+            actor_options=_actor_options(config))
+        outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
+        _publish(catalog, record, columns)
+        state, message = _final_state(catalog, record.run_id, outcome, config)
+        catalog.set_run_state(record.run_id, state, message=redact_message(message))
+        _raise_if_staging_full(catalog, record)
+        log.info("run {}: {} batch(es) committed, {} failed, {} abandoned; catalog writes took"
+                 " {:.3f}s", state.value, outcome.committed, outcome.failed, outcome.abandoned,
+                 outcome.catalog_s)
+        return RunOutcome(record.run_id, state, resumed=resumed, schedule=outcome)
+    except BaseException as exc:
+        _record_abort(catalog, record.run_id, exc)
+        raise
+    finally:
+        stop.restore()
+        if started_ray:
+            ray.shutdown()
+        logs.close_run_log(sink)
+
+
+def _pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
+    """The pending batches, each with its files' planned fingerprints."""
+    planned = catalog.fingerprints_by_batch(run_id, BatchState.PENDING)
+    queued = []
+    for b in catalog.batches(run_id, BatchState.PENDING):
+        files = planned.get(b["batch_id"], [])
+        queued.append(QueuedBatch(
+            seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "", bytes=b["bytes"],
+            files=tuple(path for path, _ in files), expected=tuple(f for _, f in files)))
+    return queued
+
+
+def _record_abort(catalog: Catalog, run_id: str, exc: BaseException) -> None:
+    """Mark the run failed with a one-line reason; the traceback goes to the run log only."""
+    log = logger.bind(run_id=run_id)
+    log.opt(exception=exc).error("run aborted")
+    message = str(exc) if isinstance(exc, BatchrunError) else f"{type(exc).__name__}: {exc}"
+    try:
+        catalog.set_run_state(run_id, RunState.FAILED, message=redact(message))
+    except BatchrunError as problem:  # e.g. the state dir is full too: the first error wins
+        log.error("could not record the failure: {}", problem)
+
+
+def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome,
+                 config: JobConfig) -> tuple[RunState, str | None]:
+    """The run's state and its one-line message. Besides failed, skipped or pending work,
+    a run fails when it read rows and staged none, or rejected more than
+    `validation.max_run_reject_ratio` of them."""
+    if outcome.stopped_by is not None:
+        return RunState.INTERRUPTED, _message(outcome)
+    counts = catalog.counts(run_id)
+    verdict = _reject_verdict(counts, config.validation.max_run_reject_ratio)
+    unfinished = (counts["batches_failed"] or counts["files_failed"]
+                  or counts["batches_pending"] or counts["batches_skipped"])
+    if unfinished or verdict:
+        message = "; ".join(m for m in (_message(outcome), verdict) if m)
+        return RunState.FAILED, message or None
+    return RunState.SUCCEEDED, _message(outcome)
+
+
+def _reject_verdict(counts: dict[str, int], max_ratio: float) -> str | None:
+    """Why the run's rejects alone fail it, or None."""
+    staged, rejected = counts["rows_staged"], counts["rows_rejected"]
+    total = staged + rejected
+    if total and not staged:
+        return f"no rows staged: all {rejected} rows rejected"
+    if total and rejected / total > max_ratio:
+        return (f"{rejected} of {total} rows rejected ({rejected / total:.2%}), more than"
+                f" validation.max_run_reject_ratio = {max_ratio}")
+    return None
+
+
+def _message(outcome: ScheduleOutcome) -> str | None:
+    if outcome.stopped_by is not None:
+        return f"stopped by signal {outcome.stopped_by}; {outcome.abandoned} batch(es) abandoned"
+    if outcome.stopped_because:
+        return f"stopped dispatching: {outcome.stopped_because}"
+    if outcome.skipped:
+        return f"{outcome.skipped} batch(es) skipped: a source's circuit breaker stayed open"
+    return None
+
+
+def _raise_if_staging_full(catalog: Catalog, record: RunRecord) -> None:
+    """A batch that failed because the staging dir is full makes the run an environment
+    problem (exit 4), not a data problem: free space, then resume."""
+    for batch in catalog.batches(record.run_id, BatchState.FAILED):
+        reason = disk_full_reason(batch["last_error"] or "", record.staging_dir)
+        if reason:
+            raise DiskFullError("staging dir", record.staging_dir, reason)
+
+
+def _limits(config: JobConfig) -> Limits:
+    execution = config.execution
+    sequential = execution.mode == "sequential"
+    return Limits(workers=1 if sequential else execution.workers, controls=controls(config),
+                  max_retries=execution.max_retries, retry_budget=execution.retry_budget,
+                  drain_timeout=execution.drain_timeout, batch_timeout=execution.batch_timeout,
+                  max_failed_files=config.validation.max_failed_files,
+                  checkpoint_each_round=not _checkpoints_deferred())
+
+
+def _checkpoints_deferred() -> bool:
+    """For measuring the checkpoint cost only (scripts/bench.py --checkpoint-cost): no
+    per-round catalog transaction and no fsync of outputs. Such a run cannot resume."""
+    return os.environ.get("BATCHRUN_DEFER_CHECKPOINTS") == "1"
+
+
+def controls(config: JobConfig) -> Controls:
+    """The admission limits of a job (see admission.py)."""
+    execution = config.execution
+    max_bytes = execution.max_bytes_in_flight
+    if max_bytes is None:
+        max_bytes = psutil.virtual_memory().available // DEFAULT_MEMORY_SHARE
+    breaker = execution.circuit_breaker
+    return Controls(in_flight=config.in_flight_cap, per_source=execution.per_source_concurrency,
+                    max_bytes=None if max_bytes == "unlimited" else int(max_bytes),
+                    stagger=execution.stagger, rate=execution.rate_limit,
+                    breaker_failures=breaker.failures, breaker_cooldown=breaker.cooldown,
+                    sequential=execution.mode == "sequential")
+
+
+def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
+    """The unique pass, orphan removal and `staging.duckdb`; a full staging dir or a DuckDB
+    failure here becomes one error naming the staging dir."""
+    staging = Path(record.staging_dir)
+    committed = catalog.committed(record.run_id)
+    check_committed_files(committed, committed.outputs)  # the unique pass reads them
+    try:
+        apply_unique_keys(catalog, record, columns)
+        committed = catalog.committed(record.run_id)
+        remove_orphans(staging, record.table, record.run_id, committed.paths)
+        publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
+                           committed)
+    except (duckdb.Error, OSError) as exc:
+        reason = disk_full_reason(exc, staging)
+        if reason:
+            raise DiskFullError("staging dir", str(staging), reason) from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise StagingError(f"cannot publish staging dir {staging}: {type(exc).__name__}:"
+                           f" {first_line}") from None
+
+
+def _actor_options(config: JobConfig) -> dict[str, Any]:
+    return {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
+
+
+def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, ColumnSpec],
+                 faults: Faults) -> PipelineSpec:
+    cpus = os.cpu_count() or 1
+    return PipelineSpec(
+        run_id=record.run_id, table=record.table, staging_dir=record.staging_dir,
+        fmt=config.source.format, csv=config.source.csv, columns=columns,
+        max_file_bytes=config.source.max_file_bytes,
+        validation=config.validation,
+        threads=max(1, cpus // _limits(config).workers),  # sequential: one worker, all cores
+        reader=config.source.reader,
+        transform=config.transform.function if config.transform else None,
+        code_dirs=(str(Path(record.job_file).parent),),
+        faults=faults, durable=not _checkpoints_deferred())

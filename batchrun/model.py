@@ -1,0 +1,268 @@
+"""The domain model: the records and enums every stage shares, and nothing else.
+
+No I/O and no imports from the rest of batchrun (except `errors`), so the pure planner,
+the pipeline and the catalog all speak the same types without importing each other. One
+batch travels as `PlannedBatch` (planned, in the catalog) → `BatchTask` (what crosses the
+worker pool) → `BatchResult` (what comes back) → `AttemptEnd` (how the scheduler closed the
+attempt), and each round's changes are one `RoundRecord` written in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class RunState(str, Enum):
+    PLANNED = "planned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_active(self) -> bool:
+        return self in (RunState.PLANNED, RunState.RUNNING)
+
+
+class BatchState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMMITTED = "committed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """Not run: its source's circuit breaker stayed open. `resume` tries it again."""
+
+
+class FileState(str, Enum):
+    PENDING = "pending"
+    COMMITTED = "committed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    size: int
+    mtime_ns: int | None = None
+    """None in catalogs written before mtime_ns was recorded: only the size is compared."""
+    sha256: str | None = None
+    inode: int | None = None
+    """st_ino; None in catalogs written before it was recorded: not compared."""
+    device: int | None = None
+    """st_dev, as the planner saw it (compared on the planner's machine only)."""
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino), the file itself whatever path reaches it; None if unknown."""
+        if self.device is None or self.inode is None:
+            return None
+        return self.device, self.inode
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+    mtime: float
+    source: str
+    expanded: int | None = None
+    """Estimated decompressed size (a gzip's trailer), for memory budgets; None: `size`."""
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    """Only with `[source] fingerprint = "sha256"`."""
+    dev: int | None = None
+    ino: int | None = None
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.size, self.mtime_ns, self.sha256, self.ino, self.dev)
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    batch_id: str
+    seq: int
+    source: str
+    files: tuple[PlannedFile, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.expanded or f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What a worker did with one file of its batch."""
+
+    path: str
+    rows_staged: int = 0
+    rows_rejected: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file as its writer left it: size and checksum of the bytes it wrote."""
+
+    path: str
+    size: int
+    checksum: str
+    """"<algorithm>:<hex digest>", see `batchrun.verify`."""
+
+
+@dataclass(frozen=True)
+class CommittedFile:
+    """One committed output as its commit record describes it (size and checksum are
+    None for files committed by a batchrun that did not record them)."""
+
+    kind: str
+    """output | rejects | unique"""
+    path: str
+    size: int | None
+    checksum: str | None
+    batch_id: str | None = None
+    """None for the run's unique-key rejects."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The small object a worker returns: counts, paths and timings, never rows."""
+
+    batch_id: str
+    worker: int
+    output_path: str | None
+    rejects_path: str | None
+    rows_staged: int
+    rows_rejected: int
+    bytes_read: int
+    started_at: float
+    finished_at: float
+    files: tuple[FileOutcome, ...] = field(default_factory=tuple)
+    node: str | None = None
+    """The Ray node that ran the batch."""
+    written: tuple[WrittenFile, ...] = ()
+    """Size and checksum of output_path and rejects_path."""
+
+    def written_file(self, path: str | None) -> WrittenFile | None:
+        return next((w for w in self.written if w.path == path), None)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    batch_id: str
+    attempt: int
+    worker: int
+    source: str
+    bytes: int
+    n_files: int
+    at: float
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    batch_id: str
+    attempt: int
+    outcome: str
+    """committed | retried | failed | abandoned"""
+    at: float
+    error: str | None = None
+    kind: str | None = None
+    """transient | permanent, for failed and retried attempts"""
+    result: BatchResult | None = None
+
+
+@dataclass
+class RoundRecord:
+    """Everything one scheduler round changed, written in one transaction."""
+
+    dispatched: list[Dispatch] = field(default_factory=list)
+    ended: list[AttemptEnd] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(batch_id, reason): batches given up without running."""
+
+    @property
+    def results(self) -> list[BatchResult]:
+        return [e.result for e in self.ended if e.result is not None]
+
+    def outcomes(self, outcome: str) -> list[AttemptEnd]:
+        return [e for e in self.ended if e.outcome == outcome]
+
+    def __bool__(self) -> bool:
+        return bool(self.dispatched or self.ended or self.skipped)
+
+    def merge(self, later: RoundRecord) -> None:
+        """Append a later round (deferred checkpoints write many rounds as one)."""
+        self.dispatched += later.dispatched
+        self.ended += later.ended
+        self.skipped += later.skipped
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a run's staging views read: only files with a commit record."""
+
+    outputs: list[str]
+    rejects: list[str]
+    """Batch rejects, plus the run's unique-key rejects when it has any."""
+    unique: str | None = None
+    """Rows listed here (by file and line) are unique-key duplicates: hidden from the table."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """The recorded size of each file that has one (older commits have none)."""
+    run_id: str = ""
+
+    @property
+    def paths(self) -> set[str]:
+        return set(self.outputs) | set(self.rejects)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    job: str
+    table: str
+    job_file: str
+    staging_dir: str
+    config: dict[str, Any]
+    schema: dict[str, str] | None
+    state: RunState
+    pid: int | None
+    host: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    batch_id: str
+    files: tuple[str, ...]
+    seq: int = 0
+    attempt: int = 1
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    """Unique per dispatch, so a retried batch never writes over an earlier attempt."""
+    expected: tuple[Fingerprint, ...] = ()
+    """Each file's fingerprint when planned, in the order of `files` (see identity.py)."""
+
+
+class AttemptOutcome(str, Enum):
+    """How the scheduler closed one dispatch of a batch (the `attempts.outcome` column)."""
+
+    COMMITTED = "committed"
+    RETRIED = "retried"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    """Stopped while running (SIGINT/SIGTERM); the batch is left pending."""
+    LOST = "lost"
+    """The driver died while it ran; set by the next resume."""
+
+
+class ErrorKind(str, Enum):
+    """Whether a failure is worth retrying (see `errors.py`)."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"

@@ -1,0 +1,263 @@
+"""`batchrun compare`: the same job under several shapes, measured side by side.
+
+Each shape is a real `batchrun run` of the job in its own subprocess, with its own
+scratch state dir and staging dir, on the same input files. While it runs, a sampler
+reads the resident memory of the driver and of the Ray worker processes under it. When it
+ends, its catalog gives the metrics (see `metrics.py`) and its staging view gives a
+checksum: the row count and the sum of a hash of every staged row (all columns except
+`_batch_id`, with `_file` and `_line`, so a row staged twice, missing, changed or moved to
+another position changes it), and the same over the rejects. A shape's output is
+*identical* when both checksums equal the sequential baseline's.
+
+Shapes: `sequential` (one batch at a time, plan order), `parallel` (no per-source cap,
+stagger, byte or rate limit), `hybrid` (the job's own limits), or `KEY=V1,V2,...` giving
+one shape per value on top of the job's limits (KEY is an `[execution]` key or a dotted
+job key). The sequential baseline always runs first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from batchrun.catalog import Catalog
+from batchrun.config import load_job
+from batchrun.errors import ConfigError
+from batchrun.layout import BATCH, rejects_table_name
+from batchrun.metrics import run_metrics
+from batchrun.staging import query_connection, quote_identifier
+from batchrun.tools.faults import FAULTS_ENV
+
+DEFAULT_FAULTS = "seed = 1, read_error_rate = 0.05, crash_worker = 'before_write', crash_batches = [2]"
+"""What `--inject-faults` injects unless told otherwise: 5% transient read errors and one
+worker process that dies in the middle of a batch."""
+
+UNCAPPED: dict[str, Any] = {"execution.mode": "parallel", "execution.per_source_concurrency": "unlimited",
+            "execution.stagger": 0, "execution.max_bytes_in_flight": "unlimited",
+            "execution.rate_limit": "unlimited"}
+NAMED: dict[str, dict[str, Any]] = {"sequential": {"execution.mode": "sequential"}, "parallel": UNCAPPED,
+         "hybrid": {"execution.mode": "parallel"}}
+DEFAULT_SHAPES = ("sequential", "parallel", "hybrid")
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    overrides: dict[str, Any]
+    faults: str | None = None
+
+    def with_faults(self, faults: str) -> Shape:
+        return Shape(f"{self.name} +faults", self.overrides, faults)
+
+
+@dataclass
+class _Peaks:
+    driver: float = 0.0
+    workers: float = 0.0
+    total: float = 0.0
+
+
+@dataclass
+class CompareResult:
+    job: str
+    scratch: str
+    shapes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def all_identical(self) -> bool:
+        return all(s["identical"] for s in self.shapes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "scratch": self.scratch, "all_identical": self.all_identical,
+                "shapes": self.shapes}
+
+
+def parse_shapes(specs: list[str] | tuple[str, ...]) -> list[Shape]:
+    """`--shapes` values → shapes, the sequential baseline first."""
+    shapes: list[Shape] = []
+    for spec in specs or [",".join(DEFAULT_SHAPES)]:
+        key, sep, values = spec.partition("=")
+        if not sep:
+            for name in filter(None, (n.strip() for n in spec.split(","))):
+                if name not in NAMED:
+                    raise ConfigError("--shapes", name, "expected sequential, parallel, hybrid "
+                                      "or KEY=V1,V2,... such as workers=1,2,4")
+                shapes.append(Shape(name, NAMED[name]))
+            continue
+        dotted = key.strip() if "." in key else f"execution.{key.strip()}"
+        for value in filter(None, (v.strip() for v in values.split(","))):
+            shapes.append(Shape(f"{key.strip()}={value}",
+                                {"execution.mode": "parallel", dotted: _value(value)}))
+    if not any(s.name == "sequential" for s in shapes):
+        shapes.insert(0, Shape("sequential", NAMED["sequential"]))
+    baseline = next(s for s in shapes if s.name == "sequential")
+    return [baseline] + [s for s in shapes if s is not baseline]
+
+
+def compare(job_file: Path, shapes: list[Shape], scratch: Path, inject_faults: str | None = None,
+            keep: bool = False, on_shape: Callable[[str], None] | None = None) -> CompareResult:
+    """Run every shape (then every shape again with faults, if asked); return the table."""
+    for shape in shapes:  # a bad override fails here, before anything runs
+        _checked(job_file, shape)
+    plan = shapes + ([s.with_faults(inject_faults) for s in shapes] if inject_faults else [])
+    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="compare-", dir=scratch))  # only this is deleted
+    result = CompareResult(job=str(job_file), scratch=str(scratch))
+    baseline: dict[str, Any] | None = None
+    try:
+        for index, shape in enumerate(plan):
+            if on_shape:
+                on_shape(f"[{index + 1}/{len(plan)}] {shape.name}")
+            measured = run_shape(job_file, shape, scratch / f"{index:02d}-{_slug(shape.name)}")
+            baseline = baseline or measured
+            measured["identical"] = (measured["checksum"] is not None
+                                     and measured["checksum"] == baseline["checksum"])
+            result.shapes.append(measured)
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _checked(job_file: Path, shape: Shape) -> None:
+    try:
+        load_job(job_file, shape.overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"--shapes {shape.name}", exc.key, exc.expected) from None
+
+
+def run_shape(job_file: Path, shape: Shape, workdir: Path) -> dict[str, Any]:
+    """One real `batchrun run` in a subprocess, with its memory sampled; then its metrics."""
+    state_dir, staging_dir = workdir / "state", workdir / "staging"
+    command = [sys.executable, "-m", "batchrun", "run", str(job_file), "--state-dir",
+               str(state_dir), "--staging-dir", str(staging_dir), "--json", "--no-progress"]
+    for key, value in shape.overrides.items():
+        command += ["--set", f"{key}={_toml(value)}"]
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    if shape.faults:
+        env[FAULTS_ENV] = shape.faults
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(workdir / "output.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log)
+        peaks = _Peaks()
+        sampler = threading.Thread(target=_sample, args=(process, peaks), daemon=True)
+        sampler.start()
+        stdout, _ = process.communicate()
+        sampler.join()
+    wall = time.monotonic() - started
+    measured: dict[str, Any] = {"name": shape.name, "faults": shape.faults,
+                                "overrides": shape.overrides, "exit_code": process.returncode,
+                                "wall_s": round(wall, 3), "peak_rss_mb": round(peaks.total, 1),
+                                "peak_driver_mb": round(peaks.driver, 1),
+                                "peak_workers_mb": round(peaks.workers, 1)}
+    run_id = _run_id(stdout)
+    if run_id is None:
+        tail = (workdir / "output.log").read_text(errors="replace").strip().splitlines()[-1:]
+        return {**measured, **_EMPTY, "error": tail[0] if tail else "no output"}
+    catalog = Catalog(state_dir)
+    metrics = run_metrics(catalog, run_id)
+    return {**measured, **_from_metrics(metrics), "checksum": checksum(catalog, run_id)}
+
+
+_EMPTY: dict[str, Any] = {
+    "run_id": None, "state": None, "run_s": None, "mb_per_s": 0.0, "rows_per_s": 0.0,
+    "latency_p50_s": None, "latency_p95_s": None, "latency_p99_s": None, "retries": 0,
+    "failed_batches": 0, "skipped_batches": 0, "rows_staged": 0, "rows_rejected": 0,
+    "max_concurrency_per_source": 0, "max_in_flight": 0, "concurrency_per_source": {},
+    "concurrency": [], "checksum": None}
+
+
+def _from_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("run_id", "state", "mb_per_s", "rows_per_s", "latency_p50_s", "latency_p95_s",
+            "latency_p99_s", "retries", "failed_batches", "skipped_batches", "rows_staged",
+            "rows_rejected", "max_concurrency_per_source", "max_in_flight", "concurrency")
+    return {**{k: m[k] for k in keys}, "run_s": m["wall_s"], "active_s": m["active_s"],
+            "concurrency_per_source": {s["source"]: s["max_concurrency"] for s in m["sources"]}}
+
+
+def checksum(catalog: Catalog, run_id: str) -> str:
+    """Row count and hash sum of the staged table and of its rejects (see module doc)."""
+    record = catalog.run(run_id)
+    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id))
+    parts = []
+    for view, skip in ((record.table, {BATCH}),
+                       (rejects_table_name(record.table), {"run_id", "batch_id"})):
+        name = quote_identifier(view)
+        columns = [c[0] for c in db.execute(f"SELECT * FROM {name} LIMIT 0").description
+                   if c[0] not in skip]
+        row = ", ".join(quote_identifier(c) for c in columns)
+        found = db.execute(f"SELECT count(*), coalesce(sum(hash(row({row}))::HUGEINT), 0)"
+                           f" FROM {name}").fetchone()
+        count, total = found if found else (0, 0)
+        parts.append(f"{count}:{total:x}")
+    return "/".join(parts)
+
+
+def _sample(process: subprocess.Popen[bytes], peaks: _Peaks, every: float = 0.1) -> None:
+    """Peak resident memory (MB) of the driver and of the Ray workers it started."""
+    try:
+        root = psutil.Process(process.pid)
+    except psutil.NoSuchProcess:
+        return
+    while process.poll() is None:
+        try:
+            driver = root.memory_info().rss / 1e6
+            workers = 0.0
+            for child in root.children(recursive=True):
+                try:
+                    if any("ray::" in part for part in child.cmdline()[:1]):
+                        workers += child.memory_info().rss / 1e6
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+        except psutil.NoSuchProcess:
+            return
+        peaks.driver = max(peaks.driver, driver)
+        peaks.workers = max(peaks.workers, workers)
+        peaks.total = max(peaks.total, driver + workers)
+        time.sleep(every)
+
+
+def _run_id(stdout: bytes) -> str | None:
+    text = stdout.decode(errors="replace")
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        return str(json.JSONDecoder().raw_decode(text[start:])[0]["run_id"])
+    except (ValueError, KeyError):
+        return None
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _toml(value: Any) -> str:
+    """A value as a TOML literal, for `--set KEY=VALUE`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")

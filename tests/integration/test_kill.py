@@ -1,0 +1,132 @@
+"""Real subprocesses killed with real signals, then resumed: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchrun.catalog import Catalog
+from batchrun.cli import EXIT_LOCKED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from batchrun.tools.demo import DemoTruth
+from batchrun.tools.faults import FAULTS_ENV
+from tests.conftest import assert_exactly_once, committed_batches, kill_group, spawn_cli, wait_for, write_job
+
+pytestmark = pytest.mark.slow
+SLOW_BATCHES = {FAULTS_ENV: "batch_delay = 0.8"}
+
+
+def start_slow_run(tmp_path: Path, data: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A run of 12 one-file batches, each held 0.8 s in its worker."""
+    job = write_job(tmp_path, data, batch="max_files = 1")
+    state = tmp_path / "state"
+    process = spawn_cli("run", job, "--state-dir", state, "--no-progress",
+                        env=SLOW_BATCHES, log=tmp_path / "run.log")
+    return process, state
+
+
+def resume(state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "batchrun", "resume", "latest",
+                           "--state-dir", str(state), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def some_committed_others_in_flight(state: Path) -> bool:
+    if committed_batches(state) < 2:
+        return False
+    catalog = Catalog(state)
+    counts = catalog.counts(catalog.latest_run_id())
+    return counts["batches_running"] > 0 and counts["batches_pending"] > 0
+
+
+@pytest.mark.parametrize("victim", ["process_group", "driver_only"])
+def test_killed_run_resumes_without_loss_or_duplicates(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth], victim: str) -> None:
+    data, truth = demo_data
+    process, state = start_slow_run(tmp_path, data)
+    try:
+        wait_for(lambda: some_committed_others_in_flight(state))
+        if victim == "process_group":
+            kill_group(process, signal.SIGKILL)
+        else:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        kill_group(process, signal.SIGKILL)  # Ray's helpers outlive a driver killed alone
+    catalog = Catalog(state)
+    before = catalog.counts(catalog.latest_run_id())
+    assert 2 <= before["batches_committed"] < before["batches_total"]
+    finished = resume(state)
+    assert finished.returncode == EXIT_OK, finished.stderr
+    run_id = assert_exactly_once(state, truth.total_rows)
+    after = catalog.counts(run_id)
+    assert after["batches_committed"] == after["batches_total"]
+    assert catalog.run(run_id).state.value == "succeeded"
+
+
+def test_status_json_works_from_a_second_process_while_a_run_is_going(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    process, state = start_slow_run(tmp_path, data)
+    try:
+        wait_for(lambda: committed_batches(state) >= 1)
+        polled = subprocess.run([sys.executable, "-m", "batchrun", "status", "--json",
+                                 "--state-dir", str(state)], capture_output=True, text=True,
+                                timeout=60)
+        runs = subprocess.run([sys.executable, "-m", "batchrun", "runs", "--json",
+                               "--state-dir", str(state)], capture_output=True, text=True,
+                              timeout=60)
+        assert process.wait(timeout=240) == EXIT_OK
+    finally:
+        kill_group(process)
+    report = json.loads(polled.stdout)
+    assert report["state"] == "running"
+    assert 1 <= report["batches"]["committed"] < report["batches"]["total"] == 12
+    assert set(report) >= {"run_id", "job", "state", "batches", "files", "rows",
+                           "started_at", "finished_at"}
+    assert json.loads(runs.stdout)[0]["run_id"] == report["run_id"]
+    assert_exactly_once(state, truth.total_rows)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, EXIT_SIGTERM),
+                                              (signal.SIGINT, EXIT_SIGINT)])
+def test_signal_stops_cleanly_and_the_run_resumes(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth], signum: int, code: int) -> None:
+    data, truth = demo_data
+    process, state = start_slow_run(tmp_path, data)
+    try:
+        wait_for(lambda: some_committed_others_in_flight(state))
+        kill_group(process, signum)  # as a terminal's Ctrl-C does: the whole group
+        assert process.wait(timeout=60) == code
+    finally:
+        kill_group(process)
+    output = (tmp_path / "run.log").read_text()
+    catalog = Catalog(state)
+    run_id = catalog.latest_run_id()
+    assert f"batchrun resume {run_id} --state-dir {state}" in output
+    assert catalog.run(run_id).state.value == "interrupted"
+    assert resume(state).returncode == EXIT_OK
+    assert_exactly_once(state, truth.total_rows)
+
+
+def test_a_second_run_of_the_same_job_refuses_with_exit_3(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    process, state = start_slow_run(tmp_path, data)
+    try:
+        wait_for(lambda: committed_batches(state) >= 1)
+        second = subprocess.run([sys.executable, "-m", "batchrun", "run",
+                                 str(tmp_path / "job.toml"), "--state-dir", str(state)],
+                                capture_output=True, text=True, timeout=60)
+        assert process.wait(timeout=240) == EXIT_OK
+    finally:
+        kill_group(process)
+    assert second.returncode == EXIT_LOCKED
+    run_id = Catalog(state).latest_run_id()
+    assert run_id in second.stderr and f"pid {process.pid}" in second.stderr
+    assert len(Catalog(state).run_ids()) == 1
+    assert_exactly_once(state, truth.total_rows)
