@@ -1,6 +1,6 @@
 """Admission: which queued batch may start now, under the run's contention controls.
 
-Pure logic, no Ray and no I/O: the scheduler (`driver.py`) asks `next_batch(now)` for a
+Pure logic, no Ray and no I/O: the scheduler (`scheduler.py`) asks `next_batch(now)` for a
 batch to dispatch, tells `finished(...)` how each one ended, and sleeps until `wake_at()`
 when nothing may start. The controls, all per run:
 

@@ -1,7 +1,7 @@
 """Stopping a run: SIGINT/SIGTERM set a token that the scheduler checks between rounds.
 
 Kept apart from the scheduler so that the CLI can hand one over without importing Ray's
-and Arrow's worlds first (see runner.py: they load while Ray starts).
+and Arrow's worlds first (see execution/start.py: they load while Ray starts).
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""The house rules, checked on the import graph (README, "Architecture").
+
+Each rule is what keeps a stage changeable on its own: the scheduler runs without Ray (so
+it has unit tests), the read side depends on the storage contract and never on the writer,
+only the CLI talks to the terminal, and the tools are never needed by a run.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "batchrun"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, ast.Module]:
+    return {module_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(tree: ast.Module, top_level_only: bool = False) -> set[str]:
+    """Modules imported anywhere in `tree` (or only at module level, outside
+    `if TYPE_CHECKING:`), as dotted names."""
+    nodes = _top_level(tree.body) if top_level_only else ast.walk(tree)
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    out: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        out.append(node)
+        if isinstance(node, (ast.If, ast.Try)):
+            out += _top_level(node.body) + _top_level(getattr(node, "orelse", []))
+    return out
+
+
+def internal_graph(top_level_only: bool = True) -> dict[str, set[str]]:
+    trees = modules()
+    return {name: {m for m in imports(tree, top_level_only) if m in trees and m != name}
+            for name, tree in trees.items()}
+
+
+def importers_of(prefix: str) -> set[str]:
+    return {name for name, tree in modules().items()
+            if any(m == prefix or m.startswith(prefix + ".") for m in imports(tree))}
+
+
+def test_only_execution_imports_ray() -> None:
+    assert importers_of("ray") <= {m for m in modules() if m.startswith("batchrun.execution.")}
+
+
+def test_the_scheduler_does_not_import_ray() -> None:
+    tree = modules()["batchrun.execution.scheduler"]
+    assert not {m for m in imports(tree) if m == "ray" or m.startswith("ray.")}
+
+
+def test_the_ray_actor_lives_in_one_module() -> None:
+    remote = [name for name, tree in modules().items()
+              if any(isinstance(n, ast.Attribute) and n.attr == "remote"
+                     and isinstance(n.value, ast.Name) and n.value.id == "ray"
+                     for n in ast.walk(tree))]
+    assert remote == ["batchrun.execution.pool"]
+
+
+def test_the_read_side_imports_the_storage_contract_never_the_writer() -> None:
+    read_side = ["batchrun.staging", "batchrun.unique", "batchrun.verify", "batchrun.report",
+                 "batchrun.metrics", "batchrun.tools.compare"]
+    read_side += [m for m in modules() if m.startswith("batchrun.readers")]
+    writer = {"batchrun.pipeline", "batchrun.execution.pool"}
+    graph = internal_graph(top_level_only=False)
+    for module in read_side:
+        assert not graph[module] & writer, module
+
+
+def test_the_lineage_names_are_spelled_only_in_the_storage_contract() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "layout.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in ("_file", "_line", "_batch_id"):
+                raise AssertionError(f"{path}: {node.value!r} outside layout.py")
+
+
+def test_only_the_cli_prints_or_imports_click_and_rich() -> None:
+    for name, tree in modules().items():
+        if name.startswith("batchrun.cli"):
+            continue
+        terminal = {m for m in imports(tree) if m.split(".")[0] in ("click", "rich")}
+        assert not terminal, f"{name} imports {terminal}"
+        prints = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                  and isinstance(n.func, ast.Name) and n.func.id in ("print", "exit")]
+        assert not prints, f"{name} calls print/exit"
+
+
+def test_the_runtime_never_imports_the_tools() -> None:
+    graph = internal_graph(top_level_only=False)
+    for name, deps in graph.items():
+        if name.startswith(("batchrun.tools", "batchrun.cli")):
+            continue
+        assert not {d for d in deps if d.startswith("batchrun.tools")}, name
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = internal_graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] if dep in path else path
+                raise AssertionError(" -> ".join([*cycle, dep]))
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_importing_batchrun_and_its_cli_does_not_import_ray() -> None:
+    code = ("import sys, batchrun, batchrun.cli, batchrun.config, batchrun.catalog; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
