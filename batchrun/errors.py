@@ -1,6 +1,9 @@
 """The exception tree. Every error says which file, run, batch or key it is about.
 
-Exceptions that cross Ray (raised in a worker) pickle with their arguments.
+Exceptions that cross Ray (raised in a worker) pickle with their arguments. Two marker
+mixins (dlt's pattern) decide what the scheduler does with a failed batch: `Transient`
+(a retry may help: retried with back-off) and `Terminal` (it cannot: the batch fails, or
+the file is quarantined). `error_kind` is the one place that decision is made.
 """
 
 from __future__ import annotations
@@ -10,9 +13,19 @@ import os
 import shutil
 from pathlib import Path
 
+from batchrun.model import ErrorKind
+
 
 class BatchrunError(Exception):
     """Root of every error batchrun raises on purpose."""
+
+
+class Transient:
+    """Marker: a retry may succeed (an I/O hiccup, a file changing while it is read)."""
+
+
+class Terminal:
+    """Marker: a retry cannot succeed (the input itself is bad)."""
 
 
 class ConfigError(BatchrunError):
@@ -84,9 +97,8 @@ class StagingError(BatchrunError):
 
 
 class SourceError(BatchrunError):
-    """A source file could not be read. `transient` decides whether a retry may help."""
-
-    transient = False
+    """A source file could not be read. Its marker (`Transient`/`Terminal`) decides
+    whether a retry may help."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(path, reason)
@@ -95,15 +107,29 @@ class SourceError(BatchrunError):
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
 
+    @property
+    def transient(self) -> bool:
+        return isinstance(self, Transient)
 
-class TransientSourceError(SourceError):
+
+class TransientSourceError(SourceError, Transient):
     """An I/O hiccup: retrying the batch may succeed."""
 
-    transient = True
 
-
-class PermanentSourceError(SourceError):
+class PermanentSourceError(SourceError, Terminal):
     """The file itself is bad (corrupt, undecodable, wrong shape): it is quarantined."""
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """Whether a batch that failed with `exc` is worth retrying. The markers decide;
+    an unmarked OS error or timeout is transient; anything else (a bug) is permanent."""
+    if isinstance(exc, Transient):
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, Terminal):
+        return ErrorKind.PERMANENT
+    if isinstance(exc, (OSError, TimeoutError)):
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PERMANENT
 
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
