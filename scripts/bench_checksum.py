@@ -11,7 +11,7 @@ candidate the way the worker does (an mmap of the file, one update call) and pri
 median MB/s over `--rounds`. xxhash is timed only when it is installed.
 
 `--worker-ab DATA_DIR` (a `batchrun demo` folder) measures what the checksum costs a
-worker: one in-process `BatchWorker` (no Ray, so no start-up noise) processes each
+worker: one in-process `BatchPipeline` (no Ray, so no start-up noise) processes each
 supplier folder as one batch, with the checksum and without it (the hash replaced by a
 stat), the two back to back in alternating order, `--rounds` times. It prints the total
 CPU time of each (a worker is CPU-bound, and CPU time is what other processes on a
@@ -101,7 +101,7 @@ def worker_ab(data: Path, rounds: int) -> None:
         spec = PipelineSpec(run_id="ab", table="orders", staging_dir=staging, fmt="csv",
                           csv=job.config.source.csv, columns=columns,
                           validation=job.config.validation, threads=1)
-        batch_worker = worker.BatchWorker(0, spec)
+        batch_worker = worker.BatchPipeline(0, spec)
         for round_number in range(rounds):
             for n, files in enumerate(batches):
                 order = ["with", "without"] if (n + round_number) % 2 else ["without", "with"]
@@ -114,7 +114,7 @@ def worker_ab(data: Path, rounds: int) -> None:
           f" median per-batch ratio {statistics.median(ratios) - 1:+.2%}")
 
 
-def _timed(batch_worker: worker.BatchWorker, files: tuple[str, ...], side: str) -> float:
+def _timed(batch_worker: worker.BatchPipeline, files: tuple[str, ...], side: str) -> float:
     worker.describe_written = describe_written if side == "with" else _without_checksum
     started = time.process_time()
     result = batch_worker.process(BatchTask(batch_id=f"{side}-{len(files)}", files=files))
