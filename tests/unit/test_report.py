@@ -86,3 +86,23 @@ def test_a_running_run_whose_driver_is_gone_reads_as_interrupted_with_no_duratio
 def test_iso_writes_utc_seconds_and_leaves_an_unknown_time_unknown() -> None:
     assert iso(T0) == "2023-11-14T22:13:20+00:00"
     assert iso(None) is None
+
+
+def test_a_batch_that_failed_after_a_retry_is_listed_as_failed_and_as_retried(
+        tmp_path: Path) -> None:
+    from batchrun.catalog import Catalog
+    from batchrun.model import AttemptEnd, RoundRecord
+    from tests.unit.history import BATCHES, dispatch
+
+    catalog = Catalog(tmp_path)
+    catalog.create_run(run_record(), BATCHES[2:3])
+    for current in (RoundRecord(dispatched=[dispatch(BATCHES[2], 1, 0)]),
+                    RoundRecord(dispatched=[dispatch(BATCHES[2], 2, 1)], ended=[
+                        AttemptEnd("b3", 1, "retried", T0 + 1, "OSError: a", "transient")]),
+                    RoundRecord(ended=[AttemptEnd("b3", 2, "failed", T0 + 2, "OSError: b",
+                                                  "transient")])):
+        catalog.record_progress(RUN_ID, current)
+    detail = run_status(catalog, RUN_ID, detail=True).detail
+    assert detail is not None
+    assert [(b.batch_id, b.attempts) for b in detail.failed_batches] == [("b3", 2)]
+    assert [(b.batch_id, b.state) for b in detail.retried_batches] == [("b3", BatchState.FAILED)]
