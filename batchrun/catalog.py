@@ -32,16 +32,23 @@ from batchrun.errors import (
 )
 from batchrun.model import (
     AttemptEnd,
+    BatchCounts,
     BatchResult,
     BatchState,
     Committed,
     CommittedFile,
+    FailedFile,
+    FileCounts,
     FileState,
     Fingerprint,
     PlannedBatch,
     RoundRecord,
+    RowCounts,
+    RunCounts,
     RunRecord,
     RunState,
+    SkippedFile,
+    WarnedFile,
     WrittenFile,
 )
 from batchrun.private import private_dir, private_file
@@ -482,17 +489,19 @@ class Catalog:
         return self.rows("SELECT * FROM files WHERE run_id=? AND batch_id=? ORDER BY path",
                          (run_id, batch_id))
 
-    def skipped_files(self, run_id: str) -> list[dict[str, Any]]:
-        return self.rows("SELECT path, batch_id, source, error AS reason FROM files WHERE"
-                         " run_id=? AND state=? ORDER BY path", (run_id, FileState.SKIPPED.value))
+    def skipped_files(self, run_id: str) -> list[SkippedFile]:
+        return [SkippedFile(**row) for row in self.rows(
+            "SELECT path, batch_id, source, error AS reason FROM files WHERE run_id=? AND"
+            " state=? ORDER BY path", (run_id, FileState.SKIPPED.value))]
 
     def attempt_rows(self, run_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM attempts WHERE run_id=? ORDER BY queued_at, batch_id",
                          (run_id,))
 
-    def failed_files(self, run_id: str) -> list[dict[str, Any]]:
-        return self.rows("SELECT path, batch_id, error FROM files WHERE run_id=? AND state=?"
-                         " ORDER BY path", (run_id, FileState.FAILED.value))
+    def failed_files(self, run_id: str) -> list[FailedFile]:
+        return [FailedFile(**row) for row in self.rows(
+            "SELECT path, batch_id, error FROM files WHERE run_id=? AND state=? ORDER BY path",
+            (run_id, FileState.FAILED.value))]
 
     def committed(self, run_id: str) -> Committed:
         files = self.committed_files(run_id)
@@ -537,9 +546,10 @@ class Catalog:
                     (FileState.PENDING.value, run_id, batch_id))
             return changed
 
-    def warned_files(self, run_id: str) -> list[dict[str, Any]]:
-        return self.rows("SELECT path, batch_id, warning FROM files WHERE run_id=? AND"
-                         " warning IS NOT NULL ORDER BY path", (run_id,))
+    def warned_files(self, run_id: str) -> list[WarnedFile]:
+        return [WarnedFile(**row) for row in self.rows(
+            "SELECT path, batch_id, warning FROM files WHERE run_id=? AND warning IS NOT NULL"
+            " ORDER BY path", (run_id,))]
 
     def record_unique(self, run_id: str, written: WrittenFile | None,
                       per_file: dict[str, int]) -> None:
@@ -552,7 +562,7 @@ class Catalog:
             db.executemany("UPDATE files SET rows_unique=? WHERE run_id=? AND path=?",
                            [(n, run_id, path) for path, n in per_file.items()])
 
-    def counts(self, run_id: str) -> dict[str, int]:
+    def counts(self, run_id: str) -> RunCounts:
         """Batch, file and row totals of one run, in one read."""
         batch = self.rows(
             "SELECT count(*) total, sum(state='committed') committed, sum(state='failed')"
@@ -566,16 +576,14 @@ class Catalog:
             " coalesce(sum(CASE WHEN state='committed' THEN rows_rejected + rows_unique END),0)"
             " rejected, coalesce(sum(rows_unique),0) duplicates"
             " FROM files WHERE run_id=?", (run_id,))[0]
-        return {
-            "batches_total": batch["total"], "batches_committed": batch["committed"] or 0,
-            "batches_failed": batch["failed"] or 0, "batches_pending": batch["pending"] or 0,
-            "batches_running": batch["running"] or 0, "attempts": batch["attempts"],
-            "batches_skipped": batch["skipped"] or 0, "files_skipped": files["skipped"] or 0,
-            "files_total": files["total"], "files_committed": files["committed"] or 0,
-            "files_failed": files["failed"] or 0, "bytes_total": files["bytes"],
-            "rows_staged": batch["staged"] - files["duplicates"],
-            "rows_rejected": files["rejected"],
-        }
+        return RunCounts(
+            batches=BatchCounts(batch["total"], batch["committed"] or 0, batch["failed"] or 0,
+                                batch["pending"] or 0, batch["running"] or 0,
+                                batch["skipped"] or 0),
+            files=FileCounts(files["total"], files["committed"] or 0, files["failed"] or 0,
+                             files["skipped"] or 0),
+            rows=RowCounts(batch["staged"] - files["duplicates"], files["rejected"]),
+            bytes=files["bytes"], attempts=batch["attempts"])
 
 
 def _make_state_dir(state_dir: Path) -> None:

@@ -13,14 +13,13 @@ from typing import Annotated, Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from batchrun import coltypes
 from batchrun.errors import ConfigError, bounded
 from batchrun.readers.custom import REFERENCE, resolve
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SCALAR_TYPES = ("string", "int32", "int64", "float64", "bool", "date", "timestamp")
-_DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -285,16 +284,7 @@ class ColumnSpec(_Section):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        value = value.strip().lower()
-        decimal = _DECIMAL.match(value)
-        if decimal:
-            precision, scale = int(decimal.group(1)), int(decimal.group(2))
-            if not 1 <= precision <= 38 or scale > precision:
-                raise ValueError("decimal(p,s) needs 1 <= p <= 38 and s <= p")
-            return f"decimal({precision},{scale})"
-        if value not in _SCALAR_TYPES:
-            raise ValueError(f"expected one of {', '.join(_SCALAR_TYPES)}, decimal(p,s)")
-        return value
+        return coltypes.normalize(value)
 
 
 class SchemaSection(_Section):

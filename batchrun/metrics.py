@@ -16,46 +16,123 @@ the first commit to the last. With 20 batches of 40 MB on 2 workers, the first c
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from batchrun.catalog import Catalog
 from batchrun.execution.admission import peak_overlap, per_source_peaks
+from batchrun.model import AttemptOutcome, BatchCounts, RowCounts, RunState
 from batchrun.report import run_status
 
+COMMITTED, RETRIED, FAILED = AttemptOutcome.COMMITTED, AttemptOutcome.RETRIED, AttemptOutcome.FAILED
 
-def run_metrics(catalog: Catalog, run_id: str) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Seconds at the 50th, 95th and 99th percentile; None without a value."""
+
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+    def as_json(self, name: str) -> dict[str, float | None]:
+        return {f"{name}_p50_s": self.p50, f"{name}_p95_s": self.p95, f"{name}_p99_s": self.p99}
+
+
+@dataclass(frozen=True)
+class SourceMetrics:
+    source: str
+    attempts: int
+    committed: int
+    retries: int
+    failed: int
+    bytes: int
+    rows: int
+    first_dispatch: float
+    max_concurrency: int
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What `batchrun report` prints; `as_json()` is `report --json`."""
+
+    run_id: str
+    job: str
+    state: RunState
+    wall_s: float | None
+    active_s: float
+    bytes: int
+    """Input bytes of the committed attempts."""
+    rows: RowCounts
+    mb_per_s: float
+    rows_per_s: float
+    steady_mb_per_s: float | None
+    batches: BatchCounts
+    attempts: int
+    retries: int
+    error_rate: float
+    latency: Percentiles
+    processing: Percentiles
+    max_in_flight: int
+    max_bytes_in_flight: int
+    max_concurrency_per_source: int
+    sources: tuple[SourceMetrics, ...]
+    concurrency: tuple[tuple[float, int], ...]
+
+    @property
+    def failed_batches(self) -> int:
+        return self.batches.failed
+
+    @property
+    def skipped_batches(self) -> int:
+        return self.batches.skipped
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "job": self.job, "state": self.state.value,
+            "wall_s": self.wall_s, "active_s": self.active_s, "bytes": self.bytes,
+            "rows_staged": self.rows.staged, "rows_rejected": self.rows.rejected,
+            "mb_per_s": self.mb_per_s, "rows_per_s": self.rows_per_s,
+            "steady_mb_per_s": self.steady_mb_per_s, "batches": self.batches.as_json(),
+            "attempts": self.attempts, "retries": self.retries,
+            "failed_batches": self.failed_batches, "skipped_batches": self.skipped_batches,
+            "error_rate": self.error_rate, **self.latency.as_json("latency"),
+            **self.processing.as_json("processing"), "max_in_flight": self.max_in_flight,
+            "max_bytes_in_flight": self.max_bytes_in_flight,
+            "max_concurrency_per_source": self.max_concurrency_per_source,
+            "sources": [asdict(s) for s in self.sources],
+            "concurrency": [list(point) for point in self.concurrency],
+        }
+
+
+def run_metrics(catalog: Catalog, run_id: str) -> RunMetrics:
     status = run_status(catalog, run_id)
     attempts = [a for a in catalog.attempt_rows(run_id) if a["ended_at"] is not None]
-    committed = [a for a in attempts if a["outcome"] == "committed"]
+    committed = [a for a in attempts if a["outcome"] == COMMITTED]
     intervals = [(a["source"] or "", a["queued_at"], a["ended_at"]) for a in attempts]
     active = _union_length([(start, end) for _, start, end in intervals])
     staged_bytes = sum(a["bytes"] or 0 for a in committed)
-    retried = sum(a["outcome"] == "retried" for a in attempts)
-    failed = sum(a["outcome"] == "failed" for a in attempts)
-    latency = [a["ended_at"] - a["queued_at"] for a in committed]
-    processing = [a["finished_at"] - a["started_at"] for a in committed
-                  if a["finished_at"] is not None and a["started_at"] is not None]
-    return {
-        "run_id": run_id, "job": status["job"], "state": status["state"],
-        "wall_s": status["duration_s"], "active_s": round(active, 3),
-        "bytes": staged_bytes, "rows_staged": status["rows"]["staged"],
-        "rows_rejected": status["rows"]["rejected"],
-        "mb_per_s": round(staged_bytes / 1e6 / active, 2) if active else 0.0,
-        "rows_per_s": round(status["rows"]["staged"] / active, 1) if active else 0.0,
-        "steady_mb_per_s": steady_throughput(committed, intervals),
-        "batches": status["batches"], "attempts": len(attempts), "retries": retried,
-        "failed_batches": status["batches"]["failed"],
-        "skipped_batches": status["batches"]["skipped"],
-        "error_rate": round((retried + failed) / len(attempts), 4) if attempts else 0.0,
-        **_percentiles("latency", latency), **_percentiles("processing", processing),
-        "max_in_flight": peak_overlap(_points(intervals)),
-        "max_bytes_in_flight": peak_bytes_in_flight(attempts),
-        "max_concurrency_per_source": max(per_source_peaks(intervals).values(), default=0),
-        "sources": _per_source(attempts, intervals),
-        "concurrency": concurrency_timeline(intervals),
-    }
+    retried = sum(a["outcome"] == RETRIED for a in attempts)
+    failed = sum(a["outcome"] == FAILED for a in attempts)
+    rows = status.counts.rows
+    return RunMetrics(
+        run_id=run_id, job=status.job, state=status.state, wall_s=status.duration_s,
+        active_s=round(active, 3), bytes=staged_bytes, rows=rows,
+        mb_per_s=round(staged_bytes / 1e6 / active, 2) if active else 0.0,
+        rows_per_s=round(rows.staged / active, 1) if active else 0.0,
+        steady_mb_per_s=steady_throughput(committed, intervals),
+        batches=status.counts.batches, attempts=len(attempts), retries=retried,
+        error_rate=round((retried + failed) / len(attempts), 4) if attempts else 0.0,
+        latency=_percentiles([a["ended_at"] - a["queued_at"] for a in committed]),
+        processing=_percentiles([a["finished_at"] - a["started_at"] for a in committed
+                                 if a["finished_at"] is not None and a["started_at"] is not None]),
+        max_in_flight=peak_overlap(_points(intervals)),
+        max_bytes_in_flight=peak_bytes_in_flight(attempts),
+        max_concurrency_per_source=max(per_source_peaks(intervals).values(), default=0),
+        sources=_per_source(attempts, intervals),
+        concurrency=tuple(concurrency_timeline(intervals)))
 
 
 def steady_throughput(committed: list[dict[str, Any]],
@@ -71,34 +148,32 @@ def steady_throughput(committed: list[dict[str, Any]],
     return round(later / 1e6 / window, 2) if window else None
 
 
-def _percentiles(name: str, values: list[float]) -> dict[str, float | None]:
-    keys = [f"{name}_p50_s", f"{name}_p95_s", f"{name}_p99_s"]
+def _percentiles(values: list[float]) -> Percentiles:
     if not values:
-        return dict.fromkeys(keys)
-    found = np.percentile(np.array(values), [50, 95, 99])
-    return {key: round(float(v), 3) for key, v in zip(keys, found)}
+        return Percentiles()
+    p50, p95, p99 = (round(float(v), 3) for v in np.percentile(np.array(values), [50, 95, 99]))
+    return Percentiles(p50, p95, p99)
 
 
 def _per_source(attempts: list[dict[str, Any]],
-                intervals: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
+                intervals: list[tuple[str, float, float]]) -> tuple[SourceMetrics, ...]:
     peaks = per_source_peaks(intervals)
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for attempt in attempts:
         grouped[attempt["source"] or ""].append(attempt)
-    rows = []
-    for source in sorted(grouped):
-        mine = grouped[source]
-        done = [a for a in mine if a["outcome"] == "committed"]
-        rows.append({
-            "source": source, "attempts": len(mine), "committed": len(done),
-            "retries": sum(a["outcome"] == "retried" for a in mine),
-            "failed": sum(a["outcome"] == "failed" for a in mine),
-            "bytes": sum(a["bytes"] or 0 for a in done),
-            "rows": sum(a["rows_staged"] or 0 for a in done),
-            "first_dispatch": min(a["queued_at"] for a in mine),
-            "max_concurrency": peaks.get(source, 0),
-        })
-    return rows
+    return tuple(_source_metrics(source, grouped[source], peaks.get(source, 0))
+                 for source in sorted(grouped))
+
+
+def _source_metrics(source: str, mine: list[dict[str, Any]], peak: int) -> SourceMetrics:
+    done = [a for a in mine if a["outcome"] == COMMITTED]
+    return SourceMetrics(
+        source=source, attempts=len(mine), committed=len(done),
+        retries=sum(a["outcome"] == RETRIED for a in mine),
+        failed=sum(a["outcome"] == FAILED for a in mine),
+        bytes=sum(a["bytes"] or 0 for a in done),
+        rows=sum(a["rows_staged"] or 0 for a in done),
+        first_dispatch=min(a["queued_at"] for a in mine), max_concurrency=peak)
 
 
 def concurrency_timeline(intervals: list[tuple[str, float, float]]) -> list[tuple[float, int]]:

@@ -10,7 +10,7 @@ attempt), and each round's changes are one `RoundRecord` written in one transact
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -266,3 +266,97 @@ class ErrorKind(str, Enum):
 
     TRANSIENT = "transient"
     PERMANENT = "permanent"
+
+
+# -- a run's status, as `status --json` and `runs --json` show it ---------------------------
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    total: int = 0
+    committed: int = 0
+    failed: int = 0
+    pending: int = 0
+    running: int = 0
+    skipped: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    total: int = 0
+    committed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    staged: int = 0
+    """Rows in the staged table (unique-key duplicates left out)."""
+    rejected: int = 0
+    """Rejected rows of committed files, unique-key duplicates included."""
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """Batch, file and row totals of one run (`Catalog.counts`)."""
+
+    batches: BatchCounts = BatchCounts()
+    files: FileCounts = FileCounts()
+    rows: RowCounts = RowCounts()
+    bytes: int = 0
+    """Input bytes of every planned file."""
+    attempts: int = 0
+
+    @property
+    def unfinished(self) -> bool:
+        """Failed, pending or skipped batches, or failed files: the run cannot succeed."""
+        b = self.batches
+        return bool(b.failed or b.pending or b.skipped or self.files.failed)
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    batch_id: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    batch_id: str
+    source: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class WarnedFile:
+    path: str
+    batch_id: str
+    warning: str
+
+
+@dataclass(frozen=True)
+class BatchNote:
+    """A failed or retried batch, as `status` lists it."""
+
+    batch_id: str
+    state: BatchState
+    attempts: int
+    last_error: str | None
+    error_kind: ErrorKind | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "state": self.state.value, "attempts": self.attempts,
+                "last_error": self.last_error,
+                "error_kind": self.error_kind.value if self.error_kind else None}

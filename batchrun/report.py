@@ -1,18 +1,87 @@
-"""Run status as plain data: what `status --json`, `runs --json` and `run --json` print."""
+"""Run status as a typed record: what `status --json`, `runs --json` and `run --json` print.
+
+`RunStatus.as_json()` is the JSON contract (keys, values and their order); the CLI's text
+renderers read the same record.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from batchrun.catalog import Catalog
 from batchrun.lock import process_alive
-from batchrun.model import RunRecord, RunState
+from batchrun.model import (
+    BatchNote,
+    BatchState,
+    ErrorKind,
+    FailedFile,
+    RunCounts,
+    RunRecord,
+    RunState,
+    SkippedFile,
+    WarnedFile,
+)
 
 
 def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
+
+
+@dataclass(frozen=True)
+class StatusDetail:
+    """What `status` lists line by line: files and batches that need a look."""
+
+    failed_files: tuple[FailedFile, ...] = ()
+    skipped_files: tuple[SkippedFile, ...] = ()
+    warnings: tuple[WarnedFile, ...] = ()
+    failed_batches: tuple[BatchNote, ...] = ()
+    retried_batches: tuple[BatchNote, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"failed_files": [asdict(f) for f in self.failed_files],
+                "skipped_files": [asdict(f) for f in self.skipped_files],
+                "warnings": [asdict(f) for f in self.warnings],
+                "failed_batches": [b.as_json() for b in self.failed_batches],
+                "retried_batches": [b.as_json() for b in self.retried_batches]}
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One run: its record, its counts, and (for `status`) the lines worth a look."""
+
+    run_id: str
+    job: str
+    table: str
+    state: RunState
+    """The effective state: a run recorded as active whose driver is gone is interrupted."""
+    counts: RunCounts
+    started_at: float | None
+    finished_at: float | None
+    duration_s: float | None
+    pid: int | None
+    host: str | None
+    job_file: str
+    staging_dir: str
+    message: str | None
+    detail: StatusDetail | None = None
+    """Only with `detail=True` (status, run, resume); `runs` leaves it out."""
+
+    def as_json(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "run_id": self.run_id, "job": self.job, "table": self.table,
+            "state": self.state.value, "batches": self.counts.batches.as_json(),
+            "files": self.counts.files.as_json(), "rows": self.counts.rows.as_json(),
+            "bytes": self.counts.bytes, "attempts": self.counts.attempts,
+            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+            "duration_s": self.duration_s, "pid": self.pid, "host": self.host,
+            "job_file": self.job_file, "staging_dir": self.staging_dir, "message": self.message,
+        }
+        if self.detail is not None:
+            status.update(self.detail.as_json())
+        return status
 
 
 def effective_state(run: RunRecord) -> RunState:
@@ -22,35 +91,32 @@ def effective_state(run: RunRecord) -> RunState:
     return run.state
 
 
-def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> dict[str, Any]:
+def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> RunStatus:
     run = catalog.run(run_id)
-    counts = catalog.counts(run_id)
-    status: dict[str, Any] = {
-        "run_id": run.run_id, "job": run.job, "table": run.table,
-        "state": effective_state(run).value,
-        "batches": {"total": counts["batches_total"], "committed": counts["batches_committed"],
-                    "failed": counts["batches_failed"], "pending": counts["batches_pending"],
-                    "running": counts["batches_running"], "skipped": counts["batches_skipped"]},
-        "files": {"total": counts["files_total"], "committed": counts["files_committed"],
-                  "failed": counts["files_failed"], "skipped": counts["files_skipped"]},
-        "rows": {"staged": counts["rows_staged"], "rejected": counts["rows_rejected"]},
-        "bytes": counts["bytes_total"], "attempts": counts["attempts"],
-        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
-        "duration_s": _duration(run, effective_state(run)), "pid": run.pid, "host": run.host,
-        "job_file": run.job_file, "staging_dir": run.staging_dir, "message": run.message,
-    }
-    if detail:
-        status["failed_files"] = catalog.failed_files(run_id)
-        status["skipped_files"] = catalog.skipped_files(run_id)
-        status["warnings"] = catalog.warned_files(run_id)
-        batches = catalog.batches(run_id)
-        keys = ("batch_id", "state", "attempts", "last_error", "error_kind")
-        status["failed_batches"] = [{k: b[k] for k in keys} for b in batches
-                                    if b["state"] == "failed"]
-        status["retried_batches"] = [{k: b[k] for k in keys} for b in batches
-                                     if b["attempts"] > 1 or (b["last_error"] and b["state"]
-                                                              not in ("failed", "skipped"))]
-    return status
+    state = effective_state(run)
+    return RunStatus(
+        run_id=run.run_id, job=run.job, table=run.table, state=state,
+        counts=catalog.counts(run_id), started_at=run.started_at, finished_at=run.finished_at,
+        duration_s=_duration(run, state), pid=run.pid, host=run.host, job_file=run.job_file,
+        staging_dir=run.staging_dir, message=run.message,
+        detail=status_detail(catalog, run_id) if detail else None)
+
+
+def status_detail(catalog: Catalog, run_id: str) -> StatusDetail:
+    notes = [_note(b) for b in catalog.batches(run_id)]
+    return StatusDetail(
+        failed_files=tuple(catalog.failed_files(run_id)),
+        skipped_files=tuple(catalog.skipped_files(run_id)),
+        warnings=tuple(catalog.warned_files(run_id)),
+        failed_batches=tuple(n for n in notes if n.state is BatchState.FAILED),
+        retried_batches=tuple(n for n in notes if n.attempts > 1 or (
+            n.last_error and n.state not in (BatchState.FAILED, BatchState.SKIPPED))))
+
+
+def _note(row: dict[str, Any]) -> BatchNote:
+    kind = row["error_kind"]
+    return BatchNote(row["batch_id"], BatchState(row["state"]), row["attempts"],
+                     row["last_error"], ErrorKind(kind) if kind else None)
 
 
 def _duration(run: RunRecord, state: RunState) -> float | None:
@@ -61,7 +127,7 @@ def _duration(run: RunRecord, state: RunState) -> float | None:
     return round((end or time.time()) - run.started_at, 3)
 
 
-def runs_status(catalog: Catalog, limit: int | None = None) -> list[dict[str, Any]]:
+def runs_status(catalog: Catalog, limit: int | None = None) -> list[RunStatus]:
     return [run_status(catalog, run_id) for run_id in catalog.run_ids(limit)]
 
 

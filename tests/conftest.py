@@ -112,7 +112,7 @@ def committed_batches(state_dir: Path) -> int:
     catalog = Catalog(state_dir)
     try:
         runs = catalog.run_ids()
-        return catalog.counts(runs[0])["batches_committed"] if runs else 0
+        return catalog.counts(runs[0]).batches.committed if runs else 0
     finally:
         catalog.close()
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from batchrun import logs
 from batchrun.catalog import Catalog
@@ -38,9 +37,9 @@ from batchrun.cli.render import (
     _render_compare,
     _render_report,
     _render_rows,
+    _render_runs,
     _render_status,
     _render_summary,
-    _state_text,
     _stdout_for_results,
 )
 from batchrun.config import load_job
@@ -49,7 +48,7 @@ from batchrun.errors import (
 )
 from batchrun.execution.stopping import StopToken
 from batchrun.model import RunState
-from batchrun.report import effective_state, resumable_runs, run_status, runs_status
+from batchrun.report import RunStatus, effective_state, resumable_runs, run_status, runs_status
 
 if TYPE_CHECKING:
     from batchrun.execution.run import RunOutcome
@@ -125,8 +124,9 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     refuse_staging_changes(run_id, overrides)
     with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
         status = run_status(Catalog(state_dir, create=False), run_id)
-        view.planned({"run_id": run_id, "batches": status["batches"]["total"]})
-        view.advance({"committed": status["batches"]["committed"], "rows": status["rows"]["staged"]})
+        view.planned({"run_id": run_id, "batches": status.counts.batches.total})
+        view.advance({"committed": status.counts.batches.committed,
+                      "rows": status.counts.rows.staged})
         with _stdout_for_results():
             outcome = resume_run(run_id, state_dir, overrides, stop=StopToken(),
                                  on_progress=view.advance, repair=repair)
@@ -169,7 +169,7 @@ def status(run_id: str, state_dir: Path, as_json: bool) -> None:
     run_id = _resolve_run(state_dir, run_id)
     report = run_status(Catalog(state_dir, create=False), run_id, detail=True)
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.as_json()))
     else:
         _render_status(report)
 
@@ -184,7 +184,7 @@ def report(run_id: str, state_dir: Path, as_json: bool) -> None:
 
     metrics = run_metrics(Catalog(state_dir, create=False), _resolve_run(state_dir, run_id))
     if as_json:
-        out.print_json(json.dumps(metrics))
+        out.print_json(json.dumps(metrics.as_json()))
         return
     _render_report(metrics)
 
@@ -222,16 +222,15 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
     scratch = scratch or Path(tempfile.mkdtemp(prefix="batchrun-compare-"))
     result = compare(job_file.resolve(), shapes, scratch.resolve(), faults, keep,
                      on_shape=lambda text: err.print(f"compare {text}", markup=False))
-    report = result.as_dict()
     if html_file:
         from batchrun.tools.charts import write_html
 
-        write_html(report, html_file)
+        write_html(result, html_file)
         err.print(f"wrote {html_file}")
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(result.as_json()))
     else:
-        _render_compare(report)
+        _render_compare(result)
     sys.exit(EXIT_OK if result.all_identical else EXIT_PARTIAL)
 
 
@@ -245,17 +244,9 @@ def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
     if not history:
         raise RunNotFoundError(f"no runs yet in {state_dir}")
     if as_json:
-        out.print_json(json.dumps(history))
-        return
-    table = Table("run", "job", "state", "batches", "files failed", "rows staged",
-                  "rows rejected", "started", "duration")
-    for r in history:
-        table.add_row(r["run_id"], r["job"], _state_text(r["state"]),
-                      f"{r['batches']['committed']}/{r['batches']['total']}",
-                      str(r["files"]["failed"]), f"{r['rows']['staged']:,}",
-                      f"{r['rows']['rejected']:,}", (r["started_at"] or "")[:19],
-                      f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "")
-    out.print(table)
+        out.print_json(json.dumps([status.as_json() for status in history]))
+    else:
+        _render_runs(history)
 
 
 @cli.command()
@@ -366,27 +357,27 @@ def demo(out_dir: Path, suppliers: int, files_per_supplier: int, file_mb: float,
 def _finish(outcome: RunOutcome, state_dir: Path, as_json: bool) -> None:
     report = run_status(Catalog(state_dir), outcome.run_id, detail=True)
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.as_json()))
     else:
         _render_summary(report)
     code = _exit_code(outcome)
     if code != EXIT_OK and _resumable(report):
         err.print(f"resume with: {_resume_command(outcome.run_id, state_dir)}")
-    elif code != EXIT_OK and report["files"]["failed"]:
+    elif code != EXIT_OK and report.counts.files.failed:
         err.print("nothing a resume can retry: the quarantined files are bad in themselves;"
                   " fix or replace them and run the job again")
     sys.exit(code)
 
 
-def _resumable(report: dict[str, Any]) -> bool:
+def _resumable(report: RunStatus) -> bool:
     """Whether a resume has anything left to do: unfinished batches, or files quarantined
     for a reason that may have gone away (not a run failed by its rejects, nor files
     quarantined for their content)."""
     from batchrun.identity import may_recover
 
-    b = report["batches"]
-    return b["committed"] < b["total"] or any(
-        may_recover(f["error"]) for f in report.get("failed_files", []))
+    b = report.counts.batches
+    failed = report.detail.failed_files if report.detail else ()
+    return b.committed < b.total or any(may_recover(f.error) for f in failed)
 
 
 def _exit_code(outcome: RunOutcome) -> int:

@@ -6,12 +6,18 @@ import contextlib
 import csv
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from batchrun.cli.options import err, out
+from batchrun.model import RunState
+from batchrun.report import RunStatus, StatusDetail, iso
+
+if TYPE_CHECKING:
+    from batchrun.metrics import Percentiles, RunMetrics
+    from batchrun.tools.compare import CompareResult
 
 
 def _render_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
@@ -69,103 +75,124 @@ def _progress_enabled(flag: bool | None, as_json: bool) -> bool:
     return flag if flag is not None else (err.is_terminal and not as_json)
 
 
-def _render_summary(report: dict[str, Any]) -> None:
-    b, f, r = report["batches"], report["files"], report["rows"]
-    err.print(f"run {report['run_id']} {_state_text(report['state'])}: "
-              f"{b['committed']}/{b['total']} batches, {r['staged']:,} rows staged, "
-              f"{r['rejected']:,} rejected, {f['failed']} file(s) quarantined"
-              + (f", {f['skipped']} skipped" if f["skipped"] else "")
-              + f" in {report['duration_s'] or 0:.1f}s")
-    if report["message"]:
-        err.print(f"  {report['message']}", markup=False)
-    if f["failed"] or f["skipped"]:
-        err.print(f"list them with: batchrun status {report['run_id']}")
-    if r["rejected"]:
-        err.print(f"see rejected rows with: batchrun rejects {report['run_id']}")
+def _render_summary(status: RunStatus) -> None:
+    b, f, r = status.counts.batches, status.counts.files, status.counts.rows
+    err.print(f"run {status.run_id} {_state_text(status.state)}: "
+              f"{b.committed}/{b.total} batches, {r.staged:,} rows staged, "
+              f"{r.rejected:,} rejected, {f.failed} file(s) quarantined"
+              + (f", {f.skipped} skipped" if f.skipped else "")
+              + f" in {status.duration_s or 0:.1f}s")
+    if status.message:
+        err.print(f"  {status.message}", markup=False)
+    if f.failed or f.skipped:
+        err.print(f"list them with: batchrun status {status.run_id}")
+    if r.rejected:
+        err.print(f"see rejected rows with: batchrun rejects {status.run_id}")
 
 
-def _render_status(report: dict[str, Any]) -> None:
+def _render_status(status: RunStatus) -> None:
     table = Table(show_header=False, box=None)
-    b, f, r = report["batches"], report["files"], report["rows"]
+    b, f, r = status.counts.batches, status.counts.files, status.counts.rows
     for key, value in [
-        ("run", report["run_id"]), ("job", f"{report['job']} ({report['job_file']})"),
-        ("state", _state_text(report["state"])),
-        ("batches", f"{b['committed']} committed, {b['running']} running, {b['pending']} "
-                    f"pending, {b['failed']} failed, {b['skipped']} skipped, of {b['total']}"),
-        ("files", f"{f['committed']} committed, {f['failed']} failed, {f['skipped']} skipped,"
-                  f" of {f['total']}"),
-        ("rows", f"{r['staged']:,} staged, {r['rejected']:,} rejected"),
-        ("started", report["started_at"] or "-"), ("finished", report["finished_at"] or "-"),
-        ("staging", report["staging_dir"]), ("message", report["message"] or "-"),
+        ("run", status.run_id), ("job", f"{status.job} ({status.job_file})"),
+        ("state", _state_text(status.state)),
+        ("batches", f"{b.committed} committed, {b.running} running, {b.pending} "
+                    f"pending, {b.failed} failed, {b.skipped} skipped, of {b.total}"),
+        ("files", f"{f.committed} committed, {f.failed} failed, {f.skipped} skipped,"
+                  f" of {f.total}"),
+        ("rows", f"{r.staged:,} staged, {r.rejected:,} rejected"),
+        ("started", iso(status.started_at) or "-"), ("finished", iso(status.finished_at) or "-"),
+        ("staging", status.staging_dir), ("message", status.message or "-"),
     ]:
         table.add_row(f"[bold]{key}", str(value))
     out.print(table)
-    for failed in report.get("failed_files", []):
-        out.print(f"  [red]failed[/] {failed['path']}: {failed['error']}")
-    for skipped in report.get("skipped_files", []):
-        out.print(f"  [yellow]skipped[/] {skipped['path']}: {skipped['reason']}")
-    for warned in report.get("warnings", []):
-        out.print(f"  [yellow]warning[/] {warned['path']}: {warned['warning']}")
-    for retried in report.get("retried_batches", []):
-        out.print(f"  [yellow]retried[/] {retried['batch_id']} ({retried['state']}, "
-                  f"{retried['attempts']} attempts): {retried['last_error']} "
-                  f"[{retried['error_kind']}]")
-    for failed in report.get("failed_batches", []):
-        out.print(f"  [red]failed batch[/] {failed['batch_id']} after {failed['attempts']} "
-                  f"attempt(s): {failed['last_error']}")
+    if status.detail is not None:
+        _render_detail(status.detail)
 
 
-def _render_report(m: dict[str, Any]) -> None:
+def _render_detail(detail: StatusDetail) -> None:
+    for failed in detail.failed_files:
+        out.print(f"  [red]failed[/] {failed.path}: {failed.error}")
+    for skipped in detail.skipped_files:
+        out.print(f"  [yellow]skipped[/] {skipped.path}: {skipped.reason}")
+    for warned in detail.warnings:
+        out.print(f"  [yellow]warning[/] {warned.path}: {warned.warning}")
+    for retried in detail.retried_batches:
+        kind = retried.error_kind.value if retried.error_kind else None
+        out.print(f"  [yellow]retried[/] {retried.batch_id} ({retried.state.value}, "
+                  f"{retried.attempts} attempts): {retried.last_error} [{kind}]")
+    for batch in detail.failed_batches:
+        out.print(f"  [red]failed batch[/] {batch.batch_id} after {batch.attempts} "
+                  f"attempt(s): {batch.last_error}")
+
+
+def _render_report(m: RunMetrics) -> None:
     summary = Table(show_header=False, box=None)
     for key, value in [
-        ("run", f"{m['run_id']} ({m['job']}) {_state_text(m['state'])}"),
-        ("time", f"{_seconds(m['wall_s'])} wall, {_seconds(m['active_s'])} with batches in flight"),
-        ("throughput", f"{m['mb_per_s']:,} MB/s, {m['rows_per_s']:,.0f} rows/s"
-                       f" ({m['bytes'] / 1e6:,.1f} MB, {m['rows_staged']:,} rows staged,"
-                       f" {m['rows_rejected']:,} rejected)"),
-        ("steady", f"{m['steady_mb_per_s'] or '-'} MB/s from the first commit to the last"
+        ("run", f"{m.run_id} ({m.job}) {_state_text(m.state)}"),
+        ("time", f"{_seconds(m.wall_s)} wall, {_seconds(m.active_s)} with batches in flight"),
+        ("throughput", f"{m.mb_per_s:,} MB/s, {m.rows_per_s:,.0f} rows/s"
+                       f" ({m.bytes / 1e6:,.1f} MB, {m.rows.staged:,} rows staged,"
+                       f" {m.rows.rejected:,} rejected)"),
+        ("steady", f"{m.steady_mb_per_s or '-'} MB/s from the first commit to the last"
                    " (start-up left out)"),
-        ("batch latency", _percentile_text(m, "latency") + " (dispatch to commit)"),
-        ("processing", _percentile_text(m, "processing") + " (in the worker)"),
-        ("errors", f"{m['error_rate']:.1%} of {m['attempts']} attempts failed: {m['retries']}"
-                   f" retried, {m['failed_batches']} batch(es) failed,"
-                   f" {m['skipped_batches']} skipped"),
-        ("concurrency", f"{m['max_in_flight']} batches in flight at most,"
-                        f" {m['max_concurrency_per_source']} of one source"),
+        ("batch latency", _percentile_text(m.latency) + " (dispatch to commit)"),
+        ("processing", _percentile_text(m.processing) + " (in the worker)"),
+        ("errors", f"{m.error_rate:.1%} of {m.attempts} attempts failed: {m.retries}"
+                   f" retried, {m.failed_batches} batch(es) failed,"
+                   f" {m.skipped_batches} skipped"),
+        ("concurrency", f"{m.max_in_flight} batches in flight at most,"
+                        f" {m.max_concurrency_per_source} of one source"),
     ]:
         summary.add_row(f"[bold]{key}", value)
     out.print(summary)
     table = Table("source", "attempts", "committed", "retries", "failed", "MB", "rows",
                   "max concurrency")
-    for s in m["sources"]:
-        table.add_row(s["source"], str(s["attempts"]), str(s["committed"]), str(s["retries"]),
-                      str(s["failed"]), f"{s['bytes'] / 1e6:,.1f}", f"{s['rows']:,}",
-                      str(s["max_concurrency"]))
+    for s in m.sources:
+        table.add_row(s.source, str(s.attempts), str(s.committed), str(s.retries),
+                      str(s.failed), f"{s.bytes / 1e6:,.1f}", f"{s.rows:,}",
+                      str(s.max_concurrency))
     out.print(table)
 
 
-def _render_compare(report: dict[str, Any]) -> None:
-    from batchrun.tools.charts import COLUMNS, _cell
+def _render_compare(result: CompareResult) -> None:
+    from batchrun.tools.charts import COLUMNS, cells
 
-    table = Table(*(heading for heading, _ in COLUMNS), title=f"compare {report['job']}")
-    for shape in report["shapes"]:
-        table.add_row(*(_cell(shape.get(key)) for _, key in COLUMNS))
+    table = Table(*(heading for heading, _ in COLUMNS), title=f"compare {result.job}")
+    for shape in result.shapes:
+        table.add_row(*cells(shape))
     out.print(table)
-    for shape in report["shapes"]:
-        if shape.get("error"):
-            err.print(f"shape {shape['name']} failed: {shape['error']}", markup=False)
-    if not report["all_identical"]:
+    for shape in result.shapes:
+        if shape.error:
+            err.print(f"shape {shape.name} failed: {shape.error}", markup=False)
+    if not result.all_identical:
         err.print("some shapes staged different rows than the sequential baseline")
 
 
-def _percentile_text(m: dict[str, Any], name: str) -> str:
-    return ", ".join(f"p{p} {_seconds(m[f'{name}_p{p}_s'])}" for p in (50, 95, 99))
+def _render_runs(history: list[RunStatus]) -> None:
+    table = Table("run", "job", "state", "batches", "files failed", "rows staged",
+                  "rows rejected", "started", "duration")
+    for r in history:
+        b = r.counts.batches
+        table.add_row(r.run_id, r.job, _state_text(r.state), f"{b.committed}/{b.total}",
+                      str(r.counts.files.failed), f"{r.counts.rows.staged:,}",
+                      f"{r.counts.rows.rejected:,}", (iso(r.started_at) or "")[:19],
+                      f"{r.duration_s:.1f}s" if r.duration_s is not None else "")
+    out.print(table)
+
+
+def _percentile_text(values: Percentiles) -> str:
+    return ", ".join(f"p{p} {_seconds(v)}" for p, v in
+                     ((50, values.p50), (95, values.p95), (99, values.p99)))
 
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def _state_text(state: str) -> str:
-    color = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}.get(state, "cyan")
-    return f"[{color}]{state}[/]"
+_STATE_COLORS = {RunState.SUCCEEDED: "green", RunState.FAILED: "red",
+                 RunState.INTERRUPTED: "yellow"}
+
+
+def _state_text(state: RunState) -> str:
+    return f"[{_STATE_COLORS.get(state, 'cyan')}]{state.value}[/]"

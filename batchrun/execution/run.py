@@ -25,7 +25,7 @@ from batchrun.execution.admission import Controls, QueuedBatch
 from batchrun.execution.ray_session import RayReady, connect_ray
 from batchrun.execution.scheduler import Limits, ProgressCallback, ScheduleOutcome, Scheduler
 from batchrun.execution.stopping import StopToken
-from batchrun.model import BatchState, RunRecord, RunState
+from batchrun.model import BatchState, RowCounts, RunRecord, RunState
 from batchrun.pipeline import PipelineSpec
 from batchrun.plan import Reach, replan_recoverable
 from batchrun.redact import redact, redact_message
@@ -187,18 +187,16 @@ def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome,
     if outcome.stopped_by is not None:
         return RunState.INTERRUPTED, _message(outcome)
     counts = catalog.counts(run_id)
-    verdict = _reject_verdict(counts, config.validation.max_run_reject_ratio)
-    unfinished = (counts["batches_failed"] or counts["files_failed"]
-                  or counts["batches_pending"] or counts["batches_skipped"])
-    if unfinished or verdict:
+    verdict = _reject_verdict(counts.rows, config.validation.max_run_reject_ratio)
+    if counts.unfinished or verdict:
         message = "; ".join(m for m in (_message(outcome), verdict) if m)
         return RunState.FAILED, message or None
     return RunState.SUCCEEDED, _message(outcome)
 
 
-def _reject_verdict(counts: dict[str, int], max_ratio: float) -> str | None:
+def _reject_verdict(rows: RowCounts, max_ratio: float) -> str | None:
     """Why the run's rejects alone fail it, or None."""
-    staged, rejected = counts["rows_staged"], counts["rows_rejected"]
+    staged, rejected = rows.staged, rows.rejected
     total = staged + rejected
     if total and not staged:
         return f"no rows staged: all {rejected} rows rejected"

@@ -18,11 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batchrun.coltypes import arrow_type, name_of_arrow
 from batchrun.config import CsvOptions
 from batchrun.errors import BatchrunError, SourceError
 from batchrun.layout import LINE
 from batchrun.readers.header import header_names
-from batchrun.readers.raw import table_as_raw, type_name
+from batchrun.readers.raw import table_as_raw
 from batchrun.readers.source import open_stream, read_data
 
 SAMPLE_FILES = 3
@@ -36,9 +37,8 @@ _INTEGER = r"^[+-]?[0-9]+$"
 _LEADING_ZERO = r"^[+-]?0[0-9]"
 """A number with a leading zero ("08123": a zip code, an account number) keeps its text:
 its column is a string, never 8123."""
-_GUESSES: tuple[tuple[str, pa.DataType], ...] = (
-    ("float64", pa.float64()), ("bool", pa.bool_()), ("date", pa.date32()),
-    ("timestamp", pa.timestamp("us")))
+_GUESSES: tuple[tuple[str, pa.DataType], ...] = tuple(
+    (name, arrow_type(name)) for name in ("float64", "bool", "date", "timestamp"))
 
 
 class CannotInferSchema(BatchrunError):
@@ -116,7 +116,7 @@ def _parquet_types(path: str) -> dict[str, str | None]:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise SourceError(path, f"cannot read as Parquet: {exc}") from None
-    return dict(zip(header_names(schema.names), (type_name(t) for t in schema.types)))
+    return dict(zip(header_names(schema.names), (name_of_arrow(t) for t in schema.types)))
 
 
 def _head(path: str, encoding: str) -> bytes:

@@ -85,15 +85,3 @@ def as_strings(path: str, table: pa.Table) -> pa.Table:
 
 def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def type_name(arrow_type: pa.DataType) -> str:
-    checks = [(pa.types.is_boolean, "bool"), (pa.types.is_int32, "int32"),
-              (pa.types.is_integer, "int64"), (pa.types.is_floating, "float64"),
-              (pa.types.is_date, "date"), (pa.types.is_timestamp, "timestamp")]
-    for check, name in checks:
-        if check(arrow_type):
-            return name
-    if pa.types.is_decimal(arrow_type):
-        return f"decimal({arrow_type.precision},{arrow_type.scale})"
-    return "string"

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from batchrun.catalog import Catalog
 from batchrun.config import load_job
 from batchrun.errors import ConfigError
 from batchrun.layout import BATCH, rejects_table_name
-from batchrun.metrics import run_metrics
+from batchrun.metrics import Percentiles, RunMetrics, run_metrics
 from batchrun.staging import query_connection, quote_identifier
 from batchrun.tools.faults import FAULTS_ENV
 
@@ -69,19 +69,66 @@ class _Peaks:
     total: float = 0.0
 
 
+@dataclass(frozen=True)
+class ShapeResult:
+    """One shape's run: what was measured around it, its metrics and its checksum."""
+
+    name: str
+    faults: str | None
+    overrides: dict[str, Any]
+    exit_code: int | None
+    wall_s: float
+    peak_rss_mb: float
+    peak_driver_mb: float
+    peak_workers_mb: float
+    metrics: RunMetrics | None = None
+    """None when the run left no run id behind (see `error`)."""
+    checksum: str | None = None
+    error: str | None = None
+    """The last line of the run's output when it left no run id."""
+    identical: bool = False
+    """Whether both checksums equal the sequential baseline's."""
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.metrics.mb_per_s if self.metrics else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.metrics.rows_per_s if self.metrics else 0.0
+
+    @property
+    def latency(self) -> Percentiles:
+        return self.metrics.latency if self.metrics else Percentiles()
+
+    @property
+    def concurrency(self) -> tuple[tuple[float, int], ...]:
+        return self.metrics.concurrency if self.metrics else ()
+
+    def as_json(self) -> dict[str, Any]:
+        measured = {"name": self.name, "faults": self.faults, "overrides": self.overrides,
+                    "exit_code": self.exit_code, "wall_s": self.wall_s,
+                    "peak_rss_mb": self.peak_rss_mb, "peak_driver_mb": self.peak_driver_mb,
+                    "peak_workers_mb": self.peak_workers_mb}
+        if self.metrics is None:
+            return {**measured, **_EMPTY, "error": self.error, "identical": self.identical}
+        return {**measured, **_from_metrics(self.metrics), "checksum": self.checksum,
+                "identical": self.identical}
+
+
 @dataclass
 class CompareResult:
     job: str
     scratch: str
-    shapes: list[dict[str, Any]] = field(default_factory=list)
+    shapes: list[ShapeResult] = field(default_factory=list)
 
     @property
     def all_identical(self) -> bool:
-        return all(s["identical"] for s in self.shapes)
+        return all(s.identical for s in self.shapes)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
         return {"job": self.job, "scratch": self.scratch, "all_identical": self.all_identical,
-                "shapes": self.shapes}
+                "shapes": [s.as_json() for s in self.shapes]}
 
 
 def parse_shapes(specs: list[str] | tuple[str, ...]) -> list[Shape]:
@@ -115,16 +162,15 @@ def compare(job_file: Path, shapes: list[Shape], scratch: Path, inject_faults: s
     scratch.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="compare-", dir=scratch))  # only this is deleted
     result = CompareResult(job=str(job_file), scratch=str(scratch))
-    baseline: dict[str, Any] | None = None
+    baseline: ShapeResult | None = None
     try:
         for index, shape in enumerate(plan):
             if on_shape:
                 on_shape(f"[{index + 1}/{len(plan)}] {shape.name}")
             measured = run_shape(job_file, shape, scratch / f"{index:02d}-{_slug(shape.name)}")
             baseline = baseline or measured
-            measured["identical"] = (measured["checksum"] is not None
-                                     and measured["checksum"] == baseline["checksum"])
-            result.shapes.append(measured)
+            same = measured.checksum is not None and measured.checksum == baseline.checksum
+            result.shapes.append(replace(measured, identical=same))
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -138,7 +184,7 @@ def _checked(job_file: Path, shape: Shape) -> None:
         raise ConfigError(f"--shapes {shape.name}", exc.key, exc.expected) from None
 
 
-def run_shape(job_file: Path, shape: Shape, workdir: Path) -> dict[str, Any]:
+def run_shape(job_file: Path, shape: Shape, workdir: Path) -> ShapeResult:
     """One real `batchrun run` in a subprocess, with its memory sampled; then its metrics."""
     state_dir, staging_dir = workdir / "state", workdir / "staging"
     command = [sys.executable, "-m", "batchrun", "run", str(job_file), "--state-dir",
@@ -158,21 +204,19 @@ def run_shape(job_file: Path, shape: Shape, workdir: Path) -> dict[str, Any]:
         stdout, _ = process.communicate()
         sampler.join()
     wall = time.monotonic() - started
-    measured: dict[str, Any] = {"name": shape.name, "faults": shape.faults,
-                                "overrides": shape.overrides, "exit_code": process.returncode,
-                                "wall_s": round(wall, 3), "peak_rss_mb": round(peaks.total, 1),
-                                "peak_driver_mb": round(peaks.driver, 1),
-                                "peak_workers_mb": round(peaks.workers, 1)}
+    measured = ShapeResult(shape.name, shape.faults, shape.overrides, process.returncode,
+                           round(wall, 3), round(peaks.total, 1), round(peaks.driver, 1),
+                           round(peaks.workers, 1))
     run_id = _run_id(stdout)
     if run_id is None:
         tail = (workdir / "output.log").read_text(errors="replace").strip().splitlines()[-1:]
-        return {**measured, **_EMPTY, "error": tail[0] if tail else "no output"}
+        return replace(measured, error=tail[0] if tail else "no output")
     catalog = Catalog(state_dir)
-    metrics = run_metrics(catalog, run_id)
-    return {**measured, **_from_metrics(metrics), "checksum": checksum(catalog, run_id)}
+    return replace(measured, metrics=run_metrics(catalog, run_id),
+                   checksum=checksum(catalog, run_id))
 
 
-_EMPTY: dict[str, Any] = {
+_EMPTY: dict[str, Any] = {  # a shape that left no run id
     "run_id": None, "state": None, "run_s": None, "mb_per_s": 0.0, "rows_per_s": 0.0,
     "latency_p50_s": None, "latency_p95_s": None, "latency_p99_s": None, "retries": 0,
     "failed_batches": 0, "skipped_batches": 0, "rows_staged": 0, "rows_rejected": 0,
@@ -180,7 +224,8 @@ _EMPTY: dict[str, Any] = {
     "concurrency": [], "checksum": None}
 
 
-def _from_metrics(m: dict[str, Any]) -> dict[str, Any]:
+def _from_metrics(metrics: RunMetrics) -> dict[str, Any]:
+    m = metrics.as_json()
     keys = ("run_id", "state", "mb_per_s", "rows_per_s", "latency_p50_s", "latency_p95_s",
             "latency_p99_s", "retries", "failed_batches", "skipped_batches", "rows_staged",
             "rows_rejected", "max_concurrency_per_source", "max_in_flight", "concurrency")

@@ -155,7 +155,7 @@ def test_chaos_driver_killed_at_five_random_points_then_resumed_exactly_once(
             kill_group(process)
     assert all(code == -signal.SIGKILL for _, code in kills), (seed, kills)
     catalog = Catalog(state)
-    assert catalog.counts(catalog.latest_run_id())["batches_committed"] < 24, seed
+    assert catalog.counts(catalog.latest_run_id()).batches.committed < 24, seed
     finished = subprocess.run([sys.executable, "-m", "batchrun", "resume", "--state-dir",
                                str(state), "--no-progress"], capture_output=True, text=True,
                               timeout=300)

@@ -86,7 +86,7 @@ def plan_then_die(job: Path, state: Path) -> None:
     finally:
         kill_group(process)  # the Ray it started
     catalog = Catalog(state)
-    assert catalog.counts(catalog.latest_run_id())["batches_pending"] > 0
+    assert catalog.counts(catalog.latest_run_id()).batches.pending > 0
 
 
 # -- planning: one file, one identity ------------------------------------------------------
@@ -332,7 +332,7 @@ class TestChangedInputOnResume:
         assert [(w["path"], w["warning"].split(",")[0]) for w in detail["warnings"]] == [
             (str(day), f"planned on resume in place of {latest}")]
         catalog = Catalog(state)
-        assert [(row["path"], row["reason"]) for row in catalog.skipped_files(
+        assert [(row.path, row.reason) for row in catalog.skipped_files(
             catalog.latest_run_id())] == [(latest, "changed since planning: no longer found;"
                                            f" the file it reached when planned is in this run as {day}")]
 
@@ -454,7 +454,7 @@ def test_a_flipped_latest_link_is_not_staged_twice_after_resume(tmp_path: Path) 
         (3, day["2024-12-01"]), (4, day["2024-12-01"]), (5, day["2024-12-01"])]
     assert codes == [1, 0]
     catalog = Catalog(state)
-    assert [(row["path"], row["reason"]) for row in catalog.skipped_files(
+    assert [(row.path, row.reason) for row in catalog.skipped_files(
         catalog.latest_run_id())] == [
         (str(tmp_path / "in" / "latest" / "a.csv"), "changed since planning: is now the same"
          f" file as {day['2024-12-01']}, already in this run; the file it reached when planned"

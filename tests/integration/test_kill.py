@@ -40,7 +40,7 @@ def some_committed_others_in_flight(state: Path) -> bool:
         return False
     catalog = Catalog(state)
     counts = catalog.counts(catalog.latest_run_id())
-    return counts["batches_running"] > 0 and counts["batches_pending"] > 0
+    return counts.batches.running > 0 and counts.batches.pending > 0
 
 
 @pytest.mark.parametrize("victim", ["process_group", "driver_only"])
@@ -59,12 +59,12 @@ def test_killed_run_resumes_without_loss_or_duplicates(
         kill_group(process, signal.SIGKILL)  # Ray's helpers outlive a driver killed alone
     catalog = Catalog(state)
     before = catalog.counts(catalog.latest_run_id())
-    assert 2 <= before["batches_committed"] < before["batches_total"]
+    assert 2 <= before.batches.committed < before.batches.total
     finished = resume(state)
     assert finished.returncode == EXIT_OK, finished.stderr
     run_id = assert_exactly_once(state, truth.total_rows)
     after = catalog.counts(run_id)
-    assert after["batches_committed"] == after["batches_total"]
+    assert after.batches.committed == after.batches.total
     assert catalog.run(run_id).state.value == "succeeded"
 
 

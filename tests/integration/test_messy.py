@@ -38,7 +38,7 @@ def check_against_truth(state: Path, truth: DemoTruth) -> None:
     assert_exactly_once(state, truth.total_valid_rows, truth.total_rejects)
     catalog = Catalog(state)
     run_id = catalog.latest_run_id()
-    reasons = {f["path"]: f["error"] for f in catalog.failed_files(run_id)}
+    reasons = {f.path: f.error for f in catalog.failed_files(run_id)}
     expected = {path: prefix for path, prefix in truth.quarantined.items()}
     assert len(reasons) == len(expected) == truth.quarantined_files
     for relative, prefix in expected.items():

@@ -143,7 +143,7 @@ def test_report_shows_throughput_latency_and_concurrency_per_source(
                   "crash_worker = 'before_write'\ncrash_batches = [1, 5]")
     assert code == EXIT_OK
     catalog = Catalog(tmp_path / "s")
-    metrics = run_metrics(catalog, catalog.latest_run_id())
+    metrics = run_metrics(catalog, catalog.latest_run_id()).as_json()
     assert metrics["rows_staged"] == truth.total_rows
     assert metrics["retries"] == sum(r["outcome"] == "retried" for r in attempts(tmp_path)) >= 2
     assert metrics["attempts"] == 12 + metrics["retries"]

@@ -95,7 +95,7 @@ def test_resuming_a_finished_run_is_a_no_op_that_says_so(
     assert invoke(["resume", run_id, "--state-dir", str(state), "--no-progress"]) == EXIT_OK
     assert "already succeeded" in capsys.readouterr().err
     assert_exactly_once(state, truth.total_rows)
-    assert Catalog(state).counts(run_id)["attempts"] == 8
+    assert Catalog(state).counts(run_id).attempts == 8
 
 
 def test_unknown_run_id_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -168,7 +168,7 @@ def test_the_state_dir_and_everything_in_it_is_private_whatever_the_umask(
     state = tmp_path / "s"
     assert invoke(["run", str(job), "--state-dir", str(state), "--no-progress"]) == EXIT_OK
     catalog = Catalog(state)
-    assert catalog.counts(catalog.latest_run_id())["rows_staged"] == 4
+    assert catalog.counts(catalog.latest_run_id()).rows.staged == 4
     catalog.close()
     paths = [state, *state.rglob("*")]
     names = {p.relative_to(state).as_posix() for p in paths}

@@ -116,9 +116,9 @@ def test_verify_names_a_deleted_and_a_bit_flipped_file_and_repair_stages_their_r
     assert verify(state, capsys)[0] == EXIT_OK
     run_id = assert_exactly_once(state, truth.total_valid_rows, truth.total_rejects)
     counts = Catalog(state).counts(run_id)
-    assert counts["batches_committed"] == counts["batches_total"]
-    assert counts["rows_staged"] == truth.total_valid_rows
-    assert counts["rows_rejected"] == truth.total_rejects
+    assert counts.batches.committed == counts.batches.total
+    assert counts.rows.staged == truth.total_valid_rows
+    assert counts.rows.rejected == truth.total_rejects
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -275,7 +275,7 @@ def test_an_unfinished_run_with_a_lost_output_is_refused_by_resume_and_finished_
     catalog = Catalog(state)
     run_id = catalog.latest_run_id()
     counts = catalog.counts(run_id)
-    assert 2 <= counts["batches_committed"] < counts["batches_total"]
+    assert 2 <= counts.batches.committed < counts.batches.total
     lost = catalog.committed_files(run_id)[0]
     Path(lost.path).unlink()
 
