@@ -8,6 +8,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -104,26 +105,28 @@ def _render_status(status: RunStatus) -> None:
         ("started", iso(status.started_at) or "-"), ("finished", iso(status.finished_at) or "-"),
         ("staging", status.staging_dir), ("message", status.message or "-"),
     ]:
-        table.add_row(f"[bold]{key}", str(value))
+        table.add_row(f"[bold]{key}", escape(str(value)))
     out.print(table)
     if status.detail is not None:
         _render_detail(status.detail)
 
 
 def _render_detail(detail: StatusDetail) -> None:
+    """Paths and errors are escaped: a `[...]` in them is text, never rich markup."""
     for failed in detail.failed_files:
-        out.print(f"  [red]failed[/] {failed.path}: {failed.error}")
+        out.print(f"  [red]failed[/] {escape(failed.path)}: {escape(failed.error or '')}")
     for skipped in detail.skipped_files:
-        out.print(f"  [yellow]skipped[/] {skipped.path}: {skipped.reason}")
+        out.print(f"  [yellow]skipped[/] {escape(skipped.path)}: {escape(skipped.reason or '')}")
     for warned in detail.warnings:
-        out.print(f"  [yellow]warning[/] {warned.path}: {warned.warning}")
+        out.print(f"  [yellow]warning[/] {escape(warned.path)}: {escape(warned.warning or '')}")
     for retried in detail.retried_batches:
         kind = retried.error_kind.value if retried.error_kind else None
         out.print(f"  [yellow]retried[/] {retried.batch_id} ({retried.state.value}, "
-                  f"{retried.attempts} attempts): {retried.last_error} [{kind}]")
+                  f"{retried.attempts} attempts): {escape(retried.last_error or '')} "
+                  f"{escape(f'[{kind}]')}")
     for batch in detail.failed_batches:
         out.print(f"  [red]failed batch[/] {batch.batch_id} after {batch.attempts} "
-                  f"attempt(s): {batch.last_error}")
+                  f"attempt(s): {escape(batch.last_error or '')}")
 
 
 def _render_report(m: RunMetrics) -> None:
