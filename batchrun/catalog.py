@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -126,11 +127,19 @@ def stored_fingerprint(row: dict[str, Any]) -> Fingerprint:
 
 
 class Catalog:
-    """A SQLite catalog in the state dir. Cheap to open; open one per process.
+    """A SQLite catalog in the state dir, opened once per command and closed by it:
+
+        with Catalog(state_dir) as catalog:
+            start_run(job, catalog)
 
     Every SQLite error leaves this class as a `CatalogError` naming the catalog's path, or
     as a `DiskFullError` when the state dir is full. `create=False` (the read-only
-    commands) refuses a state dir without a catalog instead of creating one."""
+    commands) refuses a state dir without a catalog instead of creating one.
+
+    One connection, used by one thread at a time: a run's planning thread records the
+    plan while the main thread starts Ray, and hands the catalog back before the main
+    thread touches it; a lock keeps even a mistaken overlap from interleaving two
+    statements."""
 
     def __init__(self, state_dir: Path, create: bool = True) -> None:
         self.path = Path(state_dir) / "catalog.sqlite"
@@ -138,10 +147,18 @@ class Catalog:
             raise RunNotFoundError(f"no runs in {state_dir}: it holds no catalog"
                                    " (check --state-dir or BATCHRUN_STATE_DIR)")
         _make_state_dir(self.path.parent)
+        self._lock = threading.RLock()
         with self._guard("open"):
             private_file(self.path)  # its -wal and -shm files take the same mode
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                       check_same_thread=False)
             self._prepare()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @retry(retry=retry_if_exception(lambda exc: "locked" in str(exc)), reraise=True,
            stop=stop_after_delay(30), wait=wait_random(0.01, 0.1))
@@ -157,7 +174,8 @@ class Catalog:
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
         try:
-            yield
+            with self._lock:
+                yield
         except (sqlite3.Error, OSError) as exc:
             raise self._error(exc, doing) from None
 

@@ -2,6 +2,12 @@
 
 Every key is documented on its field. A bad job file raises `ConfigError` naming the
 file, the key and what was expected, before anything starts.
+
+Loading is pure: it reads the TOML and validates it, nothing else. What needs the
+world — importing the job's custom reader and transform, probing its patterns in
+DuckDB, reading fault injection from the environment — is checked at run start
+(`execution/prepare.py`), and what the settings mean for a run is decided there too
+(`execution/settings.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchrun import coltypes
 from batchrun.errors import ConfigError, bounded
-from batchrun.readers.custom import REFERENCE, resolve
+from batchrun.readers.custom import REFERENCE
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -316,12 +322,6 @@ class JobConfig(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @property
-    def in_flight_cap(self) -> int:
-        if self.execution.mode == "sequential":
-            return 1
-        return self.execution.max_in_flight or 2 * self.execution.workers
-
 
 class Job(BaseModel):
     """A loaded job: the validated config plus where it came from."""
@@ -348,16 +348,16 @@ class Job(BaseModel):
 
 
 def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
-    """Read, validate and resolve a job file. `overrides` maps dotted keys to values."""
+    """Read, validate and resolve a job file. `overrides` maps dotted keys to values.
+
+    Pure: no user code is imported and the environment is not read (see the module's
+    docstring for where that happens)."""
     job_path = Path(path).expanduser().resolve()
     raw = _read_toml(job_path)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_dotted(raw, dotted, value)
     config = validate_config(raw, str(path))
-    _check_custom_steps(str(path), config, job_path.parent)
-    _check_patterns(str(path), config)
-    _check_faults(str(path), config)
     staging = Path(config.staging.dir).expanduser()
     staging_dir = staging if staging.is_absolute() else job_path.parent / staging
     return Job(config=config, path=job_path, staging_dir=staging_dir.resolve())
@@ -368,38 +368,6 @@ def validate_config(raw: dict[str, Any], where: str) -> JobConfig:
         return JobConfig.model_validate(_canonical_sections(raw, where))
     except ValidationError as exc:
         raise _config_error(where, exc) from None
-
-
-def _check_patterns(where: str, config: JobConfig) -> None:
-    """Patterns run in DuckDB (RE2, no backreferences or lookaround): check them there."""
-    from batchrun.validate import pattern_problem
-
-    for name, spec in (config.schema_.columns if config.schema_ else {}).items():
-        problem = spec.pattern and pattern_problem(spec.pattern)
-        if problem:
-            raise ConfigError(where, f"schema.columns.{name}.pattern",
-                              f"not a regular expression RE2 accepts ({problem})")
-
-
-def _check_faults(where: str, config: JobConfig) -> None:
-    from batchrun.tools.faults import load_faults
-
-    try:
-        load_faults(config.faults)
-    except ConfigError as exc:
-        raise ConfigError(where, "faults", exc.expected) from None
-
-
-def _check_custom_steps(where: str, config: JobConfig, base_dir: Path) -> None:
-    """Import custom readers and transforms now, so a typo fails before anything starts."""
-    steps = [("source.reader", config.source.reader),
-             ("transform.function", config.transform.function if config.transform else None)]
-    for key, reference in steps:
-        if reference:
-            try:
-                resolve(reference, [str(base_dir)])
-            except Exception as exc:  # noqa: BLE001 - any import failure is a config error
-                raise ConfigError(where, key, f"cannot import {reference} ({exc})") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from batchrun.errors import (
     RunNotFoundError,
 )
 from batchrun.execution.stopping import StopToken
-from batchrun.model import RunState
+from batchrun.model import Committed, RunRecord, RunState
 from batchrun.report import RunStatus, effective_state, resumable_runs, run_status, runs_status
 
 if TYPE_CHECKING:
@@ -80,21 +80,25 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
         state_dir: Path, as_json: bool, progress: bool | None, group_by: str | None,
         **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
+    from batchrun.execution.prepare import check_job
     from batchrun.execution.start import start_run
 
     overrides = {"execution.workers": workers, "execution.address": address,
                  "staging.dir": str(staging_dir.resolve()) if staging_dir else None,
                  "source.group_by": group_by, **control_overrides(controls)}
     job = load_job(job_file, overrides)
+    check_job(job)  # before the state dir is touched: a bad job leaves nothing behind
 
     def planned(event: dict[str, Any]) -> None:
         invocation["run_id"] = event["run_id"]
         view.planned(event)
 
-    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, _stdout_for_results():
-        outcome = start_run(job, state_dir, stop=StopToken(), on_progress=view.advance,
-                            on_planned=planned)
-    _finish(outcome, state_dir, as_json)
+    with Catalog(state_dir) as catalog:
+        with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, \
+                _stdout_for_results():
+            outcome = start_run(job, catalog, stop=StopToken(), on_progress=view.advance,
+                                on_planned=planned)
+        _finish(outcome, catalog, as_json)
 
 
 @cli.command()
@@ -116,20 +120,26 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     --repair, the latest run whatever its state."""
     from batchrun.execution.start import refuse_staging_changes, resume_run
 
-    run_id = (_resolve_run(state_dir, run_id) if repair
-              else _resolve_resume_run(state_dir, run_id))
-    invocation["run_id"] = run_id
     overrides = {"execution.workers": workers, "execution.address": address,
                  **control_overrides(controls)}
-    refuse_staging_changes(run_id, overrides)
-    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
-        status = run_status(Catalog(state_dir, create=False), run_id)
-        view.planned({"run_id": run_id, "batches": status.counts.batches.total})
-        view.advance({"committed": status.counts.batches.committed,
-                      "rows": status.counts.rows.staged})
-        with _stdout_for_results():
-            outcome = resume_run(run_id, state_dir, overrides, stop=StopToken(),
-                                 on_progress=view.advance, repair=repair)
+    refuse_staging_changes(run_id, overrides)  # whichever run it is: no resume honours them
+    with _existing_catalog(state_dir, run_id) as catalog:
+        run_id = (_resolve_run(catalog, run_id) if repair
+                  else _resolve_resume_run(catalog, state_dir, run_id))
+        invocation["run_id"] = run_id
+        with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
+            status = run_status(catalog, run_id)
+            view.planned({"run_id": run_id, "batches": status.counts.batches.total})
+            view.advance({"committed": status.counts.batches.committed,
+                          "rows": status.counts.rows.staged})
+            with _stdout_for_results():
+                outcome = resume_run(run_id, catalog, overrides, stop=StopToken(),
+                                     on_progress=view.advance, repair=repair)
+        _report_resume(outcome, run_id, repair, as_json)
+        _finish(outcome, catalog, as_json)
+
+
+def _report_resume(outcome: RunOutcome, run_id: str, repair: bool, as_json: bool) -> None:
     if outcome.repaired is not None and not as_json:
         for finding in outcome.repaired.bad:
             err.print(f"repaired: {finding.line()}", markup=False)
@@ -137,7 +147,6 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     if outcome.already_done and not as_json:
         err.print(f"run {run_id} already succeeded; nothing to "
                   + ("repair" if repair else "resume"))
-    _finish(outcome, state_dir, as_json)
 
 
 @cli.command()
@@ -149,8 +158,8 @@ def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
     record: the file exists, has its recorded size and its recorded checksum."""
     from batchrun.verify import verify_run
 
-    run_id = _resolve_run(state_dir, run_id)
-    report = verify_run(Catalog(state_dir, create=False), run_id)
+    with _existing_catalog(state_dir, run_id) as catalog:
+        report = verify_run(catalog, _resolve_run(catalog, run_id))
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:
@@ -166,8 +175,8 @@ def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
 @json_option
 def status(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Show one run (default: the latest); works while the run is going."""
-    run_id = _resolve_run(state_dir, run_id)
-    report = run_status(Catalog(state_dir, create=False), run_id, detail=True)
+    with _existing_catalog(state_dir, run_id) as catalog:
+        report = run_status(catalog, _resolve_run(catalog, run_id), detail=True)
     if as_json:
         out.print_json(json.dumps(report.as_json()))
     else:
@@ -182,7 +191,8 @@ def report(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Throughput, batch latency, errors, retries and concurrency per source of a run."""
     from batchrun.metrics import run_metrics
 
-    metrics = run_metrics(Catalog(state_dir, create=False), _resolve_run(state_dir, run_id))
+    with _existing_catalog(state_dir, run_id) as catalog:
+        metrics = run_metrics(catalog, _resolve_run(catalog, run_id))
     if as_json:
         out.print_json(json.dumps(metrics.as_json()))
         return
@@ -210,9 +220,10 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
     """Run JOB_FILE under several shapes (sequential, parallel, the job's own limits) into
     scratch staging areas and compare time, throughput, latency, memory, retries and output."""
 
+    from batchrun.execution.prepare import check_job
     from batchrun.tools.compare import DEFAULT_FAULTS, compare, parse_shapes
 
-    load_job(job_file)
+    check_job(load_job(job_file))
     shapes = parse_shapes(shape_specs)
     faults = DEFAULT_FAULTS if inject_faults == "default" else inject_faults
     if faults:
@@ -240,7 +251,8 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N runs.")
 def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
     """Run history, the run recorded last first."""
-    history = runs_status(Catalog(state_dir, create=False), limit)
+    with Catalog(state_dir, create=False) as catalog:
+        history = runs_status(catalog, limit)
     if not history:
         raise RunNotFoundError(f"no runs yet in {state_dir}")
     if as_json:
@@ -266,19 +278,20 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
     refused = None if unsafe else read_only_problem(sql)
     if refused:
         raise click.ClickException(f"query refused: {refused}")
-    run_id = _resolve_run(state_dir, run_id)
-    catalog = Catalog(state_dir, create=False)
-    record = catalog.run(run_id)
-    db = query_connection(record.table, record.schema or {}, catalog.committed(run_id), unsafe)
-    try:
-        cursor = db.execute(sql)
-        names = [column[0] for column in cursor.description or []]
-        rows = cursor.fetchall() if names else []
-    except duckdb.Error as exc:
-        hint = " (query reads only the run's staged files; --unsafe lifts this)" \
-            if isinstance(exc, duckdb.PermissionException) else ""
-        raise _damaged_output(catalog, run_id, exc) or click.ClickException(
-            f"query failed: {str(exc).splitlines()[0]}{hint}") from None
+    with _existing_catalog(state_dir, run_id) as catalog:
+        run_id = _resolve_run(catalog, run_id)
+        record = catalog.run(run_id)
+        db = query_connection(record.table, record.schema or {}, catalog.committed(run_id),
+                              unsafe)
+        try:
+            cursor = db.execute(sql)
+            names = [column[0] for column in cursor.description or []]
+            rows = cursor.fetchall() if names else []
+        except duckdb.Error as exc:
+            hint = " (query reads only the run's staged files; --unsafe lifts this)" \
+                if isinstance(exc, duckdb.PermissionException) else ""
+            raise _damaged_output(catalog, run_id, exc) or click.ClickException(
+                f"query failed: {str(exc).splitlines()[0]}{hint}") from None
     _render_rows(names, rows, fmt)
 
 
@@ -292,14 +305,22 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
 def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
             state_dir: Path, as_json: bool) -> None:
     """Rejected rows of a run, with file, line, column, rule, value and the raw line."""
+    with _existing_catalog(state_dir, run_id) as catalog:
+        run_id = _resolve_run(catalog, run_id)
+        record = catalog.run(run_id)
+        committed = catalog.committed(run_id)
+        rows = _rejects_rows(catalog, run_id, record, committed, file_filter, rule, limit)
+    _render_rows(*rows, "json" if as_json else "table")
+
+
+def _rejects_rows(catalog: Catalog, run_id: str, record: RunRecord, committed: Committed,
+                  file_filter: str | None, rule: str | None, limit: int | None
+                  ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The rejects view's rows for `batchrun rejects` (column names, rows)."""
     import duckdb
 
     from batchrun.staging import query_connection, quote_identifier, unreadable_output
 
-    run_id = _resolve_run(state_dir, run_id)
-    catalog = Catalog(state_dir, create=False)
-    record = catalog.run(run_id)
-    committed = catalog.committed(run_id)
     db = query_connection(record.table, record.schema or {}, committed)
     conditions, params = ["true"], []
     if file_filter:
@@ -317,7 +338,7 @@ def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int |
         rows = cursor.fetchall()
     except duckdb.Error as exc:  # our own SQL: only a damaged committed file fails it
         raise _damaged_output(catalog, run_id, exc) or unreadable_output(committed, exc) from None
-    _render_rows(names, rows, "json" if as_json else "table")
+    return names, rows
 
 
 def _damaged_output(catalog: Catalog, run_id: str, exc: Exception) -> Exception | None:
@@ -354,8 +375,9 @@ def demo(out_dir: Path, suppliers: int, files_per_supplier: int, file_mb: float,
 # -- rendering ------------------------------------------------------------------------------
 
 
-def _finish(outcome: RunOutcome, state_dir: Path, as_json: bool) -> None:
-    report = run_status(Catalog(state_dir), outcome.run_id, detail=True)
+def _finish(outcome: RunOutcome, catalog: Catalog, as_json: bool) -> None:
+    state_dir = catalog.path.parent
+    report = run_status(catalog, outcome.run_id, detail=True)
     if as_json:
         out.print_json(json.dumps(report.as_json()))
     else:
@@ -398,13 +420,13 @@ def _resume_command(run_id: str, state_dir: Path) -> str:
     return command
 
 
-def _resolve_run(state_dir: Path, run_id: str) -> str:
-    """`latest` is the run recorded last; the catalog must exist (it is not created)."""
-    catalog = _existing_catalog(state_dir, run_id)
+def _resolve_run(catalog: Catalog, run_id: str) -> str:
+    """`latest` is the run recorded last."""
     return catalog.latest_run_id() if run_id == "latest" else catalog.run(run_id).run_id
 
 
 def _existing_catalog(state_dir: Path, run_id: str) -> Catalog:
+    """The state dir's catalog, which must exist (it is not created)."""
     try:
         return Catalog(state_dir, create=False)
     except RunNotFoundError as exc:
@@ -413,10 +435,9 @@ def _existing_catalog(state_dir: Path, run_id: str) -> Catalog:
         raise RunNotFoundError(f"no run {run_id!r}: {exc}") from None
 
 
-def _resolve_resume_run(state_dir: Path, run_id: str) -> str:
+def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     """An explicit run id, or the one failed or interrupted run to resume: none exits 0
     ("nothing to resume"), several list themselves and exit 2 asking for a run id."""
-    catalog = _existing_catalog(state_dir, run_id)
     if run_id != "latest":
         return catalog.run(run_id).run_id
     candidates = resumable_runs(catalog)

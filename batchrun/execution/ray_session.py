@@ -29,6 +29,7 @@ from loguru import logger
 
 from batchrun.config import JobConfig
 from batchrun.errors import EnvironmentProblem
+from batchrun.execution.settings import ExecutionSettings
 from batchrun.readers.custom import module_location
 from batchrun.redact import redact
 
@@ -41,9 +42,10 @@ class RayReady:
     seconds: float
 
 
-def connect_ray(config: JobConfig, job_dir: Path) -> RayReady:
-    """Join the configured cluster, or start a local instance."""
-    address = config.execution.address
+def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -> RayReady:
+    """Join the cluster `settings` name, or start a local instance of their CPUs; `config`
+    and `job_dir` say which custom-step modules a cluster's workers need."""
+    address = settings.address
     if address:
         _probe(address)  # even when this process already has Ray: the job asked for this one
     if ray.is_initialized():
@@ -59,9 +61,8 @@ def connect_ray(config: JobConfig, job_dir: Path) -> RayReady:
             modules = [str(Path(batchrun.__file__).parent), *_custom_modules(config, job_dir)]
             ray.init(address=address, runtime_env={"py_modules": modules}, **options)
         else:
-            cpus = max(os.cpu_count() or 1, config.execution.workers)
             with _lean_local_start():
-                ray.init(num_cpus=cpus, **options)
+                ray.init(num_cpus=settings.local_cpus, **options)
             _stop_unused_helpers()
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EnvironmentProblem(redact(f"cannot reach Ray at {address or 'local'}: {exc}")) from None

@@ -1,7 +1,15 @@
-"""Executing a planned run: reconcile, schedule its pending batches on Ray, publish the
-staging views, record the outcome. `runner.py` plans and connects; this module holds the
-heavy imports (the scheduler, the worker and Arrow, DuckDB), which load in the planning
-thread while Ray starts (see `runner.start_run`), and never for `status` and friends.
+"""Running a planned run, stage by stage, once `start.py` has planned it (or loaded it).
+
+    resume_planned   (a resume) [repair] ─► reconcile disk and catalog ─► plan again the
+                     quarantined files that may have recovered ─► execute_run
+    execute_run      run state RUNNING ─► connect to Ray (unless start did) ─► schedule
+                     the pending batches (scheduler.py: dispatch, retries, commits) ─►
+                     publish: unique keys, orphans, staging.duckdb ─► the final state
+                     (succeeded / failed / interrupted) and its one-line message
+
+Every limit comes from the run's `ExecutionSettings` (settings.py), resolved once by
+start.py; this module never reads `[execution]` itself. A run that aborts is marked
+failed with a one-line reason; a local Ray this run started is shut down.
 """
 
 from __future__ import annotations
@@ -13,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import psutil
 import ray
 from loguru import logger
 
@@ -21,9 +28,10 @@ from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, JobConfig
 from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
-from batchrun.execution.admission import Controls, QueuedBatch
+from batchrun.execution.admission import QueuedBatch
 from batchrun.execution.ray_session import RayReady, connect_ray
 from batchrun.execution.scheduler import Limits, ProgressCallback, ScheduleOutcome, Scheduler
+from batchrun.execution.settings import ExecutionSettings
 from batchrun.execution.stopping import StopToken
 from batchrun.model import BatchState, RowCounts, RunRecord, RunState
 from batchrun.pipeline import PipelineSpec
@@ -33,10 +41,6 @@ from batchrun.staging import check_committed_files, publish_staging_db, remove_o
 from batchrun.tools.faults import Faults, load_faults
 from batchrun.unique import apply_unique_keys
 from batchrun.verify import VerifyReport, verify_run
-
-DEFAULT_MEMORY_SHARE = 8
-"""max_bytes_in_flight defaults to 1/8 of the memory available at start: a batch's Arrow
-tables take several times its input bytes while it is parsed, checked and written."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ class RunOutcome:
 
 
 def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
-                   columns: dict[str, ColumnSpec], stop: StopToken | None,
-                   on_progress: ProgressCallback | None, repair: bool = False) -> RunOutcome:
+                   columns: dict[str, ColumnSpec], settings: ExecutionSettings,
+                   stop: StopToken | None, on_progress: ProgressCallback | None,
+                   repair: bool = False) -> RunOutcome:
     """Resume a run: repair it first when asked (a succeeded run too), reconcile, plan
     again the quarantined files that may have recovered, execute."""
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
@@ -65,7 +70,8 @@ def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
         _replan_recoverable(catalog, record, config)
     finally:
         logs.close_run_log(sink)
-    outcome = execute_run(catalog, record, config, columns, stop, on_progress, resumed=True)
+    outcome = execute_run(catalog, record, config, columns, settings, stop, on_progress,
+                          resumed=True)
     return replace(outcome, repaired=repaired)
 
 
@@ -112,9 +118,9 @@ def reconcile(catalog: Catalog, record: RunRecord) -> None:
 
 
 def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
-             columns: dict[str, ColumnSpec], stop: StopToken | None,
-             on_progress: ProgressCallback | None, resumed: bool,
-             ray_ready: RayReady | None = None) -> RunOutcome:
+                columns: dict[str, ColumnSpec], settings: ExecutionSettings,
+                stop: StopToken | None, on_progress: ProgressCallback | None, resumed: bool,
+                ray_ready: RayReady | None = None) -> RunOutcome:
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
     faults = load_faults(config.faults)
     log = logger.bind(run_id=record.run_id)
@@ -127,15 +133,15 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         log.info("{} job {} ({})", "resuming" if resumed else "starting", record.job,
                  record.job_file)
         if ray_ready is None:
-            ray_ready = connect_ray(config, Path(record.job_file).parent)
+            ray_ready = connect_ray(settings, config, Path(record.job_file).parent)
             started_ray = ray_ready.started
         log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address,
                  ray.cluster_resources().get("CPU", 0), ray_ready.seconds)
         stop.install()
         pending = _pending_batches(catalog, record.run_id)
         scheduler = Scheduler(
-            catalog, record.run_id, _worker_spec(record, config, columns, faults),
-            _limits(config), stop=stop, on_progress=on_progress,
+            catalog, record.run_id, _worker_spec(record, config, columns, settings, faults),
+            _limits(settings), stop=stop, on_progress=on_progress,
             actor_options=_actor_options(config))
         outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
         _publish(catalog, record, columns)
@@ -225,13 +231,11 @@ def _raise_if_staging_full(catalog: Catalog, record: RunRecord) -> None:
             raise DiskFullError("staging dir", record.staging_dir, reason)
 
 
-def _limits(config: JobConfig) -> Limits:
-    execution = config.execution
-    sequential = execution.mode == "sequential"
-    return Limits(workers=1 if sequential else execution.workers, controls=controls(config),
-                  max_retries=execution.max_retries, retry_budget=execution.retry_budget,
-                  drain_timeout=execution.drain_timeout, batch_timeout=execution.batch_timeout,
-                  max_failed_files=config.validation.max_failed_files,
+def _limits(settings: ExecutionSettings) -> Limits:
+    return Limits(workers=settings.workers, controls=settings.controls(),
+                  max_retries=settings.max_retries, retry_budget=settings.retry_budget,
+                  drain_timeout=settings.drain_timeout, batch_timeout=settings.batch_timeout,
+                  max_failed_files=settings.max_failed_files,
                   checkpoint_each_round=not _checkpoints_deferred())
 
 
@@ -239,20 +243,6 @@ def _checkpoints_deferred() -> bool:
     """For measuring the checkpoint cost only (scripts/bench.py --checkpoint-cost): no
     per-round catalog transaction and no fsync of outputs. Such a run cannot resume."""
     return os.environ.get("BATCHRUN_DEFER_CHECKPOINTS") == "1"
-
-
-def controls(config: JobConfig) -> Controls:
-    """The admission limits of a job (see admission.py)."""
-    execution = config.execution
-    max_bytes = execution.max_bytes_in_flight
-    if max_bytes is None:
-        max_bytes = psutil.virtual_memory().available // DEFAULT_MEMORY_SHARE
-    breaker = execution.circuit_breaker
-    return Controls(in_flight=config.in_flight_cap, per_source=execution.per_source_concurrency,
-                    max_bytes=None if max_bytes == "unlimited" else int(max_bytes),
-                    stagger=execution.stagger, rate=execution.rate_limit,
-                    breaker_failures=breaker.failures, breaker_cooldown=breaker.cooldown,
-                    sequential=execution.mode == "sequential")
 
 
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
@@ -281,14 +271,13 @@ def _actor_options(config: JobConfig) -> dict[str, Any]:
 
 
 def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, ColumnSpec],
-                 faults: Faults) -> PipelineSpec:
-    cpus = os.cpu_count() or 1
+                 settings: ExecutionSettings, faults: Faults) -> PipelineSpec:
     return PipelineSpec(
         run_id=record.run_id, table=record.table, staging_dir=record.staging_dir,
         fmt=config.source.format, csv=config.source.csv, columns=columns,
         max_file_bytes=config.source.max_file_bytes,
         validation=config.validation,
-        threads=max(1, cpus // _limits(config).workers),  # sequential: one worker, all cores
+        threads=settings.threads_per_worker,
         reader=config.source.reader,
         transform=config.transform.function if config.transform else None,
         code_dirs=(str(Path(record.job_file).parent),),

@@ -1,14 +1,24 @@
-"""The library API: start a run, resume a run. The CLI is a thin shell over these.
+"""Starting a run: plan it, or load it for a resume; `run.py` takes it from there.
 
-    start_run(job, state_dir)   plan → catalog → Ray → schedule → publish views
-    resume_run(run_id, ...)     reconcile disk and catalog → schedule what is left
+    start_run(job, catalog)
+        check the job (prepare.py) ─► resolve its settings once (settings.py) ─► lock the job
+        ─► in a helper thread: list and fingerprint the files, settle the schema, cut the
+           batches, record run + batches + files in the catalog (one transaction)
+           meanwhile, in this thread: connect to Ray (ray_session.py)
+        ─► run.execute_run(catalog, record, config, columns, settings, ...)
 
-Both hold the job's lock for their whole life, so one job never runs twice at once.
+    resume_run(run_id, catalog, overrides)
+        refuse overrides a resume cannot honour ─► lock the job ─► load the stored run:
+        its config (+ the overrides, which must stage exactly as it does) and schema
+        ─► check it ─► resolve its settings once ─► run.resume_planned(...)
+
+Both hold the job's lock for their whole life, so one job never runs twice at once. The
+catalog is the caller's (one per command: `with Catalog(state_dir) as catalog`): start
+hands it on and never closes it.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import secrets
 import socket
@@ -16,14 +26,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import ray
 
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotted, validate_config
 from batchrun.errors import ConfigError
+from batchrun.execution.prepare import check_config, check_job
 from batchrun.execution.ray_session import RayReady, connect_ray
+from batchrun.execution.run import RunOutcome, execute_run, resume_planned
+from batchrun.execution.scheduler import ProgressCallback
+from batchrun.execution.settings import ExecutionSettings, resolve_settings
 from batchrun.execution.stopping import StopToken
 from batchrun.lock import JobLock
 from batchrun.model import RunRecord, RunState
@@ -32,22 +46,12 @@ from batchrun.readers.custom import resolve
 from batchrun.redact import MASK, redact
 from batchrun.tools.faults import load_faults
 
-if TYPE_CHECKING:
-    from batchrun.execution.run import RunOutcome
-    from batchrun.execution.scheduler import ProgressCallback
-
-EXECUTION_MODULES = "batchrun.execution.run"
-"""The scheduler, the worker, Arrow, NumPy and DuckDB (~0.5 s of imports): loaded by the
-planning thread while the main thread starts Ray, instead of before Ray's start. On 2
-busy cores this did not shorten a run measurably (A/B, 6 rounds: within noise), but
-commands that never run anything (status, runs, report) no longer load them."""
-
 
 def new_run_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def start_run(job: Job, state_dir: Path, stop: StopToken | None = None,
+def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
               on_progress: ProgressCallback | None = None,
               on_planned: ProgressCallback | None = None) -> RunOutcome:
     """Plan the job and write the plan to the catalog, then execute it.
@@ -57,21 +61,23 @@ def start_run(job: Job, state_dir: Path, stop: StopToken | None = None,
     the processes it spawns: a local instance takes 2-3 s, planning 10,000 files ~0.5 s.
     Nothing is dispatched before both are done, so the plan is still in the catalog
     before any work starts."""
-    catalog = Catalog(state_dir)
+    check_job(job)
+    settings = resolve_settings(job.config)
+    state_dir = catalog.path.parent
     with JobLock(state_dir, job.name).acquire() as lock:
         run_id = new_run_id()
         lock.describe(run_id)
-        record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, state_dir,
+        record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, settings,
                                                                      run_id)
         load_faults(job.config.faults).maybe_kill_driver("after_plan", 1 << 30)
         if on_planned:
             on_planned(summary)
-        execute = importlib.import_module(EXECUTION_MODULES)  # loaded by the planning thread
-        return execute.execute_run(catalog, record, job.config, columns, stop,
-                                   on_progress, resumed=False, ray_ready=ray_ready)
+        return execute_run(catalog, record, job.config, columns, settings, stop, on_progress,
+                           resumed=False, ray_ready=ray_ready)
 
 
-def _plan_while_ray_starts(catalog: Catalog, job: Job, state_dir: Path, run_id: str
+def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettings,
+                           run_id: str
                            ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any], RayReady]:
     """Plan in a helper thread while this (the main) thread starts Ray, which must be.
 
@@ -79,19 +85,18 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, state_dir: Path, run_id: 
     shut down, and a run already planned is marked failed with the reason, as a failure
     during execution would be."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchrun-plan") as pool:
-        planning = pool.submit(_plan_run, job, state_dir, run_id, time.time())
+        planning = pool.submit(_plan_run, catalog, job, run_id, time.time())
         ray_ready: RayReady | None = None
         failure: BaseException | None = None
         try:
-            ray_ready = connect_ray(job.config, job.base_dir)
+            ray_ready = connect_ray(settings, job.config, job.base_dir)
             planned = planning.result()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, once planning is over
             failure = exc
     if failure is None:
         assert ray_ready is not None
         return (*planned, ray_ready)
-    if (ray_ready.started if ray_ready else not job.config.execution.address) \
-            and ray.is_initialized():
+    if (ray_ready.started if ray_ready else not settings.address) and ray.is_initialized():
         ray.shutdown()  # ours, even if its start was interrupted halfway
     if planning.done() and not planning.cancelled() and planning.exception() is None:
         catalog.set_run_state(run_id, RunState.FAILED,
@@ -99,12 +104,11 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, state_dir: Path, run_id: 
     raise failure
 
 
-def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
+def _plan_run(catalog: Catalog, job: Job, run_id: str, began: float
               ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any]]:
-    """List the files, cut the batches and record the plan (runs in the planning thread,
-    with its own catalog connection: a SQLite connection stays in its thread)."""
-    importlib.import_module(EXECUTION_MODULES)
-    files = expand_sources(job, state_dir)
+    """List the files, cut the batches and record the plan (runs in the planning thread;
+    the main thread does not touch the catalog until this returns)."""
+    files = expand_sources(job, catalog.path.parent)
     columns = _columns(job, [f.path for f in files])
     batches = cut_batches(files, job.config.batch.max_files, job.config.batch.max_bytes)
     record = RunRecord(
@@ -114,36 +118,30 @@ def _plan_run(job: Job, state_dir: Path, run_id: str, began: float
         schema={n: s.type for n, s in columns.items()}, state=RunState.PLANNED,
         pid=os.getpid(), host=socket.gethostname(), created_at=began,
         started_at=None, finished_at=None, message=None)
-    catalog = Catalog(state_dir)
-    try:
-        catalog.create_run(record, batches)
-    finally:
-        catalog.close()
+    catalog.create_run(record, batches)
     summary = {"run_id": run_id, "batches": len(batches), "files": len(files),
                "bytes": sum(f.size for f in files)}
     return record, columns, summary
 
 
-def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = None,
+def resume_run(run_id: str, catalog: Catalog, overrides: dict[str, Any] | None = None,
                stop: StopToken | None = None,
                on_progress: ProgressCallback | None = None, repair: bool = False) -> RunOutcome:
     """Finish a failed or interrupted run; committed batches are never redone, except,
     with `repair`, those whose committed output is missing or damaged (any run state)."""
-    from batchrun.execution import run as execute
-
     refuse_staging_changes(run_id, overrides or {})
-    catalog = Catalog(state_dir, create=False)
     record = catalog.run(run_id)
-    with JobLock(state_dir, record.job).acquire(run_id):
+    with JobLock(catalog.path.parent, record.job).acquire(run_id):
         record = catalog.run(run_id)
         if record.state is RunState.SUCCEEDED and not repair:
-            return execute.RunOutcome(run_id, record.state, resumed=True, already_done=True)
+            return RunOutcome(run_id, record.state, resumed=True, already_done=True)
         config = _config_with(record.config, overrides or {})
         refuse_staged_difference(run_id, _config_with(record.config, {}), config)
         _refuse_masked_address(run_id, config)
+        check_config(config, record.job_file, Path(record.job_file).parent)
         columns = _stored_columns(config, record.schema or {})
-        return execute.resume_planned(catalog, record, config, columns, stop, on_progress,
-                                      repair)
+        return resume_planned(catalog, record, config, columns, resolve_settings(config),
+                              stop, on_progress, repair)
 
 
 URI_KEYS = (("execution", "address"), ("staging", "dir"))

@@ -14,6 +14,7 @@ import pytest
 from batchrun.cli import EXIT_USAGE, invoke
 from batchrun.config import load_job, parse_duration, parse_size, set_dotted, validate_config
 from batchrun.errors import ConfigError
+from batchrun.execution.settings import resolve_settings
 from tests.conftest import DEMO_JOB, table_rows
 
 MINIMAL = '[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["*.csv"]\n'
@@ -36,7 +37,7 @@ def test_defaults_fill_every_optional_section(tmp_path: Path) -> None:
     job = load_job(write(tmp_path, MINIMAL))
     assert job.config.batch.max_files == 500
     assert job.config.batch.max_bytes == 256_000_000
-    assert job.config.execution.workers == 2 and job.config.in_flight_cap == 4
+    assert job.config.execution.workers == 2 and resolve_settings(job.config).max_in_flight == 4
 
 
 def test_overrides_win_over_the_file(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ import ray
 
 from batchrun.config import validate_config
 from batchrun.execution.ray_session import connect_ray
+from batchrun.execution.settings import resolve_settings
 
 config = validate_config({"job": {"name": "j", "table": "t"}, "source": {"paths": ["*.csv"]},
                           "execution": {"workers": 2}}, "test")
-ready = connect_ray(config, Path("."))
+ready = connect_ray(resolve_settings(config), config, Path("."))
 commands = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
 logs = sorted(os.listdir(ray._private.worker._global_node.get_logs_dir_path()))
 answer = ray.get(ray.remote(lambda: 42).remote())
@@ -69,11 +70,13 @@ from pathlib import Path
 
 import ray
 
+from batchrun.catalog import Catalog
 from batchrun.config import load_job
 from batchrun.execution.start import start_run
 
 try:
-    start_run(load_job(Path(sys.argv[1])), Path(sys.argv[2]))
+    with Catalog(Path(sys.argv[2])) as catalog:
+        start_run(load_job(Path(sys.argv[1])), catalog)
 except Exception as exc:
     print(type(exc).__name__)
 print("ray still up" if ray.is_initialized() else "ray shut down")

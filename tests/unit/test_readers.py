@@ -19,6 +19,7 @@ import pytest
 
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection, load_job
 from batchrun.errors import ConfigError, PermanentSourceError
+from batchrun.execution.prepare import check_job
 from batchrun.layout import FILE, LINE, REJECT_SCHEMA
 from batchrun.model import BatchResult, BatchTask
 from batchrun.pipeline import BatchPipeline, PipelineSpec
@@ -636,13 +637,14 @@ def test_without_a_header_the_schema_columns_are_taken_by_position(tmp_path: Pat
 
 
 @pytest.mark.parametrize("pattern", [r"(a)\1", r"(?=a)a", r"abc\Z"])
-def test_a_pattern_duckdb_cannot_run_is_refused_when_the_job_loads(
+def test_a_pattern_duckdb_cannot_run_is_refused_before_the_run_starts(
         tmp_path: Path, pattern: str) -> None:
     job = tmp_path / "job.toml"
     job.write_text('[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["*.csv"]\n'
                    f"[schema.columns]\ns = {{ type = \"string\", pattern = '{pattern}' }}\n")
+    loaded = load_job(job)  # loading is pure: the pattern is probed at run start
     with pytest.raises(ConfigError, match="schema.columns.s.pattern: not a regular expression RE2"):
-        load_job(job)
+        check_job(loaded)
 
 
 def test_schema_columns_named_like_internal_helpers_do_not_collide() -> None:

@@ -1,0 +1,110 @@
+"""A run's execution settings, resolved once when the run starts (dlt's load/configuration).
+
+The job file says what the operator asked for (`[execution]`, plus `--workers` and the
+other overrides); this module decides, in one place, what that means for this run on
+this machine, and everything downstream reads the answer, never the job file:
+
+    JobConfig ──► resolve_settings(config) ──► ExecutionSettings (frozen)
+                                                 ├─► ray_session: local num_cpus, address
+                                                 ├─► scheduler Limits: actors, retries, timeouts
+                                                 ├─► admission Controls: in flight, bytes, ...
+                                                 └─► PipelineSpec: threads per worker
+
+Sequential mode is decided here and nowhere else: one worker actor, one batch in flight,
+batches admitted strictly in plan order (retries included), and the run stops
+dispatching at the first failed batch. Admission and the scheduler only read the
+`sequential` flag this module sets; neither looks at `execution.mode`.
+
+Two values depend on the machine, so they are read here once per run: the CPU count (a
+worker's reader threads, the local Ray instance's CPUs) and the memory available at the
+start (the default bytes-in-flight budget). `resolve_settings` takes both as parameters,
+so tests resolve a config for any machine without touching this one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psutil
+
+from batchrun.config import JobConfig
+from batchrun.execution.admission import Controls
+
+DEFAULT_MEMORY_SHARE = 8
+"""max_bytes_in_flight defaults to 1/8 of the memory available at start: a batch's Arrow
+tables take several times its input bytes while it is parsed, checked and written."""
+
+IN_FLIGHT_PER_WORKER = 2
+"""max_in_flight defaults to this many batches per worker: one running, one queued on
+the actor, so a worker never waits for the driver between two batches."""
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """What a run executes with; built by `resolve_settings`, read by everything else."""
+
+    sequential: bool
+    """One worker, one batch in flight, plan order, stop at the first failed batch."""
+    workers: int
+    """Worker actors to start (1 when sequential)."""
+    max_in_flight: int
+    """Batches dispatched and not yet finished (1 when sequential)."""
+    threads_per_worker: int
+    """Reader threads of each worker: the machine's CPUs shared among the workers."""
+    max_bytes_in_flight: int | None
+    """Input bytes in flight at most; None: no limit."""
+    per_source: int | None
+    stagger: float
+    rate: float | None
+    breaker_failures: int
+    breaker_cooldown: float
+    max_retries: int
+    retry_budget: int
+    drain_timeout: float
+    batch_timeout: float | None
+    max_failed_files: int
+    address: str | None
+    """The Ray cluster to join; None starts a local instance of `local_cpus` CPUs."""
+    local_cpus: int
+    """CPUs a local Ray instance advertises: the machine's, and at least one per worker."""
+
+    def controls(self) -> Controls:
+        """The admission limits (see admission.py)."""
+        return Controls(in_flight=self.max_in_flight, per_source=self.per_source,
+                        max_bytes=self.max_bytes_in_flight, stagger=self.stagger,
+                        rate=self.rate, breaker_failures=self.breaker_failures,
+                        breaker_cooldown=self.breaker_cooldown, sequential=self.sequential)
+
+
+def resolve_settings(config: JobConfig, cpus: int | None = None,
+                     available_memory: int | None = None) -> ExecutionSettings:
+    """Decide the run's settings from its config; `cpus` and `available_memory` default
+    to this machine's (read once, here)."""
+    execution = config.execution
+    sequential = execution.mode == "sequential"
+    cpus = cpus or os.cpu_count() or 1
+    workers = 1 if sequential else execution.workers
+    in_flight = 1 if sequential else execution.max_in_flight or IN_FLIGHT_PER_WORKER * workers
+    breaker = execution.circuit_breaker
+    return ExecutionSettings(
+        sequential=sequential, workers=workers, max_in_flight=in_flight,
+        threads_per_worker=max(1, cpus // workers),
+        max_bytes_in_flight=_bytes_in_flight(execution.max_bytes_in_flight, available_memory),
+        per_source=execution.per_source_concurrency, stagger=execution.stagger,
+        rate=execution.rate_limit, breaker_failures=breaker.failures,
+        breaker_cooldown=breaker.cooldown, max_retries=execution.max_retries,
+        retry_budget=execution.retry_budget, drain_timeout=execution.drain_timeout,
+        batch_timeout=execution.batch_timeout,
+        max_failed_files=config.validation.max_failed_files,
+        address=execution.address, local_cpus=max(cpus, workers))
+
+
+def _bytes_in_flight(configured: int | str | None, available_memory: int | None) -> int | None:
+    """The configured budget; "unlimited" is None; unset is a share of available memory."""
+    if configured == "unlimited":
+        return None
+    if configured is None:
+        available = available_memory or psutil.virtual_memory().available
+        return available // DEFAULT_MEMORY_SHARE
+    return int(configured)
