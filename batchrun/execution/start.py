@@ -174,6 +174,11 @@ RESUME_REFUSES = ("job", "source", "batch", "staging", "schema", "validation", "
 change mid-run would make one table out of two different jobs (a column with two types,
 files batched twice). Execution keys (workers, address, limits, retries) may change."""
 
+RESUME_HONOURS = ("execution", "faults")
+"""Job sections a resume takes from its overrides: they decide how the run executes (the
+settings are resolved again from them), never what it stages. Every section of the job
+is in exactly one of RESUME_REFUSES and RESUME_HONOURS (a unit test holds them to it)."""
+
 
 def refuse_staging_changes(run_id: str, overrides: dict[str, Any]) -> None:
     """Refuse an override of a key in RESUME_REFUSES, however its section is spelled."""
