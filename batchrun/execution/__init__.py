@@ -1,6 +1,8 @@
 """Running a planned job: the only package that starts, joins or talks to Ray.
 
-- `start.py`      start_run / resume_run: job → plan in the catalog → execute
+- `start.py`      start_run / resume_run: check, settle the settings, plan (or load) the run
+- `prepare.py`    the run-start checks of a job: custom steps import, patterns, faults
+- `settings.py`   what [execution] means for this run on this machine, resolved once
 - `run.py`        execute a run: reconcile, schedule, unique keys, publish, final state
 - `scheduler.py`  the driver loop: admission, dispatch, retries, timeouts, drain, commits
 - `admission.py`  the concurrency limits (global, per source, bytes, rate, breaker)
