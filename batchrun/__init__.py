@@ -4,8 +4,9 @@ The public API. Each name is imported on first use (PEP 562), so `import batchru
 cheap: it imports neither Ray nor pyarrow, DuckDB or pydantic until a name needs them.
 
     job = batchrun.load_job("configs/demo.toml")
-    outcome = batchrun.start_run(job, Path(".batchrun"))
-    status = batchrun.run_status(batchrun.Catalog(Path(".batchrun")), outcome.run_id)
+    with batchrun.Catalog(Path(".batchrun")) as catalog:  # one catalog, opened once
+        outcome = batchrun.start_run(job, catalog)
+        status = batchrun.run_status(catalog, outcome.run_id)
     print(status.as_json())
 """
 
