@@ -22,18 +22,19 @@ import numpy as np
 
 from batchrun.catalog import Catalog
 from batchrun.execution.admission import peak_overlap, per_source_peaks
+from batchrun.model import AttemptOutcome
 from batchrun.report import run_status
 
 
 def run_metrics(catalog: Catalog, run_id: str) -> dict[str, Any]:
     status = run_status(catalog, run_id)
     attempts = [a for a in catalog.attempt_rows(run_id) if a["ended_at"] is not None]
-    committed = [a for a in attempts if a["outcome"] == "committed"]
+    committed = [a for a in attempts if a["outcome"] == AttemptOutcome.COMMITTED]
     intervals = [(a["source"] or "", a["queued_at"], a["ended_at"]) for a in attempts]
     active = _union_length([(start, end) for _, start, end in intervals])
     staged_bytes = sum(a["bytes"] or 0 for a in committed)
-    retried = sum(a["outcome"] == "retried" for a in attempts)
-    failed = sum(a["outcome"] == "failed" for a in attempts)
+    retried = sum(a["outcome"] == AttemptOutcome.RETRIED for a in attempts)
+    failed = sum(a["outcome"] == AttemptOutcome.FAILED for a in attempts)
     latency = [a["ended_at"] - a["queued_at"] for a in committed]
     processing = [a["finished_at"] - a["started_at"] for a in committed
                   if a["finished_at"] is not None and a["started_at"] is not None]
@@ -88,11 +89,11 @@ def _per_source(attempts: list[dict[str, Any]],
     rows = []
     for source in sorted(grouped):
         mine = grouped[source]
-        done = [a for a in mine if a["outcome"] == "committed"]
+        done = [a for a in mine if a["outcome"] == AttemptOutcome.COMMITTED]
         rows.append({
             "source": source, "attempts": len(mine), "committed": len(done),
-            "retries": sum(a["outcome"] == "retried" for a in mine),
-            "failed": sum(a["outcome"] == "failed" for a in mine),
+            "retries": sum(a["outcome"] == AttemptOutcome.RETRIED for a in mine),
+            "failed": sum(a["outcome"] == AttemptOutcome.FAILED for a in mine),
             "bytes": sum(a["bytes"] or 0 for a in done),
             "rows": sum(a["rows_staged"] or 0 for a in done),
             "first_dispatch": min(a["queued_at"] for a in mine),

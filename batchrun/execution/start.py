@@ -30,7 +30,7 @@ from batchrun.model import RunRecord, RunState
 from batchrun.plan import cut_batches, expand_sources
 from batchrun.readers.custom import resolve
 from batchrun.redact import MASK, redact
-from batchrun.tools.faults import load_faults
+from batchrun.tools.faults import fault_hooks
 
 if TYPE_CHECKING:
     from batchrun.execution.run import RunOutcome
@@ -63,12 +63,14 @@ def start_run(job: Job, state_dir: Path, stop: StopToken | None = None,
         lock.describe(run_id)
         record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, state_dir,
                                                                      run_id)
-        load_faults(job.config.faults).maybe_kill_driver("after_plan", 1 << 30)
+        hooks = fault_hooks(job.config.faults)  # once per run
+        hooks.after_plan()
         if on_planned:
             on_planned(summary)
         execute = importlib.import_module(EXECUTION_MODULES)  # loaded by the planning thread
         return execute.execute_run(catalog, record, job.config, columns, stop,
-                                   on_progress, resumed=False, ray_ready=ray_ready)
+                                   on_progress, resumed=False, ray_ready=ray_ready,
+                                   hooks=hooks)
 
 
 def _plan_while_ray_starts(catalog: Catalog, job: Job, state_dir: Path, run_id: str
@@ -143,7 +145,7 @@ def resume_run(run_id: str, state_dir: Path, overrides: dict[str, Any] | None = 
         _refuse_masked_address(run_id, config)
         columns = _stored_columns(config, record.schema or {})
         return execute.resume_planned(catalog, record, config, columns, stop, on_progress,
-                                      repair)
+                                      hooks=fault_hooks(config.faults), repair=repair)
 
 
 URI_KEYS = (("execution", "address"), ("staging", "dir"))

@@ -189,7 +189,7 @@ def busy_worker(driver_pid: int) -> psutil.Process | None:
     for candidate in psutil.process_iter(["cmdline"]):
         try:
             if (os.getsid(candidate.pid) == session
-                    and "ray::BatchWorker.process" in " ".join(candidate.info["cmdline"] or [])):
+                    and "ray::PipelineActor.process" in " ".join(candidate.info["cmdline"] or [])):
                 return candidate
         except (ProcessLookupError, psutil.Error):
             continue
