@@ -17,8 +17,9 @@ result delivered twice is committed once.
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,44 @@ class _Flight:
 
     batch: QueuedBatch
     dispatch: Dispatch
+
+
+class _WorkerQueues:
+    """Each worker's unfinished tasks, in the order it runs them, and which worker has the
+    fewest: a heap of (load, worker) entries kept lazily (a stale one is skipped when it
+    surfaces), so choosing costs O(log workers), not O(workers), per dispatch."""
+
+    def __init__(self, workers: int) -> None:
+        self.queues: list[dict[Handle, None]] = [{} for _ in range(workers)]
+        self._loads = [(0, worker) for worker in range(workers)]
+
+    def least_loaded(self) -> int:
+        """The worker with the fewest tasks (the lowest number among equals)."""
+        while True:
+            load, worker = heapq.heappop(self._loads)
+            if load == len(self.queues[worker]):
+                heapq.heappush(self._loads, (load, worker))
+                return worker
+
+    def add(self, worker: int, handle: Handle) -> None:
+        self.queues[worker][handle] = None
+        self._note(worker)
+
+    def remove(self, worker: int, handle: Handle) -> None:
+        del self.queues[worker][handle]
+        self._note(worker)
+
+    def _note(self, worker: int) -> None:
+        heapq.heappush(self._loads, (len(self.queues[worker]), worker))
+        if len(self._loads) > 4 * len(self.queues) + 64:  # drop the stale entries
+            self._loads = [(len(queue), w) for w, queue in enumerate(self.queues)]
+            heapq.heapify(self._loads)
+
+    def heads(self) -> Iterator[tuple[int, Handle]]:
+        """(worker, the task it runs now) for every busy worker."""
+        for worker, queue in enumerate(self.queues):
+            if queue:
+                yield worker, next(iter(queue))
 
 
 @dataclass
@@ -110,8 +149,7 @@ class Scheduler:
         self.stop = stop or StopToken()
         self.on_progress = on_progress
         self.flights: dict[Handle, _Flight] = {}
-        self.queues: list[dict[Handle, None]] = [{} for _ in range(limits.workers)]
-        """Each worker's unfinished tasks, in the order it runs them."""
+        self.queues = _WorkerQueues(limits.workers)
         self.head_since: dict[int, float] = {}
         """When the batch at the head of each worker's queue started running."""
         self.timed_out: dict[str, float] = {}
@@ -170,24 +208,21 @@ class Scheduler:
 
     def _dispatch(self, current: RoundRecord) -> None:
         while (batch := self.admission.next_batch(time.monotonic())) is not None:
-            worker = self._least_loaded_worker()
+            worker = self.queues.least_loaded()
             attempt = self.attempts.get(batch.batch_id, 0) + 1
             self.attempts[batch.batch_id] = attempt
             task = BatchTask(batch_id=batch.batch_id, files=batch.files, seq=batch.seq,
                              attempt=attempt, expected=batch.expected)
-            if not self.queues[worker]:
+            if not self.queues.queues[worker]:
                 self.head_since[worker] = time.monotonic()
             handle = self.pool.submit(worker, task)
             dispatch = Dispatch(batch.batch_id, attempt, worker, batch.source, batch.bytes,
                                 len(batch.files), time.time())
             self.flights[handle] = _Flight(batch, dispatch)
-            self.queues[worker][handle] = None
+            self.queues.add(worker, handle)
             current.dispatched.append(dispatch)
             self.log.bind(batch_id=batch.batch_id).debug(
                 "dispatched to worker {} (source {}, attempt {})", worker, batch.source, attempt)
-
-    def _least_loaded_worker(self) -> int:
-        return min(range(len(self.queues)), key=lambda worker: len(self.queues[worker]))
 
     def _collect(self, current: RoundRecord, timeout: float) -> None:
         """Gather every finished batch: results, failures and retries."""
@@ -199,7 +234,7 @@ class Scheduler:
             if flight is None:
                 continue  # delivered before, and closed then
             worker = flight.dispatch.worker
-            del self.queues[worker][finished.handle]
+            self.queues.remove(worker, finished.handle)
             self.head_since[worker] = time.monotonic()
             if self._close(flight, finished.outcome, current):
                 died.add(worker)
@@ -241,7 +276,7 @@ class Scheduler:
     def _next_timeout(self) -> float | None:
         """When the earliest running batch passes batch_timeout (monotonic), or None."""
         limit = self.limits.batch_timeout
-        heads = [self.head_since.get(w, 0.0) for w, queue in enumerate(self.queues) if queue]
+        heads = [self.head_since.get(worker, 0.0) for worker, _ in self.queues.heads()]
         return min(heads) + limit + 0.001 if limit and heads else None
 
     def _enforce_timeouts(self) -> None:
@@ -250,9 +285,9 @@ class Scheduler:
         if not limit:
             return
         now = time.monotonic()
-        for worker, queue in enumerate(self.queues):
-            if queue and now - self.head_since.get(worker, now) > limit:
-                head = self.flights[next(iter(queue))].dispatch
+        for worker, handle in list(self.queues.heads()):
+            if now - self.head_since.get(worker, now) > limit:
+                head = self.flights[handle].dispatch
                 self.timed_out[head.batch_id] = limit
                 self.log.bind(batch_id=head.batch_id).warning(
                     "running for more than {:.0f}s: killing worker {}", limit, worker)
