@@ -125,14 +125,15 @@ WORKER_WITHOUT_PANDAS = """
 import json, sys
 from pathlib import Path
 from batchrun.config import load_job
-from batchrun.pipeline import BatchTask, BatchWorker, WorkerSpec
+from batchrun.model import BatchTask
+from batchrun.pipeline import BatchPipeline, PipelineSpec
 
 job = load_job(Path(sys.argv[1]), {"staging.dir": sys.argv[2]})
 config = job.config
-spec = WorkerSpec(run_id="r", table=job.table, staging_dir=str(job.staging_dir),
-                  fmt="csv", csv=config.source.csv, columns=dict(config.schema_.columns),
-                  validation=config.validation)
-result = BatchWorker(0, spec).process(BatchTask(batch_id="b", files=tuple(sys.argv[3:])))
+spec = PipelineSpec(run_id="r", table=job.table, staging_dir=str(job.staging_dir),
+                    fmt="csv", csv=config.source.csv, columns=dict(config.schema_.columns),
+                    validation=config.validation)
+result = BatchPipeline(0, spec).process(BatchTask(batch_id="b", files=tuple(sys.argv[3:])))
 imported = "pandas" in sys.modules
 import pyarrow.parquet as pq
 frame = pq.read_table(result.output_path).to_pandas()
