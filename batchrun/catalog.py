@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from batchrun.errors import (
 )
 from batchrun.model import (
     AttemptEnd,
+    AttemptOutcome,
     BatchCounts,
     BatchResult,
     BatchState,
@@ -216,7 +217,12 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write. BEGIN IMMEDIATE takes the write lock up front."""
+        """One atomic write. BEGIN IMMEDIATE takes the write lock up front. Inside another
+        transaction it joins that one: the writes of both commit (or roll back) together,
+        so a caller can make several writes, and its own step between them, one."""
+        if self._db.in_transaction:
+            yield self._db
+            return
         with self._guard("write"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -290,8 +296,8 @@ class Catalog:
     def reset_unfinished_batches(self, run_id: str) -> int:
         """Before a resume: running, failed and skipped batches go back to pending."""
         with self.transaction() as db:
-            db.execute("UPDATE attempts SET outcome='lost' WHERE run_id=? AND outcome IS NULL",
-                       (run_id,))
+            db.execute("UPDATE attempts SET outcome=? WHERE run_id=? AND outcome IS NULL",
+                       (AttemptOutcome.LOST.value, run_id))
             cursor = db.execute(
                 "UPDATE batches SET state=?, worker=NULL WHERE run_id=? AND state IN (?,?,?)",
                 (BatchState.PENDING.value, run_id, BatchState.RUNNING.value,
@@ -356,12 +362,10 @@ class Catalog:
 
     # -- dispatch and commit ----------------------------------------------------------
 
-    def record_progress(self, run_id: str, current: RoundRecord,
-                        before_commit: Callable[[], None] | None = None) -> None:
+    def record_progress(self, run_id: str, current: RoundRecord) -> None:
         """One transaction per scheduler round: dispatched, committed, retried, failed and
         skipped batches, and the attempts' metrics. A result for a batch that is already
-        committed is ignored (idempotent commit). `before_commit` runs inside the
-        transaction (fault injection)."""
+        committed is ignored (idempotent commit)."""
         if not current:
             return
         with self.transaction() as db:
@@ -379,26 +383,25 @@ class Catalog:
                 self._end_attempt(db, run_id, end)
             for batch_id, reason in current.skipped:
                 self._skip_batch(db, run_id, batch_id, reason)
-            if before_commit:
-                before_commit()
 
     def _end_attempt(self, db: sqlite3.Connection, run_id: str, end: AttemptEnd) -> None:
         result = end.result
         db.execute(
             "UPDATE attempts SET ended_at=?, outcome=?, error=?, started_at=?, finished_at=?,"
             " rows_staged=?, rows_rejected=? WHERE run_id=? AND batch_id=? AND attempt=?",
-            (end.at, end.outcome, bounded(end.error), result and result.started_at,
+            (end.at, end.outcome.value, bounded(end.error), result and result.started_at,
              result and result.finished_at, result and result.rows_staged,
              result and result.rows_rejected, run_id, end.batch_id, end.attempt))
         if result is not None:
             self._commit_batch(db, run_id, result)
-        elif end.outcome in ("retried", "failed"):
-            failed = end.outcome == "failed"
+        elif end.outcome in (AttemptOutcome.RETRIED, AttemptOutcome.FAILED):
+            failed = end.outcome is AttemptOutcome.FAILED
             state = BatchState.FAILED if failed else BatchState.PENDING
             db.execute(
                 "UPDATE batches SET state=?, last_error=?, error_kind=?, finished_at=?"
                 " WHERE run_id=? AND batch_id=? AND state<>?",
-                (state.value, bounded(end.error), end.kind, end.at if failed else None, run_id,
+                (state.value, bounded(end.error), end.kind and end.kind.value,
+                 end.at if failed else None, run_id,
                  end.batch_id, BatchState.COMMITTED.value))
             if failed:
                 db.execute("UPDATE files SET state=?, error=? WHERE run_id=? AND batch_id=?",
@@ -416,8 +419,9 @@ class Catalog:
     def requeue_all(self, run_id: str, batch_ids: list[str]) -> None:
         """Put unfinished batches back to pending (a stop, or a spent budget)."""
         with self.transaction() as db:
-            db.execute("UPDATE attempts SET outcome='abandoned', ended_at=? WHERE run_id=?"
-                       " AND outcome IS NULL", (time.time(), run_id))
+            db.execute("UPDATE attempts SET outcome=?, ended_at=? WHERE run_id=?"
+                       " AND outcome IS NULL", (AttemptOutcome.ABANDONED.value, time.time(),
+                                                run_id))
             db.executemany(
                 "UPDATE batches SET state=?, worker=NULL WHERE run_id=? AND batch_id=?"
                 " AND state NOT IN (?, ?, ?)",

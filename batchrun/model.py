@@ -166,12 +166,11 @@ class Dispatch:
 class AttemptEnd:
     batch_id: str
     attempt: int
-    outcome: str
-    """committed | retried | failed | abandoned"""
+    outcome: AttemptOutcome
     at: float
     error: str | None = None
-    kind: str | None = None
-    """transient | permanent, for failed and retried attempts"""
+    kind: ErrorKind | None = None
+    """For failed, retried and abandoned attempts."""
     result: BatchResult | None = None
 
 
@@ -188,17 +187,11 @@ class RoundRecord:
     def results(self) -> list[BatchResult]:
         return [e.result for e in self.ended if e.result is not None]
 
-    def outcomes(self, outcome: str) -> list[AttemptEnd]:
+    def outcomes(self, outcome: AttemptOutcome) -> list[AttemptEnd]:
         return [e for e in self.ended if e.outcome == outcome]
 
     def __bool__(self) -> bool:
         return bool(self.dispatched or self.ended or self.skipped)
-
-    def merge(self, later: RoundRecord) -> None:
-        """Append a later round (deferred checkpoints write many rounds as one)."""
-        self.dispatched += later.dispatched
-        self.ended += later.ended
-        self.skipped += later.skipped
 
 
 @dataclass(frozen=True)

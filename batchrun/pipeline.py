@@ -23,6 +23,7 @@ from loguru import logger
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.fastcheck import CleanCheck
+from batchrun.hooks import NO_HOOKS, Hooks
 from batchrun.identity import change_since_planning, check_not_changed_while_read
 from batchrun.layout import BATCH, FILE, LINE, REJECT_SCHEMA, output_name, rejects_table_name, storage_for
 from batchrun.model import BatchResult, BatchTask, FileOutcome, WrittenFile
@@ -30,7 +31,6 @@ from batchrun.readers.custom import last_line, resolve
 from batchrun.readers.fastcsv import fast_typed_columns, read_csv_fast_batch
 from batchrun.readers.raw import RawFile, table_as_raw
 from batchrun.readers.source import read_file
-from batchrun.tools.faults import Faults
 from batchrun.validate import Validated, Validator
 
 
@@ -54,10 +54,8 @@ class PipelineSpec:
     """Custom transform "module:function" (Table → Table) for each file's good rows."""
     code_dirs: tuple[str, ...] = ()
     """Folders put on the import path for custom steps (the job file's folder)."""
-    faults: Faults = Faults()
-    """Injected faults (tests and drills only)."""
-    durable: bool = True
-    """fsync each output before its rename (off only to measure what checkpoints cost)."""
+    hooks: Hooks = NO_HOOKS
+    """Called at the batch's named points (fault injection in tests and drills)."""
 
 
 @dataclass(frozen=True)
@@ -141,8 +139,8 @@ class BatchPipeline:
     def process(self, task: BatchTask) -> BatchResult:
         started = time.time()
         log = logger.bind(run_id=self.spec.run_id, batch_id=task.batch_id)
-        faults = self.spec.faults
-        faults.maybe_hang(task.seq, task.attempt)
+        hooks = self.spec.hooks
+        hooks.batch_started(task)
         task, changed = _unchanged_files(task)
         fast, slow_paths = self._read_fast(task)
         raws, outcomes = self._read_all(slow_paths, task.attempt)
@@ -155,13 +153,11 @@ class BatchPipeline:
         validated, outcomes = self._quarantine_noisy_files(validated, paths, staged, outcomes)
         if self.transform:
             validated, outcomes = self._transformed(validated, outcomes)
-        if faults.batch_delay:
-            time.sleep(faults.batch_delay)
-        faults.maybe_crash_worker("before_write", task.seq, task.attempt)
+        hooks.before_write(task)
         name = output_name(self.spec.run_id, task.batch_id, task.token)
         output = self._write(validated.good, self.out_dir / name)
         rejects = self._write(validated.rejects, self.rejects_dir / name)
-        faults.maybe_crash_worker("after_rename", task.seq, task.attempt)
+        hooks.after_rename(task)
         log.debug("wrote {} rows, {} rejects", validated.good.num_rows, validated.rejects.num_rows)
         return BatchResult(
             batch_id=task.batch_id, worker=self.partition, output_path=output.path if output else None,
@@ -178,7 +174,7 @@ class BatchPipeline:
         """Files whose every row is valid, read and checked on the fast path; the rest
         (anything unusual, any rejected row) go to the slow path, the reference."""
         for path in task.files:
-            self.spec.faults.maybe_fail_read(path, task.attempt)
+            self.spec.hooks.before_read(path, task.attempt)
         if self.fast_validator is None:
             return _FastRead(), list(task.files)
         read = read_csv_fast_batch(list(task.files), self.spec.csv, self.spec.columns,
@@ -357,7 +353,7 @@ class BatchPipeline:
     def _write(self, table: pa.Table, final: Path) -> WrittenFile | None:
         if not table.num_rows:
             return None
-        return self.storage.write_parquet(table, str(final), self.spec.durable)
+        return self.storage.write_parquet(table, str(final))
 
 
 LINEAGE_CHUNK_BYTES = 64 * 2**20

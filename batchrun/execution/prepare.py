@@ -18,8 +18,8 @@ from pathlib import Path
 
 from batchrun.config import Job, JobConfig
 from batchrun.errors import ConfigError
+from batchrun.hooks import run_hooks
 from batchrun.readers.custom import resolve
-from batchrun.tools.faults import load_faults
 from batchrun.validate import pattern_problem
 
 
@@ -58,6 +58,6 @@ def _check_patterns(where: str, config: JobConfig) -> None:
 
 def _check_faults(where: str, config: JobConfig) -> None:
     try:
-        load_faults(config.faults)
+        run_hooks(config.faults)
     except ConfigError as exc:
         raise ConfigError(where, "faults", exc.expected) from None

@@ -28,17 +28,23 @@ from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, JobConfig
 from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
-from batchrun.execution.admission import QueuedBatch
+from batchrun.execution.ray_pool import RayActorPool
 from batchrun.execution.ray_session import RayReady, connect_ray
-from batchrun.execution.scheduler import Limits, ProgressCallback, ScheduleOutcome, Scheduler
+from batchrun.execution.scheduler import (
+    Limits,
+    ProgressCallback,
+    ScheduleOutcome,
+    Scheduler,
+    pending_batches,
+)
 from batchrun.execution.settings import ExecutionSettings
 from batchrun.execution.stopping import StopToken
+from batchrun.hooks import Hooks
 from batchrun.model import BatchState, RowCounts, RunRecord, RunState
 from batchrun.pipeline import PipelineSpec
 from batchrun.plan import Reach, replan_recoverable
 from batchrun.redact import redact, redact_message
 from batchrun.staging import check_committed_files, publish_staging_db, remove_orphans
-from batchrun.tools.faults import Faults, load_faults
 from batchrun.unique import apply_unique_keys
 from batchrun.verify import VerifyReport, verify_run
 
@@ -56,7 +62,7 @@ class RunOutcome:
 
 def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
                    columns: dict[str, ColumnSpec], settings: ExecutionSettings,
-                   stop: StopToken | None, on_progress: ProgressCallback | None,
+                   stop: StopToken | None, on_progress: ProgressCallback | None, *, hooks: Hooks,
                    repair: bool = False) -> RunOutcome:
     """Resume a run: repair it first when asked (a succeeded run too), reconcile, plan
     again the quarantined files that may have recovered, execute."""
@@ -71,7 +77,7 @@ def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
     finally:
         logs.close_run_log(sink)
     outcome = execute_run(catalog, record, config, columns, settings, stop, on_progress,
-                          resumed=True)
+                          resumed=True, hooks=hooks)
     return replace(outcome, repaired=repaired)
 
 
@@ -120,9 +126,10 @@ def reconcile(catalog: Catalog, record: RunRecord) -> None:
 def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
                 columns: dict[str, ColumnSpec], settings: ExecutionSettings,
                 stop: StopToken | None, on_progress: ProgressCallback | None, resumed: bool,
-                ray_ready: RayReady | None = None) -> RunOutcome:
+                ray_ready: RayReady | None = None, *, hooks: Hooks) -> RunOutcome:
+    """Schedule the run's pending batches on Ray actors, publish, record the outcome.
+    `hooks`: the run's hooks (its faults), loaded once at its start."""
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
-    faults = load_faults(config.faults)
     log = logger.bind(run_id=record.run_id)
     stop = stop or StopToken()
     started_ray = bool(ray_ready and ray_ready.started)
@@ -138,11 +145,11 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address,
                  ray.cluster_resources().get("CPU", 0), ray_ready.seconds)
         stop.install()
-        pending = _pending_batches(catalog, record.run_id)
-        scheduler = Scheduler(
-            catalog, record.run_id, _worker_spec(record, config, columns, settings, faults),
-            _limits(settings), stop=stop, on_progress=on_progress,
-            actor_options=_actor_options(config))
+        pending = pending_batches(catalog, record.run_id)
+        pool = RayActorPool(_worker_spec(record, config, columns, settings, hooks),
+                            _actor_options(config))
+        scheduler = Scheduler(catalog, record.run_id, pool, _limits(settings), hooks=hooks,
+                              stop=stop, on_progress=on_progress)
         outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
         _publish(catalog, record, columns)
         state, message = _final_state(catalog, record.run_id, outcome, config)
@@ -160,18 +167,6 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         if started_ray:
             ray.shutdown()
         logs.close_run_log(sink)
-
-
-def _pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
-    """The pending batches, each with its files' planned fingerprints."""
-    planned = catalog.fingerprints_by_batch(run_id, BatchState.PENDING)
-    queued = []
-    for b in catalog.batches(run_id, BatchState.PENDING):
-        files = planned.get(b["batch_id"], [])
-        queued.append(QueuedBatch(
-            seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "", bytes=b["bytes"],
-            files=tuple(path for path, _ in files), expected=tuple(f for _, f in files)))
-    return queued
 
 
 def _record_abort(catalog: Catalog, run_id: str, exc: BaseException) -> None:
@@ -235,14 +230,7 @@ def _limits(settings: ExecutionSettings) -> Limits:
     return Limits(workers=settings.workers, controls=settings.controls(),
                   max_retries=settings.max_retries, retry_budget=settings.retry_budget,
                   drain_timeout=settings.drain_timeout, batch_timeout=settings.batch_timeout,
-                  max_failed_files=settings.max_failed_files,
-                  checkpoint_each_round=not _checkpoints_deferred())
-
-
-def _checkpoints_deferred() -> bool:
-    """For measuring the checkpoint cost only (scripts/bench.py --checkpoint-cost): no
-    per-round catalog transaction and no fsync of outputs. Such a run cannot resume."""
-    return os.environ.get("BATCHRUN_DEFER_CHECKPOINTS") == "1"
+                  max_failed_files=settings.max_failed_files)
 
 
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
@@ -271,7 +259,7 @@ def _actor_options(config: JobConfig) -> dict[str, Any]:
 
 
 def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, ColumnSpec],
-                 settings: ExecutionSettings, faults: Faults) -> PipelineSpec:
+                 settings: ExecutionSettings, hooks: Hooks) -> PipelineSpec:
     return PipelineSpec(
         run_id=record.run_id, table=record.table, staging_dir=record.staging_dir,
         fmt=config.source.format, csv=config.source.csv, columns=columns,
@@ -281,4 +269,4 @@ def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, Column
         reader=config.source.reader,
         transform=config.transform.function if config.transform else None,
         code_dirs=(str(Path(record.job_file).parent),),
-        faults=faults, durable=not _checkpoints_deferred())
+        hooks=hooks)

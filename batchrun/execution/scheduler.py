@@ -3,54 +3,102 @@
 Only this loop writes the catalog while a run executes (single writer). Each round it
 dispatches the batches that `admission.py` lets start (global, per-source, byte, rate,
 stagger and circuit-breaker limits; or one at a time in sequential mode), spreads them
-over the worker actors, waits with `ray.wait`, and records the round — new dispatches,
-committed results, retries, failures, skipped batches, each attempt's timings — in one
-catalog transaction.
+over the workers of a `WorkerPool` (Ray actors, or in-process), waits for what comes back,
+and records the round — new dispatches, committed results, retries, failures, skipped
+batches, each attempt's timings — in one catalog transaction.
 
 Failures carry a kind. Transient ones (a worker that died, a batch past `batch_timeout`,
 an I/O error) are retried with exponential back-off and jitter (tenacity) up to
 `max_retries` per batch and `retry_budget` per run; permanent ones fail the batch. A dead
-or timed-out actor is killed and replaced. A stop request (SIGINT/SIGTERM) stops
-dispatching, drains for `drain_timeout`, and leaves every unfinished batch pending.
+or timed-out worker is killed and replaced. A stop request (SIGINT/SIGTERM) stops
+dispatching, drains for `drain_timeout`, and leaves every unfinished batch pending. A
+result delivered twice is committed once.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 from loguru import logger
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from batchrun.catalog import Catalog
-from batchrun.errors import SourceError
 from batchrun.execution.admission import Admission, Controls, QueuedBatch
-from batchrun.execution.pool import PipelineActor
+from batchrun.execution.pool import Handle, Outcome, TaskFailure, WorkerPool
 from batchrun.execution.stopping import StopToken
-from batchrun.model import AttemptEnd, BatchTask, Dispatch, RoundRecord
-from batchrun.pipeline import PipelineSpec
-from batchrun.tools.faults import Faults
+from batchrun.hooks import NO_HOOKS, Hooks
+from batchrun.model import (
+    AttemptEnd,
+    AttemptOutcome,
+    BatchState,
+    BatchTask,
+    Dispatch,
+    ErrorKind,
+    RoundRecord,
+)
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 _BACKOFF = wait_exponential_jitter(exp_base=2, max=30, jitter=0.25)
+_ROUND_WAIT = 0.5
+"""The longest a round waits for results before it looks at stop requests and timeouts."""
 
 
-def backoff_seconds(attempt: int) -> float:
-    """tenacity's exponential back-off with jitter for the given (1-based) attempt."""
+def backoff_seconds(attempt: int, scale: float = 0.2) -> float:
+    """tenacity's exponential back-off with jitter for the given (1-based) attempt, in
+    units of `scale` seconds: 1, 2, 4 … 30 units, plus up to a quarter of one."""
     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = attempt
-    return float(_BACKOFF(state)) * 0.2
+    return float(_BACKOFF(state)) * scale
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Flight:
-    task: BatchTask
-    worker: int
+    """A batch in flight: what admission queued, and the dispatch the catalog records."""
+
     batch: QueuedBatch
+    dispatch: Dispatch
+
+
+class _WorkerQueues:
+    """Each worker's unfinished tasks, in the order it runs them, and which worker has the
+    fewest: a heap of (load, worker) entries kept lazily (a stale one is skipped when it
+    surfaces), so choosing costs O(log workers), not O(workers), per dispatch."""
+
+    def __init__(self, workers: int) -> None:
+        self.queues: list[dict[Handle, None]] = [{} for _ in range(workers)]
+        self._loads = [(0, worker) for worker in range(workers)]
+
+    def least_loaded(self) -> int:
+        """The worker with the fewest tasks (the lowest number among equals)."""
+        while True:
+            load, worker = heapq.heappop(self._loads)
+            if load == len(self.queues[worker]):
+                heapq.heappush(self._loads, (load, worker))
+                return worker
+
+    def add(self, worker: int, handle: Handle) -> None:
+        self.queues[worker][handle] = None
+        self._note(worker)
+
+    def remove(self, worker: int, handle: Handle) -> None:
+        del self.queues[worker][handle]
+        self._note(worker)
+
+    def _note(self, worker: int) -> None:
+        heapq.heappush(self._loads, (len(self.queues[worker]), worker))
+        if len(self._loads) > 4 * len(self.queues) + 64:  # drop the stale entries
+            self._loads = [(len(queue), w) for w, queue in enumerate(self.queues)]
+            heapq.heapify(self._loads)
+
+    def heads(self) -> Iterator[tuple[int, Handle]]:
+        """(worker, the task it runs now) for every busy worker."""
+        for worker, queue in enumerate(self.queues):
+            if queue:
+                yield worker, next(iter(queue))
 
 
 @dataclass
@@ -76,37 +124,41 @@ class Limits:
     drain_timeout: float = 30.0
     batch_timeout: float | None = None
     max_failed_files: int = 0
-    checkpoint_each_round: bool = True
-    """False only to measure what checkpoints cost (`BATCHRUN_DEFER_CHECKPOINTS=1`): every
-    round is held in memory and written in one transaction at the end, so a run killed
-    midway has nothing to resume from."""
+    backoff: float = 0.2
+    """Seconds of the first retry's back-off (`backoff_seconds`); it doubles each time."""
+
+
+def pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
+    """The run's pending batches, each with its files' planned fingerprints."""
+    planned = catalog.fingerprints_by_batch(run_id, BatchState.PENDING)
+    queued = []
+    for b in catalog.batches(run_id, BatchState.PENDING):
+        files = planned.get(b["batch_id"], [])
+        queued.append(QueuedBatch(
+            seq=b["seq"], batch_id=b["batch_id"], source=b["source"] or "", bytes=b["bytes"],
+            files=tuple(path for path, _ in files), expected=tuple(f for _, f in files)))
+    return queued
 
 
 class Scheduler:
-    def __init__(self, catalog: Catalog, run_id: str, spec: PipelineSpec, limits: Limits,
-                 stop: StopToken | None = None, on_progress: ProgressCallback | None = None,
-                 actor_options: dict[str, Any] | None = None) -> None:
-        self.catalog, self.run_id, self.spec, self.limits = catalog, run_id, spec, limits
+    def __init__(self, catalog: Catalog, run_id: str, pool: WorkerPool, limits: Limits,
+                 hooks: Hooks = NO_HOOKS, stop: StopToken | None = None,
+                 on_progress: ProgressCallback | None = None) -> None:
+        self.catalog, self.run_id, self.pool, self.limits = catalog, run_id, pool, limits
+        self.hooks = hooks
         self.stop = stop or StopToken()
         self.on_progress = on_progress
-        self.faults: Faults = spec.faults
-        self._actor_class = ray.remote(PipelineActor).options(**(actor_options or {}))
-        self.actors = [self._new_actor(k) for k in range(limits.workers)]
-        self.flights: dict[ray.ObjectRef, _Flight] = {}
+        self.flights: dict[Handle, _Flight] = {}
+        self.queues = _WorkerQueues(limits.workers)
         self.head_since: dict[int, float] = {}
-        """When the batch at the head of each actor's queue started running."""
+        """When the batch at the head of each worker's queue started running."""
         self.timed_out: dict[str, float] = {}
         self.attempts: dict[str, int] = {}
         self.admission = Admission(limits.controls)
         self.results_seen = 0
-        self.dead: set[int] = set()
         self.abandoned: list[str] = []
         self.outcome = ScheduleOutcome()
-        self.deferred = RoundRecord()
         self.log = logger.bind(run_id=run_id, batch_id="-")
-
-    def _new_actor(self, partition: int) -> Any:
-        return self._actor_class.remote(partition, self.spec)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -116,6 +168,7 @@ class Scheduler:
         for batch in sorted(pending):
             self.admission.add(batch)
         self.attempts.update(attempts or {})
+        self.pool.start(self.limits.workers)
         while self.admission or self.flights:
             if self._should_stop_dispatching():
                 break
@@ -144,139 +197,149 @@ class Scheduler:
         return False
 
     def _wait_budget(self) -> float:
-        """How long this round may wait for results: until admission may let more start."""
+        """How long this round may wait for results: until admission may let more start,
+        or a running batch passes its timeout."""
         now = time.monotonic()
-        wake = self.admission.wake_at(now)
-        timeout = 0.5 if wake is None else max(0.0, min(0.5, wake - now))
+        wakes = [t for t in (self.admission.wake_at(now), self._next_timeout()) if t is not None]
+        timeout = min([_ROUND_WAIT, *(max(0.0, t - now) for t in wakes)])
         if not self.flights and timeout:
             time.sleep(timeout)  # nothing running: only time can unblock a queued batch
         return timeout
 
     def _dispatch(self, current: RoundRecord) -> None:
         while (batch := self.admission.next_batch(time.monotonic())) is not None:
-            worker = self._least_loaded_worker()
+            worker = self.queues.least_loaded()
             attempt = self.attempts.get(batch.batch_id, 0) + 1
             self.attempts[batch.batch_id] = attempt
             task = BatchTask(batch_id=batch.batch_id, files=batch.files, seq=batch.seq,
                              attempt=attempt, expected=batch.expected)
-            if not self._queue_of(worker):
+            if not self.queues.queues[worker]:
                 self.head_since[worker] = time.monotonic()
-            self.flights[self.actors[worker].process.remote(task)] = _Flight(task, worker, batch)
-            current.dispatched.append(Dispatch(batch.batch_id, attempt, worker, batch.source,
-                                               batch.bytes, len(batch.files), time.time()))
+            handle = self.pool.submit(worker, task)
+            dispatch = Dispatch(batch.batch_id, attempt, worker, batch.source, batch.bytes,
+                                len(batch.files), time.time())
+            self.flights[handle] = _Flight(batch, dispatch)
+            self.queues.add(worker, handle)
+            current.dispatched.append(dispatch)
             self.log.bind(batch_id=batch.batch_id).debug(
                 "dispatched to worker {} (source {}, attempt {})", worker, batch.source, attempt)
-
-    def _queue_of(self, worker: int) -> list[_Flight]:
-        return [f for f in self.flights.values() if f.worker == worker]
-
-    def _least_loaded_worker(self) -> int:
-        load = [0] * len(self.actors)
-        for flight in self.flights.values():
-            load[flight.worker] += 1
-        return load.index(min(load))
 
     def _collect(self, current: RoundRecord, timeout: float) -> None:
         """Gather every finished batch: results, failures and retries."""
         if not self.flights:
             return
-        ready, _ = ray.wait(list(self.flights), num_returns=1, timeout=timeout)
-        if ready:
-            ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=0)
-        dead: set[int] = set()
-        for ref in ready:
-            flight = self.flights.pop(ref)
-            self.head_since[flight.worker] = time.monotonic()
-            try:
-                result = ray.get(ref)
-            except RayActorError as exc:
-                dead.add(flight.worker)
-                self._retry_or_fail(flight, self._death_reason(flight, exc), "transient", current)
-            except RayTaskError as exc:
-                self._retry_or_fail(flight, _short(exc), _error_kind(exc), current)
-            else:
-                self.admission.finished(flight.batch, time.monotonic(), failed=False)
-                current.ended.append(AttemptEnd(flight.task.batch_id, flight.task.attempt,
-                                                "committed", time.time(), result=result))
-                self.results_seen += 1
-        for worker in dead:
-            if self.stop.requested:  # no more work for it; the cluster may be going down too
-                self.dead.add(worker)
-                continue
-            self.actors[worker] = self._new_actor(worker)
-            self.log.warning("worker {} died; replaced it", worker)
+        died: set[int] = set()
+        for finished in self.pool.wait(timeout):
+            flight = self.flights.pop(finished.handle, None)
+            if flight is None:
+                continue  # delivered before, and closed then
+            worker = flight.dispatch.worker
+            self.queues.remove(worker, finished.handle)
+            self.head_since[worker] = time.monotonic()
+            if self._close(flight, finished.outcome, current):
+                died.add(worker)
+        for worker in died:
+            self._replace(worker)
         for event in self.admission.take_events():
             self.log.warning(event)
         current.skipped += [(batch.batch_id, why) for batch, why in self.admission.take_skipped()]
         if current.results:
-            self.faults.maybe_kill_driver("after_rename", self.results_seen)
+            self.hooks.results_collected(self.results_seen)
 
-    def _death_reason(self, flight: _Flight, exc: RayActorError) -> str:
-        limit = self.timed_out.pop(flight.task.batch_id, None)
+    def _close(self, flight: _Flight, outcome: Outcome, current: RoundRecord) -> bool:
+        """Record how the attempt ended; True if its worker died with it."""
+        if isinstance(outcome, TaskFailure):
+            self._retry_or_fail(flight, self._failure_reason(flight, outcome), outcome.kind,
+                                current)
+            return outcome.worker_died
+        self.admission.finished(flight.batch, time.monotonic(), failed=False)
+        current.ended.append(AttemptEnd(flight.dispatch.batch_id, flight.dispatch.attempt,
+                                        AttemptOutcome.COMMITTED, time.time(), result=outcome))
+        self.results_seen += 1
+        return False
+
+    def _failure_reason(self, flight: _Flight, failure: TaskFailure) -> str:
+        if not failure.worker_died:
+            return failure.error
+        worker = flight.dispatch.worker
+        limit = self.timed_out.pop(flight.dispatch.batch_id, None)
         if limit is not None:
-            return f"timed out after {limit:.0f}s; worker {flight.worker} killed and replaced"
-        return f"worker {flight.worker} died: {_short(exc)}"
+            return f"timed out after {limit:.0f}s; worker {worker} killed and replaced"
+        return f"worker {worker} died: {failure.error}"
+
+    def _replace(self, worker: int) -> None:
+        if self.stop.requested:  # no more work for it; the cluster may be going down too
+            return
+        self.pool.replace(worker)
+        self.log.warning("worker {} died; replaced it", worker)
+
+    def _next_timeout(self) -> float | None:
+        """When the earliest running batch passes batch_timeout (monotonic), or None."""
+        limit = self.limits.batch_timeout
+        heads = [self.head_since.get(worker, 0.0) for worker, _ in self.queues.heads()]
+        return min(heads) + limit + 0.001 if limit and heads else None
 
     def _enforce_timeouts(self) -> None:
-        """Kill the actor whose running batch is past batch_timeout (it is then replaced)."""
+        """Kill the worker whose running batch is past batch_timeout (it is then replaced)."""
         limit = self.limits.batch_timeout
         if not limit:
             return
         now = time.monotonic()
-        for worker in range(len(self.actors)):
-            queue = self._queue_of(worker)
-            if queue and now - self.head_since.get(worker, now) > limit:
-                self.timed_out[queue[0].task.batch_id] = limit
-                self.log.bind(batch_id=queue[0].task.batch_id).warning(
+        for worker, handle in list(self.queues.heads()):
+            if now - self.head_since.get(worker, now) > limit:
+                head = self.flights[handle].dispatch
+                self.timed_out[head.batch_id] = limit
+                self.log.bind(batch_id=head.batch_id).warning(
                     "running for more than {:.0f}s: killing worker {}", limit, worker)
-                ray.kill(self.actors[worker], no_restart=True)
+                self.pool.kill(worker)
                 self.head_since[worker] = now + 3600  # until its death is collected
 
-    def _retry_or_fail(self, flight: _Flight, error: str, kind: str, current: RoundRecord) -> None:
-        log = self.log.bind(batch_id=flight.task.batch_id)
-        task, now = flight.task, time.monotonic()
-        if self.stop.requested and kind == "transient":
+    def _retry_or_fail(self, flight: _Flight, error: str, kind: ErrorKind,
+                       current: RoundRecord) -> None:
+        batch_id, attempt = flight.dispatch.batch_id, flight.dispatch.attempt
+        log = self.log.bind(batch_id=batch_id)
+        now = time.monotonic()
+        if self.stop.requested and kind is ErrorKind.TRANSIENT:
             log.warning("abandoned while stopping ({}); left pending", error)
             self.admission.finished(flight.batch, now, failed=None)
-            current.ended.append(AttemptEnd(task.batch_id, task.attempt, "abandoned", time.time(),
-                                            error, kind))
-            self.abandoned.append(task.batch_id)
+            current.ended.append(AttemptEnd(batch_id, attempt, AttemptOutcome.ABANDONED,
+                                            time.time(), error, kind))
+            self.abandoned.append(batch_id)
             return
-        if kind == "transient" and task.attempt <= self.limits.max_retries:
-            delay = backoff_seconds(task.attempt)
-            log.warning("attempt {} failed ({}); retrying in {:.1f}s", task.attempt, error, delay)
+        if kind is ErrorKind.TRANSIENT and attempt <= self.limits.max_retries:
+            delay = backoff_seconds(attempt, self.limits.backoff)
+            log.warning("attempt {} failed ({}); retrying in {:.1f}s", attempt, error, delay)
             self.admission.finished(flight.batch, now, failed=None)
             self.admission.retry(flight.batch, now + delay)
-            current.ended.append(AttemptEnd(task.batch_id, task.attempt, "retried", time.time(),
-                                            error, kind))
+            current.ended.append(AttemptEnd(batch_id, attempt, AttemptOutcome.RETRIED,
+                                            time.time(), error, kind))
             self.outcome.retries += 1
             return
-        log.error("failed after {} attempt(s): {}", task.attempt, error)
+        log.error("failed after {} attempt(s): {}", attempt, error)
         self.admission.finished(flight.batch, now, failed=True, error=error)
-        current.ended.append(AttemptEnd(task.batch_id, task.attempt, "failed", time.time(),
+        current.ended.append(AttemptEnd(batch_id, attempt, AttemptOutcome.FAILED, time.time(),
                                         error, kind))
+        self.outcome.failed_files += len(flight.batch.files)
+
+    # -- recording -----------------------------------------------------------------------
 
     def _record(self, current: RoundRecord) -> None:
-        if self.limits.checkpoint_each_round:
-            self._write(current)
-        else:
-            self.deferred.merge(current)
+        self._write(current)
         if current.dispatched:
-            self.faults.maybe_kill_driver("after_dispatch", self.results_seen)
+            self.hooks.after_dispatch(self.results_seen)
         if current.results:
-            self.faults.maybe_kill_driver("after_commit", self.results_seen)
+            self.hooks.after_commit(self.results_seen)
         self._after_round(current)
 
     def _write(self, current: RoundRecord) -> None:
+        """The round in one transaction; `mid_commit` runs after its writes, before COMMIT."""
+        if not current:
+            return
         started = time.perf_counter()
-        self.catalog.record_progress(self.run_id, current,
-                                     before_commit=self._kill_point("mid_commit"))
+        with self.catalog.transaction():
+            self.catalog.record_progress(self.run_id, current)
+            self.hooks.mid_commit(self.results_seen)
         self.outcome.catalog_s += time.perf_counter() - started
-
-    def _kill_point(self, point: str) -> Callable[[], None] | None:
-        if self.faults.kill_driver != point:
-            return None
-        return lambda: self.faults.maybe_kill_driver(point, self.results_seen)
 
     def _after_round(self, current: RoundRecord) -> None:
         for result in current.results:
@@ -289,11 +352,9 @@ class Scheduler:
                      result.finished_at - result.started_at)
             for outcome in bad:
                 log.warning("quarantined {}: {}", outcome.path, outcome.error)
-        failures = current.outcomes("failed")
+        failures = current.outcomes(AttemptOutcome.FAILED)
         self.outcome.failed += len(failures)
         self.outcome.skipped += len(current.skipped)
-        self.outcome.failed_files += sum(len(self.catalog.files_of(self.run_id, e.batch_id))
-                                         for e in failures)
         if self.on_progress and (current.results or failures or current.skipped):
             self.on_progress({"committed": len(current.results),
                               "failed": len(failures) + len(current.skipped),
@@ -307,29 +368,12 @@ class Scheduler:
                              len(self.flights), max(0.0, deadline - time.monotonic()))
             while self.flights and time.monotonic() < deadline and self.stop.count < 2:
                 current = RoundRecord()
-                self._collect(current, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                self._collect(current, timeout=min(_ROUND_WAIT,
+                                                   max(0.0, deadline - time.monotonic())))
                 self._record(current)
-        self._write(self.deferred)  # empty unless checkpoints were deferred
-        unfinished = [f.task.batch_id for f in self.flights.values()] + self.abandoned
+        unfinished = [f.dispatch.batch_id for f in self.flights.values()] + self.abandoned
         unfinished += [batch.batch_id for batch in self.admission.remaining()]
         self.catalog.requeue_all(self.run_id, unfinished)
         self.outcome.abandoned = len(self.flights) + len(self.abandoned)
-        for worker, actor in enumerate(self.actors):
-            if worker not in self.dead:
-                ray.kill(actor, no_restart=True)
+        self.pool.shutdown()
         self.flights.clear()
-
-
-def _error_kind(exc: RayTaskError) -> str:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, SourceError):
-        return "transient" if cause.transient else "permanent"
-    if isinstance(cause, (OSError, TimeoutError, GetTimeoutError)):
-        return "transient"
-    return "permanent"
-
-
-def _short(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None) or exc
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]

@@ -39,12 +39,12 @@ from batchrun.execution.run import RunOutcome, execute_run, resume_planned
 from batchrun.execution.scheduler import ProgressCallback
 from batchrun.execution.settings import ExecutionSettings, resolve_settings
 from batchrun.execution.stopping import StopToken
+from batchrun.hooks import run_hooks
 from batchrun.lock import JobLock
 from batchrun.model import RunRecord, RunState
 from batchrun.plan import cut_batches, expand_sources
 from batchrun.readers.custom import resolve
 from batchrun.redact import MASK, redact
-from batchrun.tools.faults import load_faults
 
 
 def new_run_id() -> str:
@@ -69,11 +69,12 @@ def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
         lock.describe(run_id)
         record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, settings,
                                                                      run_id)
-        load_faults(job.config.faults).maybe_kill_driver("after_plan", 1 << 30)
+        hooks = run_hooks(job.config.faults)  # once per run
+        hooks.after_plan()
         if on_planned:
             on_planned(summary)
         return execute_run(catalog, record, job.config, columns, settings, stop, on_progress,
-                           resumed=False, ray_ready=ray_ready)
+                           resumed=False, ray_ready=ray_ready, hooks=hooks)
 
 
 def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettings,
@@ -141,7 +142,7 @@ def resume_run(run_id: str, catalog: Catalog, overrides: dict[str, Any] | None =
         check_config(config, record.job_file, Path(record.job_file).parent)
         columns = _stored_columns(config, record.schema or {})
         return resume_planned(catalog, record, config, columns, resolve_settings(config),
-                              stop, on_progress, repair)
+                              stop, on_progress, hooks=run_hooks(config.faults), repair=repair)
 
 
 URI_KEYS = (("execution", "address"), ("staging", "dir"))

@@ -1,10 +1,12 @@
 """Fault injection for tests and drills: real failures inside the real worker and driver.
 
-Configured by a `[faults]` table in the job file, or by the environment variable
-`BATCHRUN_FAULTS` holding the same keys as an inline TOML table body, e.g.
-`BATCHRUN_FAULTS='kill_driver = "mid_commit", kill_driver_after = 3'` (the environment
-wins). Nothing here is active unless asked for. Decisions are deterministic given `seed`,
-so a test that injects faults gets the same faults on every run.
+`FaultHooks` is one implementation of `batchrun.hooks.Hooks`: a run loads it once, at its
+start (`fault_hooks`), and hands it to the pipeline and the scheduler. Configured by a
+`[faults]` table in the job file, or by the environment variable `BATCHRUN_FAULTS`
+holding the same keys as an inline TOML table body, e.g. `BATCHRUN_FAULTS='kill_driver =
+"mid_commit", kill_driver_after = 3'` (the environment wins). Nothing here is active
+unless asked for. Decisions are deterministic given `seed`, so a test that injects
+faults gets the same faults on every run.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field
 
 from batchrun.errors import ConfigError, TransientSourceError
+from batchrun.hooks import FAULTS_ENV, Hooks
+from batchrun.model import BatchTask
 
-FAULTS_ENV = "BATCHRUN_FAULTS"
 DriverPoint = Literal["after_plan", "after_dispatch", "after_rename", "mid_commit", "after_commit"]
 WorkerPoint = Literal["before_write", "after_rename"]
 
@@ -66,6 +69,43 @@ class Faults(BaseModel):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class FaultHooks(Hooks):
+    """The faults of a run, acted out at the hook points (the driver's "after_rename" is
+    where results were collected: their outputs are renamed, not yet committed)."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+
+    def batch_started(self, task: BatchTask) -> None:
+        self.faults.maybe_hang(task.seq, task.attempt)
+
+    def before_read(self, path: str, attempt: int) -> None:
+        self.faults.maybe_fail_read(path, attempt)
+
+    def before_write(self, task: BatchTask) -> None:
+        if self.faults.batch_delay:
+            time.sleep(self.faults.batch_delay)
+        self.faults.maybe_crash_worker("before_write", task.seq, task.attempt)
+
+    def after_rename(self, task: BatchTask) -> None:
+        self.faults.maybe_crash_worker("after_rename", task.seq, task.attempt)
+
+    def after_plan(self) -> None:
+        self.faults.maybe_kill_driver("after_plan", results_seen=1 << 62)
+
+    def after_dispatch(self, results_seen: int) -> None:
+        self.faults.maybe_kill_driver("after_dispatch", results_seen)
+
+    def results_collected(self, results_seen: int) -> None:
+        self.faults.maybe_kill_driver("after_rename", results_seen)
+
+    def mid_commit(self, results_seen: int) -> None:
+        self.faults.maybe_kill_driver("mid_commit", results_seen)
+
+    def after_commit(self, results_seen: int) -> None:
+        self.faults.maybe_kill_driver("after_commit", results_seen)
+
+
 def _chance(seed: int, path: str, attempt: int) -> float:
     """Deterministic in (seed, the file's folder and name, attempt), wherever the data lives."""
     where = "/".join(path.replace(os.sep, "/").split("/")[-2:])
@@ -96,3 +136,10 @@ def load_faults(from_job: dict[str, Any] | None) -> Faults:
         return Faults.model_validate(merged)
     except ValueError as exc:
         raise ConfigError(FAULTS_ENV if text else "[faults]", "", str(exc).splitlines()[0]) from None
+
+
+def fault_hooks(from_job: dict[str, Any] | None) -> Hooks:
+    """The run's hooks: its faults (the job's [faults] and BATCHRUN_FAULTS), or no-op
+    hooks when none is asked for. Called once per run, at its start."""
+    faults = load_faults(from_job)
+    return FaultHooks(faults) if faults != Faults() else Hooks()

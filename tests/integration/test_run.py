@@ -121,23 +121,6 @@ def test_a_corrupt_file_is_quarantined_and_the_rest_of_its_batch_commits(
     assert "compression" in report["failed_files"][0]["error"]
 
 
-def test_deferred_checkpoints_still_stage_and_record_every_batch_once(
-        tmp_path: Path, demo_data: tuple[Path, DemoTruth], capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The benchmark's checkpoint-cost baseline: one catalog transaction at the end."""
-    monkeypatch.setenv("BATCHRUN_DEFER_CHECKPOINTS", "1")
-    data, truth = demo_data
-    state = tmp_path / "state"
-    code, report = run_json(write_job(tmp_path, data), state, capsys)
-    assert code == EXIT_OK
-    assert report["batches"]["committed"] == report["batches"]["total"] == 8
-    assert_exactly_once(state, truth.total_rows)
-    assert invoke(["report", "--state-dir", str(state), "--json"]) == EXIT_OK
-    metrics = parse_json(capsys.readouterr().out)
-    assert metrics["attempts"] == 8 and metrics["retries"] == 0
-    assert metrics["rows_staged"] == truth.total_rows
-
-
 WORKER_WITHOUT_PANDAS = """
 import json, sys
 from pathlib import Path
@@ -148,8 +131,8 @@ from batchrun.pipeline import BatchPipeline, PipelineSpec
 job = load_job(Path(sys.argv[1]), {"staging.dir": sys.argv[2]})
 config = job.config
 spec = PipelineSpec(run_id="r", table=job.table, staging_dir=str(job.staging_dir),
-                  fmt="csv", csv=config.source.csv, columns=dict(config.schema_.columns),
-                  validation=config.validation)
+                    fmt="csv", csv=config.source.csv, columns=dict(config.schema_.columns),
+                    validation=config.validation)
 result = BatchPipeline(0, spec).process(BatchTask(batch_id="b", files=tuple(sys.argv[3:])))
 imported = "pandas" in sys.modules
 import pyarrow.parquet as pq
