@@ -68,7 +68,7 @@ def _timed_run(catalog: Catalog, state: Path, workers: int) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     finally:
         logs.close_run_log(sink)
-    committed = catalog.counts(RUN_ID)["batches_committed"]
+    committed = catalog.counts(RUN_ID).batches.committed
     if committed != outcome.committed:
         raise RuntimeError(f"{outcome.committed} commits counted, {committed} in the catalog")
     return {"committed": committed, "seconds": round(seconds, 3),

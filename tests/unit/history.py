@@ -17,8 +17,10 @@ from pathlib import Path
 from batchrun.catalog import Catalog
 from batchrun.model import (
     AttemptEnd,
+    AttemptOutcome,
     BatchResult,
     Dispatch,
+    ErrorKind,
     FileOutcome,
     PlannedBatch,
     PlannedFile,
@@ -60,7 +62,7 @@ def committed(batch_id: str, attempt: int, at: float, started: float, finished: 
     result = BatchResult(batch_id, 0, f"/staging/{batch_id}.parquet", None,
                          sum(f.rows_staged for f in files), sum(f.rows_rejected for f in files),
                          0, T0 + started, T0 + finished, files)
-    return AttemptEnd(batch_id, attempt, "committed", T0 + at, result=result)
+    return AttemptEnd(batch_id, attempt, AttemptOutcome.COMMITTED, T0 + at, result=result)
 
 
 def write_history(state_dir: Path, record: RunRecord | None = None) -> Catalog:
@@ -70,11 +72,13 @@ def write_history(state_dir: Path, record: RunRecord | None = None) -> Catalog:
     rounds = [
         RoundRecord(dispatched=[dispatch(b1, 1, 0), dispatch(b2, 1, 0)]),
         RoundRecord(dispatched=[dispatch(b2, 2, 1), dispatch(b3, 1, 1)], ended=[
-            AttemptEnd("b2", 1, "retried", T0 + 1, "OSError: flaky disk", "transient")]),
+            AttemptEnd("b2", 1, AttemptOutcome.RETRIED, T0 + 1, "OSError: flaky disk",
+                       ErrorKind.TRANSIENT)]),
         RoundRecord(ended=[committed("b1", 1, 2, 0.5, 1.5,
                                      FileOutcome("/in/a/f1.csv", 7, 1, warning="BOM removed"),
                                      FileOutcome("/in/a/f2.csv", 5))]),
-        RoundRecord(ended=[AttemptEnd("b3", 1, "failed", T0 + 3, "ValueError: bad", "permanent")],
+        RoundRecord(ended=[AttemptEnd("b3", 1, AttemptOutcome.FAILED, T0 + 3, "ValueError: bad",
+                                        ErrorKind.PERMANENT)],
                     skipped=[("b4", "source b: circuit breaker open")]),
         RoundRecord(ended=[committed("b2", 2, 4, 2.0, 3.5,
                                      FileOutcome("/in/a/f3.csv.gz", error="corrupt gzip"))]),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from batchrun.model import BatchState, ErrorKind, RunState
+from batchrun.model import AttemptOutcome, BatchState, ErrorKind, RunState
 from batchrun.report import RunStatus, iso, resumable_runs, run_status, runs_status
 from tests.unit.history import RUN_ID, T0, run_record, write_history
 
@@ -98,9 +98,10 @@ def test_a_batch_that_failed_after_a_retry_is_listed_as_failed_and_as_retried(
     catalog.create_run(run_record(), BATCHES[2:3])
     for current in (RoundRecord(dispatched=[dispatch(BATCHES[2], 1, 0)]),
                     RoundRecord(dispatched=[dispatch(BATCHES[2], 2, 1)], ended=[
-                        AttemptEnd("b3", 1, "retried", T0 + 1, "OSError: a", "transient")]),
-                    RoundRecord(ended=[AttemptEnd("b3", 2, "failed", T0 + 2, "OSError: b",
-                                                  "transient")])):
+                        AttemptEnd("b3", 1, AttemptOutcome.RETRIED, T0 + 1, "OSError: a",
+                                   ErrorKind.TRANSIENT)]),
+                    RoundRecord(ended=[AttemptEnd("b3", 2, AttemptOutcome.FAILED, T0 + 2, "OSError: b",
+                                                  ErrorKind.TRANSIENT)])):
         catalog.record_progress(RUN_ID, current)
     detail = run_status(catalog, RUN_ID, detail=True).detail
     assert detail is not None

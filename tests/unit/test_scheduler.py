@@ -141,7 +141,7 @@ def test_every_batch_commits_once_with_the_rows_its_work_returned(catalog: Catal
         assert batch["rows_rejected"] == task.seq
         for row in catalog.files_of(RUN, batch["batch_id"]):
             assert (row["state"], row["rows_staged"]) == ("committed", expected[row["path"]])
-    assert catalog.counts(RUN)["rows_staged"] == sum(
+    assert catalog.counts(RUN).rows.staged == sum(
         100 * seq * FILES_PER_BATCH + sum(range(FILES_PER_BATCH)) for seq in range(12))
 
 
@@ -150,7 +150,7 @@ def test_a_result_delivered_twice_is_committed_once(catalog: Catalog) -> None:
     outcome = run(catalog, pool_of(redeliver=True))
     assert outcome.committed == 6
     assert len(catalog.attempt_rows(RUN)) == 6
-    assert catalog.counts(RUN)["rows_staged"] == sum(200 * seq + 1 for seq in range(6))
+    assert catalog.counts(RUN).rows.staged == sum(200 * seq + 1 for seq in range(6))
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_a_hanging_batch_is_killed_at_its_timeout_and_retried_on_a_fresh_worker(
     assert outcome.committed == 4 and outcome.retries >= 1
     hung = by_seq(catalog, 2)
     assert hung["attempts"] == 2 and "timed out after 0s; worker 0 killed" in hung["last_error"]
-    assert catalog.counts(RUN)["rows_staged"] == sum(200 * seq + 1 for seq in range(4))
+    assert catalog.counts(RUN).rows.staged == sum(200 * seq + 1 for seq in range(4))
 
 
 # -- stopping --------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_a_stop_request_drains_in_flight_batches_and_leaves_the_rest_pending(
     assert states(catalog) == {0: "committed", 1: "pending", 2: "committed",
                                **{seq: "pending" for seq in range(3, 8)}}
     assert [a["outcome"] for a in attempts(catalog, 1)] == ["abandoned"]
-    assert catalog.counts(RUN)["rows_staged"] == 1 + 401
+    assert catalog.counts(RUN).rows.staged == 1 + 401
 
 
 def test_a_spent_retry_budget_stops_dispatching(catalog: Catalog) -> None:
@@ -280,11 +280,11 @@ class Recorder(Hooks):
         self.seen.append(("results_collected", results_seen))
 
     def mid_commit(self, results_seen: int) -> None:
-        committed = self.reader.counts(RUN)["batches_committed"]
+        committed = self.reader.counts(RUN).batches.committed
         self.seen.append((f"mid_commit ({committed} visible)", results_seen))
 
     def after_commit(self, results_seen: int) -> None:
-        committed = self.reader.counts(RUN)["batches_committed"]
+        committed = self.reader.counts(RUN).batches.committed
         self.seen.append((f"after_commit ({committed} visible)", results_seen))
 
 
