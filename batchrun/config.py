@@ -7,10 +7,10 @@ file, the key and what was expected, before anything starts.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchrun import coltypes
