@@ -158,9 +158,11 @@ def _record(job: Any, state_dir: Path, batches: list[Any]) -> None:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident set (ru_maxrss: KiB on Linux, bytes on macOS)."""
     import resource
 
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
