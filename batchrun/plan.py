@@ -122,15 +122,19 @@ def _first_spellings(pattern: str, own: OwnDirs, planned: _Inodes) -> _Inodes:
     its paths (the first in sorted order) that is not in the run's own dirs."""
     first = _Inodes()
     devices: dict[int, int] = {}  # one int object per device, not per file
+    device: int | None = None  # the last match's device, and its files in `planned`, `first`
+    seen: dict[int, Stat] = {}
+    mine: dict[int, Stat] = {}
     for path, found, link in iter_matching(pattern):
-        device, inode = found.st_dev, found.st_ino
-        if inode in planned.on(device) or own.holds(path, link):
+        if found.st_dev != device:
+            device = devices.setdefault(found.st_dev, found.st_dev)
+            seen, mine = planned.on(device), first.on(device)
+        if found.st_ino in seen or own.holds(path, link):
             continue
-        mine = first.on(device)
-        known = mine.get(inode)
+        known = mine.get(found.st_ino)
         if known is None or path < known.path:
-            mine[inode] = Stat(path, found.st_size, found.st_mtime, found.st_mtime_ns,
-                               devices.setdefault(device, device), inode)
+            mine[found.st_ino] = Stat(path, found.st_size, found.st_mtime, found.st_mtime_ns,
+                                      device, found.st_ino)
     return first
 
 

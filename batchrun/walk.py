@@ -16,7 +16,7 @@ import os
 import re
 import stat as stat_mode
 from collections.abc import Callable, Iterator
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 _MAGIC = re.compile(r"[*?[]")
 
@@ -86,7 +86,8 @@ def _folders_below(top: str) -> Iterator[str]:
 
 
 def _files_in(folder: str, accepts: Callable[[str], bool]) -> Iterator[Match]:
-    for entry in _entries(folder, accepts):
+    """The regular files of one folder, in listing order (callers sort, or need no order)."""
+    for entry in _entries(folder, accepts, ordered=False):
         try:
             found = entry.stat()
         except OSError:
@@ -95,12 +96,18 @@ def _files_in(folder: str, accepts: Callable[[str], bool]) -> Iterator[Match]:
             yield entry.path, found, _is_link(entry)
 
 
-def _entries(folder: str, accepts: Callable[[str], bool]) -> list[os.DirEntry[str]]:
+def _entries(folder: str, accepts: Callable[[str], bool], ordered: bool = True
+             ) -> list[os.DirEntry[str]]:
+    """The accepted entries of `folder`, by name if `ordered` (a `**` walk enters folders in
+    that order, and the first path to reach a folder is the one it is walked under)."""
     try:
         with os.scandir(folder) as listing:
-            return sorted((e for e in listing if accepts(e.name)), key=lambda e: e.name)
+            found = [e for e in listing if accepts(e.name)]
     except OSError:
         return []
+    if ordered:
+        found.sort(key=attrgetter("name"))
+    return found
 
 
 def _name_matcher(part: str) -> Callable[[str], bool]:

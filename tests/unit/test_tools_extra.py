@@ -11,6 +11,8 @@ import tomllib
 from pathlib import Path
 
 from batchrun.cli import EXIT_ENVIRONMENT
+from batchrun.tools.sampler import TreeWatcher
+from batchrun.tools.tomltext import toml_text
 from tests.conftest import REPO, write_job
 
 BLOCK_PLOTLY = "import sys; sys.modules['plotly'] = None  # `import plotly` now fails\n"
@@ -74,3 +76,22 @@ def test_the_compare_table_renders_without_plotly(tmp_path: Path) -> None:
         "print(len(COLUMNS), _cell(1234), _cell(None), _cell(True))", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["16", "1,234", "-", "yes"]
+
+
+def test_a_job_document_written_as_toml_reads_back_the_same() -> None:
+    doc = tomllib.loads((REPO / "configs" / "demo.toml").read_text())
+    doc["source"]["csv"] = {"delimiter": ";", "quote": "'"}
+    doc["schema"]["columns"]["odd name"] = {"type": "string", "allowed": ["a\"b", "c\\d"]}
+    assert tomllib.loads(toml_text(doc)) == doc
+    assert "[schema.columns]" in toml_text(doc) and "[schema]" not in toml_text(doc)
+
+
+def test_the_tree_watcher_sees_a_child_process_memory_and_cpu() -> None:
+    code = "x = b'x' * 200_000_000; import time; t = time.process_time(); " \
+           "exec('while time.process_time() - t < 0.3: pass')"
+    with subprocess.Popen([sys.executable, "-c", code]) as child:
+        with TreeWatcher(child.pid, 0.02) as watcher:
+            child.wait(timeout=60)
+    assert watcher.peak >= 200_000_000 and watcher.peak_driver >= 200_000_000
+    assert watcher.peak_workers == 0  # no process titled ray::
+    assert watcher.cpu_by_kind()["driver"] >= 0.2
