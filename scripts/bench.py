@@ -958,7 +958,7 @@ def memory_scaling(args: argparse.Namespace, base_files: int = 400) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         job = write_jobs(data, folder)[True]
-        run = run_shape(job, RunShape(shape.name, {"batch.max_files": 20}), folder / "run")
+        run = run_shape(job, RunShape(shape.name, {"batch.max_files": 20}), folder / "run").as_json()
         attempts = Catalog(folder / "run" / "state").attempt_rows(run["run_id"]) if run["run_id"] else []
         entry = {"files": files, "mb": round(shape.files * shape.file_bytes / 1e6, 1),
                  "rows_staged": run["rows_staged"], "truth_rows": data.rows,

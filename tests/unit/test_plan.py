@@ -68,8 +68,9 @@ def test_the_plan_transaction_records_every_file_and_batch(tmp_path: Path) -> No
                        created_at=time.time(), started_at=None, finished_at=None, message=None)
     catalog = Catalog(tmp_path / "state")
     catalog.create_run(record, batches)
-    assert catalog.counts("r1")["batches_pending"] == len(batches) == 15  # 5 sources × ⌈50/20⌉
-    assert catalog.rows("SELECT count(*) AS n FROM files WHERE run_id='r1'")[0]["n"] == 250
+    counts = catalog.counts("r1")
+    assert counts.batches.pending == len(batches) == 15  # 5 sources × ⌈50/20⌉
+    assert counts.files.total == 250
     assert sorted(f["path"] for f in catalog.files_of("r1", batches[0].batch_id)) == [
         f.path for f in batches[0].files]
 
