@@ -262,15 +262,15 @@ class Catalog:
             db.executemany(
                 "INSERT INTO batches (run_id, batch_id, seq, source, state, n_files, bytes)"
                 " VALUES (?,?,?,?,?,?,?)",
-                [(run.run_id, b.batch_id, b.seq, b.source, BatchState.PENDING.value,
-                  len(b.files), b.bytes) for b in batches],
+                ((run.run_id, b.batch_id, b.seq, b.source, BatchState.PENDING.value,
+                  len(b.files), b.bytes) for b in batches),
             )
-            db.executemany(
+            db.executemany(  # rows made one at a time: a million files, no million tuples
                 "INSERT INTO files (run_id, path, batch_id, source, size, mtime, mtime_ns,"
                 " sha256, dev, ino, state) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(run.run_id, f.path, b.batch_id, f.source, f.size, f.mtime, f.mtime_ns,
+                ((run.run_id, f.path, b.batch_id, f.source, f.size, f.mtime, f.mtime_ns,
                   f.sha256, sql_int(f.dev), sql_int(f.ino), FileState.PENDING.value)
-                 for b in batches for f in b.files],
+                 for b in batches for f in b.files),
             )
 
     # -- run lifecycle ------------------------------------------------------------

@@ -13,10 +13,10 @@ DuckDB, reading fault injection from the environment — is checked at run start
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchrun import coltypes

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import groupby
+from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchrun.catalog import Catalog, stored_fingerprint
 from batchrun.config import Job, JobConfig, compile_group_by
 from batchrun.errors import ConfigError
-from batchrun.identity import CHANGED, content_hash, difference, fingerprint, may_recover
+from batchrun.identity import CHANGED, content_hash, difference, may_recover
 from batchrun.model import FileState, Fingerprint, PlannedBatch, PlannedFile
-from batchrun.walk import matching_files
+from batchrun.walk import iter_matching
 
 
 def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]:
@@ -40,25 +43,28 @@ def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]
                           f"no files match {patterns} (relative to {job.base_dir}{skipped})")
     source_of = source_function(job.config.source.group_by, str(job.path))
     content = job.config.source.fingerprint == "sha256"
-    return [_planned(path, stat, source_of, content) for path, stat in sorted(found.items())]
+    # popped as planned: each compact stat is freed as its PlannedFile takes its place
+    return [_planned(name, found.pop(name), source_of, content) for name in sorted(found)]
 
 
 class OwnDirs:
     """The run's own folders (staging, state), by real path: is a match inside one?
 
     A match's folder is resolved once per folder (cached); the file itself only when it
-    is a symlink, so a plan of 10,000 files costs ~10,000 lstat calls more, not 100,000."""
+    is a symlink (the walk says which, from the listing), so a plan costs no system call
+    per file for this."""
 
     def __init__(self, folders: list[Path]) -> None:
         self.roots = tuple(os.path.realpath(folder) for folder in folders)
         self.skipped = 0
         self._folders: dict[str, bool] = {}
 
-    def holds(self, path: str) -> bool:
-        if os.path.islink(path):
+    def holds(self, path: str, link: bool | None = None) -> bool:
+        """`link`: whether `path` itself is a symlink; None: look."""
+        if os.path.islink(path) if link is None else link:
             inside = self._inside(os.path.realpath(path))
         else:
-            folder = os.path.dirname(path)
+            folder = path.rpartition(os.sep)[0] or os.sep
             if folder not in self._folders:
                 self._folders[folder] = self._inside(os.path.realpath(folder))
             inside = self._folders[folder]
@@ -70,28 +76,77 @@ class OwnDirs:
                    for root in self.roots)
 
 
-def _distinct_files(patterns: list[str], base_dir: Path, own: OwnDirs
-                    ) -> dict[str, os.stat_result]:
-    """name → stat of each distinct file the patterns match (see `expand_sources`)."""
-    names: dict[tuple[int, int], str] = {}
-    found: dict[str, os.stat_result] = {}
+class Stat(NamedTuple):
+    """The fields of an os.stat_result that planning uses (~100 bytes, not ~650), and the
+    path that reached the file (the walk's spelling)."""
+
+    path: str
+    st_size: int
+    st_mtime: float
+    st_mtime_ns: int
+    st_dev: int
+    st_ino: int
+
+
+class _Inodes:
+    """Files by (st_dev, st_ino), kept as one dict of inode numbers per device: no tuple
+    per file, the inode number shared with the file's Stat."""
+
+    def __init__(self) -> None:
+        self.by_device: dict[int, dict[int, Stat]] = {}
+
+    def on(self, device: int) -> dict[int, Stat]:
+        """inode → Stat of the files on `device` (a plan has a few devices, many files)."""
+        return self.by_device.get(device) or self.by_device.setdefault(device, {})
+
+    def __iter__(self) -> Iterator[Stat]:
+        for inodes in self.by_device.values():
+            yield from inodes.values()
+
+
+def _distinct_files(patterns: list[str], base_dir: Path, own: OwnDirs) -> dict[str, Stat]:
+    """name → stat of each distinct file the patterns match (see `expand_sources`), in
+    the order of the patterns, each pattern's new files sorted by path."""
+    planned = _Inodes()
+    found: dict[str, Stat] = {}
     for pattern in patterns:
         absolute = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
-        for path, stat in matching_files(absolute):
-            identity = (stat.st_dev, stat.st_ino)
-            if identity not in names and not own.holds(path):
-                names[identity] = _name(path, stat)
-                found[names[identity]] = stat
+        for stat in sorted(_first_spellings(absolute, own, planned), key=itemgetter(0)):
+            planned.on(stat.st_dev)[stat.st_ino] = stat
+            found[_name(stat.path, stat)] = stat
     return found
 
 
-def _name(path: str, stat: os.stat_result) -> str:
+def _first_spellings(pattern: str, own: OwnDirs, planned: _Inodes) -> _Inodes:
+    """The files `pattern` matches that earlier patterns did not, each under the least of
+    its paths (the first in sorted order) that is not in the run's own dirs."""
+    first = _Inodes()
+    devices: dict[int, int] = {}  # one int object per device, not per file
+    device: int | None = None  # the last match's device, and its files in `planned`, `first`
+    seen: dict[int, Stat] = {}
+    mine: dict[int, Stat] = {}
+    for path, found, link in iter_matching(pattern):
+        if found.st_dev != device:
+            device = devices.setdefault(found.st_dev, found.st_dev)
+            seen, mine = planned.on(device), first.on(device)
+        if found.st_ino in seen or own.holds(path, link):
+            continue
+        known = mine.get(found.st_ino)
+        if known is None or path < known.path:
+            mine[found.st_ino] = Stat(path, found.st_size, found.st_mtime, found.st_mtime_ns,
+                                      device, found.st_ino)
+    return first
+
+
+def _name(path: str, stat: Stat) -> str:
     """The absolute, normalized spelling of `path`; its real path if normalizing a ".."
     lands on another file (a ".." after a symlinked folder)."""
+    if _normal(path):
+        return path
     name = os.path.abspath(path)
     if ".." in path.split(os.sep):
         try:
-            same = os.path.samestat(os.stat(name), stat)
+            same = os.path.samestat(os.stat(name), stat)  # type: ignore[arg-type]
         except OSError:
             same = False
         if not same:
@@ -99,10 +154,20 @@ def _name(path: str, stat: os.stat_result) -> str:
     return name
 
 
+_ODD = re.compile(f"{re.escape(os.sep)}({re.escape(os.sep)}|\\.|$)")
+"""What os.path.normpath would change in an absolute path: "//", a name starting with "."
+("." and ".." among them), a trailing separator."""
+
+
+def _normal(path: str) -> bool:
+    """Whether os.path.abspath(path) == path, without its cost (a million times a plan)."""
+    return path.startswith(os.sep) and _ODD.search(path) is None
+
+
 def source_function(group_by: str, where: str) -> Callable[[str], str]:
     """path → source name, per `[source] group_by` (a pattern runs on RE2: linear time)."""
     if group_by == "parent_dir":
-        return lambda path: os.path.basename(os.path.dirname(path))  # Path(): 10x slower
+        return _parent_name()
     if group_by == "none":
         return lambda path: "all"
     pattern = compile_group_by(group_by)
@@ -113,12 +178,26 @@ def source_function(group_by: str, where: str) -> Callable[[str], str]:
         if not match or match.group(group) is None:
             raise ConfigError(where, "source.group_by",
                               f"pattern {group_by!r} does not match {path}")
-        return str(match.group(group))
+        return sys.intern(str(match.group(group)))
 
     return by_pattern
 
 
-def _planned(path: str, stat: os.stat_result, source_of: Callable[[str], str],
+def _parent_name() -> Callable[[str], str]:
+    """path → the name of its folder, worked out once per folder (a plan asks a million
+    times): one string per folder, not per file. Path(): 10x slower."""
+    names: dict[str, str] = {}
+
+    def parent_name(path: str) -> str:
+        head = path.rpartition(os.sep)[0]  # all that os.path.dirname(path) depends on
+        if head not in names:
+            names[head] = sys.intern(os.path.basename(os.path.dirname(path)))
+        return names[head]
+
+    return parent_name
+
+
+def _planned(path: str, stat: Stat | os.stat_result, source_of: Callable[[str], str],
              content: bool) -> PlannedFile:
     return PlannedFile(path=path, size=stat.st_size, mtime=stat.st_mtime,
                        source=source_of(path), mtime_ns=stat.st_mtime_ns,
@@ -142,8 +221,9 @@ def cut_batches(files: list[PlannedFile], max_files: int, max_bytes: int,
     at `first_seq` (files planned again on resume follow the run's last batch).
     """
     batches: list[PlannedBatch] = []
-    for source, group in groupby(sorted(files, key=lambda f: (f.source, f.path)),
-                                 key=lambda f: f.source):
+    # by (source, path): two stable sorts on one key each, no key tuple per file
+    ordered = sorted(sorted(files, key=attrgetter("path")), key=attrgetter("source"))
+    for source, group in groupby(ordered, key=attrgetter("source")):
         for chunk in _chunks(list(group), max_files, max_bytes):
             batches.append(_batch(first_seq + len(batches), source, chunk))
     return batches
@@ -165,9 +245,8 @@ def _chunks(files: list[PlannedFile], max_files: int, max_bytes: int) -> list[li
 
 
 def _batch(seq: int, source: str, files: list[PlannedFile]) -> PlannedBatch:
-    digest = hashlib.sha1()
-    for planned in files:
-        digest.update(f"{planned.path}\0{planned.size}\0{planned.mtime}\n".encode())
+    digest = hashlib.sha1("".join(f"{planned.path}\0{planned.size}\0{planned.mtime}\n"
+                                  for planned in files).encode())
     return PlannedBatch(batch_id=f"b{seq:05d}-{digest.hexdigest()[:8]}", seq=seq,
                         source=source, files=tuple(files))
 
@@ -267,7 +346,7 @@ class _Replan:
             path, planned = lost.get((stat.st_dev, stat.st_ino), ("", None))
             if planned is not None and (stat.st_dev, stat.st_ino) not in owners \
                     and name not in self.in_run \
-                    and difference(replace(planned, sha256=None), fingerprint(name, stat)) is None:
+                    and difference(replace(planned, sha256=None), _fingerprint(stat)) is None:
                 note = (f"planned on resume in place of {path}, which reached this file when"
                         f" planned (inode {stat.st_ino}) and no longer does")
                 self.notes.append(f"{name}: {note}")
@@ -285,6 +364,12 @@ class _Replan:
             now = self.refused.pop(path, f"{CHANGED}: no longer found")
             self.resolved[path] = f"{now}; the file it reached when planned is in this run as {owner}"
             self.notes.append(f"{path}: skipped: {self.resolved[path]}")
+
+
+def _fingerprint(stat: Stat) -> Fingerprint:
+    """identity.fingerprint(path, stat) without content, from a compact Stat."""
+    return Fingerprint(size=stat.st_size, mtime_ns=stat.st_mtime_ns, inode=stat.st_ino,
+                       device=stat.st_dev)
 
 
 def _record_replan(catalog: Catalog, run_id: str, config: JobConfig, replan: _Replan) -> None:

@@ -16,25 +16,35 @@ import os
 import re
 import stat as stat_mode
 from collections.abc import Callable, Iterator
+from operator import attrgetter, itemgetter
 
 _MAGIC = re.compile(r"[*?[]")
 
 Found = tuple[str, os.stat_result]
 """A matching path, as spelled by the walk, and its stat (symlinks followed)."""
 
+Match = tuple[str, os.stat_result, bool | None]
+"""A `Found`, and whether its last name is a symlink (None: not looked at)."""
+
 
 def matching_files(pattern: str) -> list[Found]:
     """The regular files an absolute `pattern` matches, sorted by path."""
+    return sorted(((path, found) for path, found, _ in iter_matching(pattern)), key=itemgetter(0))
+
+
+def iter_matching(pattern: str) -> Iterator[Match]:
+    """The matches of `matching_files`, one at a time in walk order (not sorted): a plan of
+    a million files need not hold a million `os.stat_result` (~650 bytes each) at once."""
     parts = pattern.split(os.sep)
     first_magic = next((i for i, p in enumerate(parts) if _MAGIC.search(p)), len(parts))
     if first_magic == len(parts):
         found = _regular(pattern)
-        return [(pattern, found)] if found else []
+        return iter([(pattern, found, None)] if found else [])
     root = os.sep.join(parts[:first_magic]) or os.sep
-    return sorted(_match(root, parts[first_magic:]), key=lambda item: item[0])
+    return _match(root, parts[first_magic:])
 
 
-def _match(folder: str, parts: list[str]) -> Iterator[Found]:
+def _match(folder: str, parts: list[str]) -> Iterator[Match]:
     part, rest = parts[0], parts[1:]
     if part == "**":
         for inner in _folders_below(folder):
@@ -53,7 +63,7 @@ def _match(folder: str, parts: list[str]) -> Iterator[Found]:
             if os.path.isdir(path):
                 yield from _match(path, rest)
         elif (found := _regular(path)) is not None:
-            yield path, found
+            yield path, found, None
 
 
 def _folders_below(top: str) -> Iterator[str]:
@@ -75,22 +85,29 @@ def _folders_below(top: str) -> Iterator[str]:
         stack.extend(reversed(inner))
 
 
-def _files_in(folder: str, accepts: Callable[[str], bool]) -> Iterator[Found]:
-    for entry in _entries(folder, accepts):
+def _files_in(folder: str, accepts: Callable[[str], bool]) -> Iterator[Match]:
+    """The regular files of one folder, in listing order (callers sort, or need no order)."""
+    for entry in _entries(folder, accepts, ordered=False):
         try:
             found = entry.stat()
         except OSError:
             continue  # a dangling symlink, or gone since the listing
         if stat_mode.S_ISREG(found.st_mode):
-            yield entry.path, found
+            yield entry.path, found, _is_link(entry)
 
 
-def _entries(folder: str, accepts: Callable[[str], bool]) -> list[os.DirEntry[str]]:
+def _entries(folder: str, accepts: Callable[[str], bool], ordered: bool = True
+             ) -> list[os.DirEntry[str]]:
+    """The accepted entries of `folder`, by name if `ordered` (a `**` walk enters folders in
+    that order, and the first path to reach a folder is the one it is walked under)."""
     try:
         with os.scandir(folder) as listing:
-            return sorted((e for e in listing if accepts(e.name)), key=lambda e: e.name)
+            found = [e for e in listing if accepts(e.name)]
     except OSError:
         return []
+    if ordered:
+        found.sort(key=attrgetter("name"))
+    return found
 
 
 def _name_matcher(part: str) -> Callable[[str], bool]:
@@ -110,6 +127,14 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return entry.is_dir()
     except OSError:
         return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool | None:
+    """From the listing's d_type, without a system call where the file system gives it."""
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return None
 
 
 def _regular(path: str) -> os.stat_result | None:

@@ -54,12 +54,12 @@ MB are 10**6 bytes of CSV on disk.
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -67,17 +67,20 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-import tomllib
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:  # the children (peers) import this script: no batchrun import at its top
+    from batchrun.tools.sampler import TreeWatcher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO_ROOT / "configs" / "demo.toml"
@@ -191,52 +194,53 @@ def schema_types() -> dict[str, str]:
     return {name: spec["type"] for name, spec in demo_job()["schema"]["columns"].items()}
 
 
-def decimal_parts(kind: str) -> tuple[int, int] | None:
-    match = re.fullmatch(r"decimal\((\d+),(\d+)\)", kind)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def arrow_types(schema: dict[str, str]) -> dict[str, Any]:
+def column_types() -> dict[str, Any]:
+    """The job's column types, spelled for the contenders by batchrun.coltypes (the one type
+    registry) here in the parent. The peers get them in their task file, so a peer's
+    process imports neither batchrun nor, unless it uses it, pyarrow."""
     import pyarrow as pa
 
-    simple = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
-              "float64": pa.float64(), "bool": pa.bool_(), "date": pa.date32(),
-              "timestamp": pa.timestamp("us")}
-    return {n: pa.decimal128(*parts) if (parts := decimal_parts(t)) else simple[t]
-            for n, t in schema.items()}
+    from batchrun.coltypes import arrow_type, decimal_parts, duckdb_type
+
+    schema = schema_types()
+    arrow = pa.schema([(name, arrow_type(kind)) for name, kind in schema.items()])
+    return {"names": schema,
+            "duckdb": "{" + ", ".join(f"'{n}': '{duckdb_type(t)}'" for n, t in schema.items()) + "}",
+            "decimals": {n: list(parts) for n, t in schema.items() if (parts := decimal_parts(t))},
+            "arrow_ipc": base64.b64encode(arrow.serialize().to_pybytes()).decode()}
 
 
-def duckdb_columns(schema: dict[str, str]) -> str:
-    simple = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE",
-              "bool": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMP"}
-    spelled = {n: f"DECIMAL({parts[0]},{parts[1]})" if (parts := decimal_parts(t)) else simple[t]
-               for n, t in schema.items()}
-    return "{" + ", ".join(f"'{n}': '{t}'" for n, t in spelled.items()) + "}"
+def arrow_types(types: dict[str, Any]) -> dict[str, Any]:
+    """Column → Arrow type, from `column_types()` (an Arrow IPC schema)."""
+    import pyarrow as pa
+
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(types["arrow_ipc"])))
+    return {field.name: field.type for field in schema}
 
 
-def polars_schema(schema: dict[str, str]) -> dict[str, Any]:
+def polars_schema(types: dict[str, Any]) -> dict[str, Any]:
     import polars as pl
 
     simple = {"string": pl.String, "int32": pl.Int32, "int64": pl.Int64, "float64": pl.Float64,
               "bool": pl.Boolean, "date": pl.Date, "timestamp": pl.Datetime("us")}
-    return {n: pl.Decimal(*parts) if (parts := decimal_parts(t)) else simple[t]
-            for n, t in schema.items()}
+    return {n: pl.Decimal(*types["decimals"][n]) if n in types["decimals"] else simple[t]
+            for n, t in types["names"].items()}
 
 
 # -- the contenders, run inside a child process ---------------------------------------------
 
 
-def run_duckdb_copy(paths: list[str], schema: dict[str, str], out: Path) -> None:
+def run_duckdb_copy(paths: list[str], types: dict[str, Any], out: Path) -> None:
     import duckdb
 
     files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
     target = str(out).replace("'", "''")
     duckdb.connect().execute(
-        f"COPY (SELECT * FROM read_csv({files}, columns={duckdb_columns(schema)}, header=true)) "
+        f"COPY (SELECT * FROM read_csv({files}, columns={types['duckdb']}, header=true)) "
         f"TO '{target}' (FORMAT parquet, PER_THREAD_OUTPUT true)")
 
 
-def run_pyarrow_1thread(paths: list[str], schema: dict[str, str], out: Path) -> None:
+def run_pyarrow_1thread(paths: list[str], types: dict[str, Any], out: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -244,14 +248,14 @@ def run_pyarrow_1thread(paths: list[str], schema: dict[str, str], out: Path) -> 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     read = pacsv.ReadOptions(use_threads=False)
-    convert = pacsv.ConvertOptions(column_types=arrow_types(schema))
+    convert = pacsv.ConvertOptions(column_types=arrow_types(types))
     out.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(paths):
         table = pacsv.read_csv(path, read_options=read, convert_options=convert)
         pq.write_table(table, out / f"part-{index:05d}.parquet")
 
 
-def run_pyarrow_2proc(paths: list[str], schema: dict[str, str], out: Path) -> None:
+def run_pyarrow_2proc(paths: list[str], types: dict[str, Any], out: Path) -> None:
     """The single-thread loop in one process per core, each on its share of the files:
     what the cores really give together (shared caches, memory bandwidth, a VM's
     neighbours), next to the cores × one-core figure the machine limit assumes."""
@@ -260,11 +264,11 @@ def run_pyarrow_2proc(paths: list[str], schema: dict[str, str], out: Path) -> No
     cores = os.cpu_count() or 1
     shares = [paths[k::cores] for k in range(cores)]
     with ProcessPoolExecutor(cores) as pool:
-        list(pool.map(run_pyarrow_1thread, shares, [schema] * cores,
+        list(pool.map(run_pyarrow_1thread, shares, [types] * cores,
                       [out / f"proc-{k}" for k in range(cores)]))
 
 
-def run_ray_data(paths: list[str], schema: dict[str, str], out: Path) -> None:
+def run_ray_data(paths: list[str], types: dict[str, Any], out: Path) -> None:
     import logging
 
     import pyarrow.csv as pacsv
@@ -274,34 +278,34 @@ def run_ray_data(paths: list[str], schema: dict[str, str], out: Path) -> None:
              logging_level=logging.ERROR)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        convert = pacsv.ConvertOptions(column_types=arrow_types(schema))
+        convert = pacsv.ConvertOptions(column_types=arrow_types(types))
         ray.data.read_csv(paths, convert_options=convert).write_parquet(str(out))
     finally:
         ray.shutdown()
 
 
-def run_dask(paths: list[str], schema: dict[str, str], out: Path) -> None:
+def run_dask(paths: list[str], types: dict[str, Any], out: Path) -> None:
     import dask.dataframe as dd
     import pandas as pd
     import pyarrow as pa
 
-    types = arrow_types(schema)
+    arrow = arrow_types(types)
     # pandas cannot parse decimals from CSV text (dask samples with the C engine): read
     # them as strings and cast with Arrow, per partition.
-    decimals = {n: pd.ArrowDtype(t) for n, t in types.items() if pa.types.is_decimal(t)}
-    dtype = {n: pd.ArrowDtype(pa.string() if n in decimals else t) for n, t in types.items()}
+    decimals = {n: pd.ArrowDtype(t) for n, t in arrow.items() if pa.types.is_decimal(t)}
+    dtype = {n: pd.ArrowDtype(pa.string() if n in decimals else t) for n, t in arrow.items()}
     frame = dd.read_csv(paths, dtype=dtype, engine="pyarrow").astype(decimals)
     frame.to_parquet(str(out), write_index=False)
 
 
-def run_polars(paths: list[str], schema: dict[str, str], out: Path) -> None:
+def run_polars(paths: list[str], types: dict[str, Any], out: Path) -> None:
     import polars as pl
 
     out.mkdir(parents=True, exist_ok=True)
-    pl.scan_csv(paths, schema=polars_schema(schema)).sink_parquet(str(out / "data.parquet"))
+    pl.scan_csv(paths, schema=polars_schema(types)).sink_parquet(str(out / "data.parquet"))
 
 
-PEERS: dict[str, Callable[[list[str], dict[str, str], Path], None]] = {
+PEERS: dict[str, Callable[[list[str], dict[str, Any], Path], None]] = {
     "duckdb_copy": run_duckdb_copy, "pyarrow_1thread": run_pyarrow_1thread,
     "pyarrow_2proc": run_pyarrow_2proc,
     "ray_data": run_ray_data, "dask": run_dask, "polars": run_polars,
@@ -313,7 +317,7 @@ def child_main(name: str, task_file: Path, out: Path) -> int:
     task = json.loads(task_file.read_text())
     started = time.perf_counter()
     try:
-        PEERS[name](task["paths"], task["schema"], out)
+        PEERS[name](task["paths"], task["types"], out)
     except ImportError as exc:
         print(f"not installed: {exc}", file=sys.stderr)
         return EXIT_NOT_INSTALLED
@@ -385,36 +389,10 @@ def job_document(data_dir: Path, rules: bool) -> dict[str, Any]:
     return doc
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def toml_text(doc: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for section, values in doc.items():
-        if section == "schema":
-            lines.append("[schema.columns]")
-            lines += [f"{n} = {toml_value(s)}" for n, s in values["columns"].items()]
-        else:
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
 def write_jobs(data: ShapeData, folder: Path) -> dict[bool, Path]:
     """One job file with the rules and one types-only; validated with batchrun's loader."""
     from batchrun.config import load_job
+    from batchrun.tools.tomltext import toml_text
 
     jobs = {}
     for rules in (True, False):
@@ -426,96 +404,6 @@ def write_jobs(data: ShapeData, folder: Path) -> dict[bool, Path]:
 
 
 # -- running one sample ---------------------------------------------------------------------
-
-
-RAY_DAEMONS = ("gcs_server", "raylet", "dashboard/dashboard.py", "dashboard/agent.py",
-               "monitor.py", "runtime_env", "DashboardAgent", "RuntimeEnvAgent")
-"""Ray's own processes, by executable, script or process title; other processes under a
-contender are its workers (Ray's default_worker.py renames itself ray::<Actor>)."""
-
-
-class TreeWatcher:
-    """Samples the summed RSS of a process and all its descendants in a thread."""
-
-    def __init__(self, pid: int, interval: float) -> None:
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.seen: dict[int, psutil.Process] = {pid: self.root}
-        self.peak = 0
-        self.cpu: dict[int, tuple[str, float]] = {}
-        """pid → (kind, latest user + system CPU seconds seen)."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> TreeWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.sample())
-            self._stop.wait(self.interval)
-
-    def sample(self) -> int:
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            procs = list(self.seen.values())
-        total = 0
-        for proc in procs:
-            try:
-                total += proc.memory_info().rss
-                self.seen.setdefault(proc.pid, proc)
-                times = proc.cpu_times()
-                kind = self._kind(proc)  # every time: a Ray worker renames itself
-                self.cpu[proc.pid] = (kind, times.user + times.system)
-            except psutil.Error:
-                continue
-        return total
-
-    def _kind(self, proc: psutil.Process) -> str:
-        if proc.pid == self.root.pid:
-            return "driver"
-        command = proc.cmdline() or [proc.name()]
-        if command[0].startswith("ray::"):  # a process title: an agent, or a worker
-            return "ray_daemons" if any(d in command[0] for d in RAY_DAEMONS) else "workers"
-        if any("default_worker.py" in part for part in command):
-            return "workers"
-        if any(d in part for part in command[:2] for d in RAY_DAEMONS):
-            return "ray_daemons"
-        return "workers"
-
-    def cpu_by_kind(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for kind, seconds in self.cpu.values():
-            totals[kind] = round(totals.get(kind, 0.0) + seconds, 2)
-        return totals
-
-    def kill_tree(self) -> None:
-        """Kill the root and every descendant ever seen (psutil guards against pid reuse)."""
-        try:
-            self.seen.update({p.pid: p for p in self.root.children(recursive=True)})
-        except psutil.Error:
-            pass
-        for proc in self.seen.values():
-            try:
-                proc.kill()
-            except psutil.Error:
-                continue
-
-    def leftovers(self) -> list[psutil.Process]:
-        return [p for p in self.seen.values() if p.pid != self.root.pid and _alive(p)]
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 @dataclass
@@ -532,6 +420,8 @@ class Finished:
 def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
              extra_env: tuple[tuple[str, str], ...] = ()) -> Finished:
     """Run a command in its own session; time it and watch the RSS of its process tree."""
+    from batchrun.tools.sampler import TreeWatcher
+
     out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
     env = ({"RAY_USAGE_STATS_ENABLED": "0"} | {k: v for k, v in os.environ.items()
                                                if k not in CHILD_ENV_DROP} | dict(extra_env))
@@ -656,7 +546,7 @@ def read_back(folder: Path) -> tuple[int | None, bool | None]:
         return 0, None
     dataset = ds.dataset(str(folder), format="parquet")
     schema = dataset.schema
-    expected = arrow_types(schema_types())
+    expected = arrow_types(column_types())
     normal = {pa.large_string(): pa.string()}
     types_ok = all(name in schema.names and
                    normal.get(schema.field(name).type, schema.field(name).type) == kind
@@ -687,7 +577,7 @@ def round_order(contenders: list[Contender], round_no: int) -> list[Contender]:
 def bench_shape(data: ShapeData, contenders: list[Contender], scratch: Path,
                 args: argparse.Namespace, deadline: float | None) -> None:
     """Run the rounds; stop early (at least one round) if another would pass `deadline`."""
-    task = {"paths": data.paths, "schema": schema_types()}
+    task = {"paths": data.paths, "types": column_types()}
     (scratch / f"{data.shape.name}-task.json").write_text(json.dumps(task))
     jobs = write_jobs(data, scratch)
     warm_cache(data.paths)
@@ -876,7 +766,7 @@ def machine_info() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(), "python": platform.python_version(),
@@ -923,6 +813,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--planning", type=int, metavar="FILES", default=0,
                         help="only measure planning + cataloguing of FILES tiny files "
                              "(e.g. 100000) and the driver's memory while doing it")
+    parser.add_argument("--driver-capacity", action="store_true",
+                        help="only measure one driver's capacity: planning --capacity-files "
+                             "tiny files (time, peak RSS) and, with scripts/capacity_commits.py, "
+                             "batch commits per second on in-process no-op workers")
+    parser.add_argument("--capacity-files", type=int, default=1_000_000, metavar="N",
+                        help="files planned by --driver-capacity")
+    parser.add_argument("--commit-batches", type=int, default=20_000, metavar="N",
+                        help="no-op batches committed by --driver-capacity")
+    parser.add_argument("--commit-workers", type=int, default=1_000, metavar="N",
+                        help="in-process workers for --driver-capacity's commits")
     parser.add_argument("--contender", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -950,6 +850,8 @@ def main(argv: list[str] | None = None) -> int:
         return memory_scaling(args)
     if args.planning:
         return planning(args)
+    if args.driver_capacity:
+        return driver_capacity(args)
     scale = "quick" if args.quick else args.scale
     shapes: list[Shape] = pick(args.shapes, SCALES[scale], f"shape for scale {scale}")
     contenders: list[Contender] = pick(args.contenders, BY_NAME, "contender")
@@ -978,52 +880,59 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def planning(args: argparse.Namespace) -> int:
-    """Time to glob, fingerprint, cut into batches and write the plan of N files to the
-    catalog, and the process's peak RSS (what `batchrun run` does before dispatching)."""
-    import resource
-
-    from batchrun.catalog import Catalog
-    from batchrun.config import load_job
-    from batchrun.model import RunRecord, RunState
-    from batchrun.plan import cut_batches, expand_sources
-
-    root = args.data_dir / f"planning-{args.planning}"
-    folders = 100
-    if not (root / "done").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        for i in range(args.planning):
-            folder = root / f"supplier_{i % folders:03d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"f{i:07d}.csv").write_text("order_id\n1\n")
-        (root / "done").write_text("")
-    job_file = root / "job.toml"
-    job_file.write_text(f'[job]\nname = "plan"\ntable = "t"\n[source]\npaths = ["{root}/*/*.csv"]\n'
-                        '[batch]\nmax_files = 50\n[schema.columns]\norder_id = { type = "int64" }\n')
-    state = root / "_state"
-    shutil.rmtree(state, ignore_errors=True)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
-    started = time.perf_counter()
-    job = load_job(job_file)
-    files = expand_sources(job)
-    planned = time.perf_counter()
-    batches = cut_batches(files, 50, job.config.batch.max_bytes)
-    record = RunRecord(run_id="bench", job="plan", table="t", job_file=str(job_file),
-                       staging_dir=str(root / "_staging"), config=job.config.model_dump(by_alias=True),
-                       schema={"order_id": "int64"}, state=RunState.PLANNED, pid=os.getpid(),
-                       host="bench", created_at=time.time(), started_at=None, finished_at=None,
-                       message=None)
-    Catalog(state).create_run(record, batches)
-    done = time.perf_counter()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
-    result = {"files": len(files), "batches": len(batches),
-              "glob_and_fingerprint_s": round(planned - started, 2),
-              "cut_and_catalogue_s": round(done - planned, 2), "total_s": round(done - started, 2),
-              "peak_rss_mb": round(peak, 1), "rss_before_mb": round(rss_before, 1)}
+    """Time to glob, fingerprint, cut into batches and write the plan of N tiny files to
+    the catalog, and the driver's peak RSS (`scripts/capacity.py`: what `batchrun run`
+    does before dispatching)."""
+    result = capacity_module().measure_planning(args.planning)
     console.print(result)
     out = args.out.with_name(args.out.stem + "-planning.json")
     out.write_text(json.dumps({"machine": machine_info(), "planning": result}, indent=2) + "\n")
-    shutil.rmtree(state, ignore_errors=True)
     return 0
+
+
+def capacity_module(name: str = "capacity") -> Any:
+    """scripts/<name>.py, imported (None if it is not there)."""
+    if not (Path(__file__).with_name(f"{name}.py")).is_file():
+        return None
+    if str(Path(__file__).parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).parent))
+    return importlib.import_module(name)
+
+
+def driver_capacity(args: argparse.Namespace) -> int:
+    """The issue's driver-capacity figures: planning 1,000,000 files (scripts/capacity.py)
+    and, if scripts/capacity_commits.py is there, batch commits per second; a table, the
+    JSON, and exit 0 if every target is met, else 1."""
+    planning = capacity_module().measure_planning(args.capacity_files)
+    commits_module = capacity_module("capacity_commits")
+    commits = (commits_module.measure_commits(args.commit_batches, args.commit_workers)
+               if commits_module else None)
+    rows = capacity_rows(planning, commits)
+    table = Table("measure", "value", "target", "met", title="driver capacity")
+    for measure, value, target, met in rows:
+        table.add_row(measure, value, target, "-" if met is None else ("yes" if met else "[red]NO[/]"))
+    console.print(table)
+    result = {"machine": machine_info(), "planning": planning, "commits": commits}
+    args.out.with_name(args.out.stem + "-capacity.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if all(met is not False for *_, met in rows) else 1
+
+
+def capacity_rows(planning: dict[str, Any], commits: dict[str, Any] | None
+                  ) -> list[tuple[str, str, str, bool | None]]:
+    """(measure, value, target, met) for the capacity table."""
+    files = f"{planning['files']:,} files"
+    rows: list[tuple[str, str, str, bool | None]] = [
+        (f"plan {files}: wall s", f"{planning['plan_s']:,.1f}", "<= 60",
+         planning["plan_s"] <= 60),
+        (f"plan {files}: CPU s", f"{planning['plan_cpu_s']:,.1f}", "", None),
+        (f"plan {files}: driver peak RSS MB", f"{planning['peak_rss_mb']:,.0f}", "<= 1,000",
+         planning["peak_rss_mb"] <= 1_000),
+        ("load average while planning", f"{planning['load_avg_1min']}", "", None)]
+    if commits is None:
+        return [*rows, ("commits/s", "n/a (no scripts/capacity_commits.py)", ">= 1,000", None)]
+    return [*rows, (f"commits/s ({commits['batches']:,} batches, {commits['workers']:,} workers)",
+                    f"{commits['commits_per_s']:,.0f}", ">= 1,000", commits["commits_per_s"] >= 1_000)]
 
 
 def memory_scaling(args: argparse.Namespace, base_files: int = 400) -> int:
@@ -1044,7 +953,7 @@ def memory_scaling(args: argparse.Namespace, base_files: int = 400) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         job = write_jobs(data, folder)[True]
-        run = run_shape(job, RunShape(shape.name, {"batch.max_files": 20}), folder / "run")
+        run = run_shape(job, RunShape(shape.name, {"batch.max_files": 20}), folder / "run").as_json()
         attempts = Catalog(folder / "run" / "state").attempt_rows(run["run_id"]) if run["run_id"] else []
         entry = {"files": files, "mb": round(shape.files * shape.file_bytes / 1e6, 1),
                  "rows_staged": run["rows_staged"], "truth_rows": data.rows,

@@ -223,6 +223,10 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
     from batchrun.execution.prepare import check_job
     from batchrun.tools.compare import DEFAULT_FAULTS, compare, parse_shapes
 
+    if html_file:
+        from batchrun.tools.charts import require_plotly
+
+        require_plotly()  # before the runs, not after them
     check_job(load_job(job_file))
     shapes = parse_shapes(shape_specs)
     faults = DEFAULT_FAULTS if inject_faults == "default" else inject_faults

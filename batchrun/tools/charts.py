@@ -1,4 +1,8 @@
-"""The self-contained HTML report of `batchrun compare --html` (plotly, inlined)."""
+"""The self-contained HTML report of `batchrun compare --html` (plotly, inlined).
+
+plotly comes with the `tools` extra and is imported only to draw: the compare table
+(`COLUMNS`, `cells`) works without it, and `require_plotly` says what to install.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
-import plotly.io as pio
-
+from batchrun.errors import EnvironmentProblem
 from batchrun.tools.compare import CompareResult, ShapeResult
+
+INSTALL_TOOLS = "pip install 'batchrun[tools]'"
 
 
 def _metric(name: str, default: Any) -> Callable[[ShapeResult], Any]:
@@ -36,7 +40,20 @@ def cells(shape: ShapeResult) -> list[str]:
     return [_cell(value(shape)) for _, value in COLUMNS]
 
 
+def require_plotly() -> None:
+    """Raise EnvironmentProblem (one line, naming the extra) unless plotly can be imported."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        raise EnvironmentProblem(f"`batchrun compare --html` draws its charts with plotly, which"
+                                 f" is not installed: {INSTALL_TOOLS}") from None
+
+
 def write_html(result: CompareResult, path: Path) -> Path:
+    require_plotly()
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
     shapes = result.shapes
     names = [s.name for s in shapes]
     throughput = go.Figure(go.Bar(x=names, y=[s.mb_per_s for s in shapes],

@@ -15,9 +15,9 @@ import hashlib
 import os
 import signal
 import time
+import tomllib
 from typing import Annotated, Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field
 
 from batchrun.errors import ConfigError, TransientSourceError
