@@ -369,16 +369,16 @@ class Catalog:
         if not current:
             return
         with self.transaction() as db:
-            for d in current.dispatched:
-                db.execute(
-                    "UPDATE batches SET state=?, worker=?, attempts=?, queued_at=?"
-                    " WHERE run_id=? AND batch_id=? AND state<>?",
-                    (BatchState.RUNNING.value, d.worker, d.attempt, d.at, run_id, d.batch_id,
-                     BatchState.COMMITTED.value))
-                db.execute(
-                    "INSERT OR REPLACE INTO attempts (run_id, batch_id, attempt, source, worker,"
-                    " bytes, n_files, queued_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (run_id, d.batch_id, d.attempt, d.source, d.worker, d.bytes, d.n_files, d.at))
+            db.executemany(
+                "UPDATE batches SET state=?, worker=?, attempts=?, queued_at=?"
+                " WHERE run_id=? AND batch_id=? AND state<>?",
+                [(BatchState.RUNNING.value, d.worker, d.attempt, d.at, run_id, d.batch_id,
+                  BatchState.COMMITTED.value) for d in current.dispatched])
+            db.executemany(
+                "INSERT OR REPLACE INTO attempts (run_id, batch_id, attempt, source, worker,"
+                " bytes, n_files, queued_at) VALUES (?,?,?,?,?,?,?,?)",
+                [(run_id, d.batch_id, d.attempt, d.source, d.worker, d.bytes, d.n_files, d.at)
+                 for d in current.dispatched])
             for end in current.ended:  # after the dispatches: a batch may end in its own round
                 self._end_attempt(db, run_id, end)
             for batch_id, reason in current.skipped:

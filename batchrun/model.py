@@ -62,7 +62,7 @@ class Fingerprint:
         return self.device, self.inode
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedFile:
     path: str
     size: int

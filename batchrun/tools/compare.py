@@ -23,14 +23,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from batchrun.catalog import Catalog
 from batchrun.config import load_job
@@ -39,6 +36,8 @@ from batchrun.layout import BATCH, rejects_table_name
 from batchrun.metrics import Percentiles, RunMetrics, run_metrics
 from batchrun.staging import query_connection, quote_identifier
 from batchrun.tools.faults import FAULTS_ENV
+from batchrun.tools.sampler import TreeWatcher
+from batchrun.tools.tomltext import toml_value
 
 DEFAULT_FAULTS = "seed = 1, read_error_rate = 0.05, crash_worker = 'before_write', crash_batches = [2]"
 """What `--inject-faults` injects unless told otherwise: 5% transient read errors and one
@@ -60,13 +59,6 @@ class Shape:
 
     def with_faults(self, faults: str) -> Shape:
         return Shape(f"{self.name} +faults", self.overrides, faults)
-
-
-@dataclass
-class _Peaks:
-    driver: float = 0.0
-    workers: float = 0.0
-    total: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -190,7 +182,7 @@ def run_shape(job_file: Path, shape: Shape, workdir: Path) -> ShapeResult:
     command = [sys.executable, "-m", "batchrun", "run", str(job_file), "--state-dir",
                str(state_dir), "--staging-dir", str(staging_dir), "--json", "--no-progress"]
     for key, value in shape.overrides.items():
-        command += ["--set", f"{key}={_toml(value)}"]
+        command += ["--set", f"{key}={toml_value(value)}"]
     env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
     if shape.faults:
         env[FAULTS_ENV] = shape.faults
@@ -198,15 +190,12 @@ def run_shape(job_file: Path, shape: Shape, workdir: Path) -> ShapeResult:
     started = time.monotonic()
     with open(workdir / "output.log", "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log)
-        peaks = _Peaks()
-        sampler = threading.Thread(target=_sample, args=(process, peaks), daemon=True)
-        sampler.start()
-        stdout, _ = process.communicate()
-        sampler.join()
+        with TreeWatcher(process.pid, interval=0.1) as peaks:
+            stdout, _ = process.communicate()
     wall = time.monotonic() - started
     measured = ShapeResult(shape.name, shape.faults, shape.overrides, process.returncode,
-                           round(wall, 3), round(peaks.total, 1), round(peaks.driver, 1),
-                           round(peaks.workers, 1))
+                           round(wall, 3), round(peaks.peak_run / 1e6, 1),
+                           round(peaks.peak_driver / 1e6, 1), round(peaks.peak_workers / 1e6, 1))
     run_id = _run_id(stdout)
     if run_id is None:
         tail = (workdir / "output.log").read_text(errors="replace").strip().splitlines()[-1:]
@@ -251,30 +240,6 @@ def checksum(catalog: Catalog, run_id: str) -> str:
     return "/".join(parts)
 
 
-def _sample(process: subprocess.Popen[bytes], peaks: _Peaks, every: float = 0.1) -> None:
-    """Peak resident memory (MB) of the driver and of the Ray workers it started."""
-    try:
-        root = psutil.Process(process.pid)
-    except psutil.NoSuchProcess:
-        return
-    while process.poll() is None:
-        try:
-            driver = root.memory_info().rss / 1e6
-            workers = 0.0
-            for child in root.children(recursive=True):
-                try:
-                    if any("ray::" in part for part in child.cmdline()[:1]):
-                        workers += child.memory_info().rss / 1e6
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-        except psutil.NoSuchProcess:
-            return
-        peaks.driver = max(peaks.driver, driver)
-        peaks.workers = max(peaks.workers, workers)
-        peaks.total = max(peaks.total, driver + workers)
-        time.sleep(every)
-
-
 def _run_id(stdout: bytes) -> str | None:
     text = stdout.decode(errors="replace")
     start = text.find("{")
@@ -293,15 +258,6 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def _toml(value: Any) -> str:
-    """A value as a TOML literal, for `--set KEY=VALUE`."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return json.dumps(value)
-    return str(value)
 
 
 def _slug(name: str) -> str:

@@ -30,7 +30,8 @@ class TreeWatcher:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.seen: dict[int, psutil.Process] = {pid: self.root}
-        self.peak = self.peak_driver = self.peak_workers = 0
+        self.peak = self.peak_driver = self.peak_workers = self.peak_run = 0
+        """`peak_run`: the driver plus its `ray::` workers, summed in one sample."""
         self.cpu: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -54,12 +55,13 @@ class TreeWatcher:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             procs = list(self.seen.values())
-        total = workers = 0
+        total = workers = driver = 0
         for proc in procs:
             try:
                 rss = proc.memory_info().rss
                 total += rss
                 if proc.pid == self.root.pid:
+                    driver = rss
                     self.peak_driver = max(self.peak_driver, rss)
                 self.seen.setdefault(proc.pid, proc)
                 times = proc.cpu_times()
@@ -69,6 +71,7 @@ class TreeWatcher:
             except psutil.Error:
                 continue
         self.peak_workers = max(self.peak_workers, workers)
+        self.peak_run = max(self.peak_run, driver + workers)
         return total
 
     def _kind(self, proc: psutil.Process) -> str:
