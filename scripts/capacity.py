@@ -96,15 +96,12 @@ def _run_child(job: Path, state_dir: Path) -> dict[str, Any]:
 def plan_in_this_process(job_file: Path, state_dir: Path) -> dict[str, Any]:
     """start_run's planning (`_plan_run`), phase by phase: wall and CPU seconds of each,
     this process's peak RSS, and its RSS before the first file (interpreter and imports)."""
-    import importlib
-
     from batchrun.config import load_job
-    from batchrun.execution.start import EXECUTION_MODULES
     from batchrun.plan import cut_batches, expand_sources
 
     clock = _Clock()
     job = load_job(job_file)
-    importlib.import_module(EXECUTION_MODULES)
+    import batchrun.execution.run  # noqa: F401 - what a run imports before planning
     clock.lap("import")
     baseline = _peak_rss_mb()
     planned = expand_sources(job, state_dir)
