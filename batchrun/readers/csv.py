@@ -29,11 +29,10 @@ from batchrun.readers.header import (
     line_one,
     sniff_delimiter,
 )
-from batchrun.readers.raw import RaggedRow, RawFile, first_line
+from batchrun.readers.raw import BLANK_LINE, RaggedRow, RawFile, first_line
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _THREADED_READ_BYTES = 32 * 2**20
-BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 _WHITESPACE_LINE = re.compile(rb"(?:^|[\r\n])[ \t]+(?:[\r\n]|$)")
 _BLANK_CHARS = " \t\r"
 """A line of only these is blank: dropped, its line number still counted."""

@@ -10,8 +10,7 @@ import pyarrow.json as pajson
 
 from batchrun.errors import PermanentSourceError
 from batchrun.layout import LINE
-from batchrun.readers.csv import BLANK_LINE
-from batchrun.readers.raw import RaggedRow, RawFile, as_strings
+from batchrun.readers.raw import BLANK_LINE, RaggedRow, RawFile, as_strings
 
 
 def read_jsonl(path: str, text: bytes) -> RawFile:

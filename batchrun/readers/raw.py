@@ -9,6 +9,7 @@ the whole file unreadable raises `PermanentSourceError` with a one-line reason.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,9 @@ import pyarrow as pa
 from batchrun.errors import PermanentSourceError
 from batchrun.layout import LINE
 from batchrun.readers.header import has_lone_cr, header_names
+
+BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
+"""Two line breaks with only blanks between them: a blank line (CSV and JSON Lines)."""
 
 
 @dataclass(frozen=True)
