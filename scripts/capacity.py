@@ -99,12 +99,11 @@ def plan_in_this_process(job_file: Path, state_dir: Path) -> dict[str, Any]:
     import importlib
 
     from batchrun.config import load_job
-    from batchrun.execution.start import EXECUTION_MODULES
     from batchrun.plan import cut_batches, expand_sources
 
     clock = _Clock()
     job = load_job(job_file)
-    importlib.import_module(EXECUTION_MODULES)
+    importlib.import_module("batchrun.execution.start")  # what `batchrun run` imports
     clock.lap("import")
     baseline = _peak_rss_mb()
     planned = expand_sources(job, state_dir)
