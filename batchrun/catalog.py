@@ -213,17 +213,20 @@ class Catalog:
         return [m for m in _MIGRATIONS if m[1] not in present[m[0]]]
 
     def close(self) -> None:
-        self._db.close()
+        """Close the connection, after any statement another thread (planning) is running."""
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic write. BEGIN IMMEDIATE takes the write lock up front. Inside another
         transaction it joins that one: the writes of both commit (or roll back) together,
-        so a caller can make several writes, and its own step between them, one."""
-        if self._db.in_transaction:
-            yield self._db
-            return
+        so a caller can make several writes, and its own step between them, one. Only the
+        thread that began it can join it: another thread waits on the lock until it ends."""
         with self._guard("write"):
+            if self._db.in_transaction:
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db

@@ -333,6 +333,8 @@ class Job(BaseModel):
     """Absolute path of the job file."""
     staging_dir: Path
     """Absolute staging root (job key, or an override)."""
+    given: str = ""
+    """The job file as it was named (`load_job`'s argument): error lines name it so."""
 
     @property
     def base_dir(self) -> Path:
@@ -360,7 +362,7 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
     config = validate_config(raw, str(path))
     staging = Path(config.staging.dir).expanduser()
     staging_dir = staging if staging.is_absolute() else job_path.parent / staging
-    return Job(config=config, path=job_path, staging_dir=staging_dir.resolve())
+    return Job(config=config, path=job_path, staging_dir=staging_dir.resolve(), given=str(path))
 
 
 def validate_config(raw: dict[str, Any], where: str) -> JobConfig:

@@ -96,12 +96,14 @@ def _run_child(job: Path, state_dir: Path) -> dict[str, Any]:
 def plan_in_this_process(job_file: Path, state_dir: Path) -> dict[str, Any]:
     """start_run's planning (`_plan_run`), phase by phase: wall and CPU seconds of each,
     this process's peak RSS, and its RSS before the first file (interpreter and imports)."""
+    import importlib
+
     from batchrun.config import load_job
     from batchrun.plan import cut_batches, expand_sources
 
     clock = _Clock()
     job = load_job(job_file)
-    import batchrun.execution.run  # noqa: F401 - what a run imports before planning
+    importlib.import_module("batchrun.execution.start")  # what `batchrun run` imports
     clock.lap("import")
     baseline = _peak_rss_mb()
     planned = expand_sources(job, state_dir)

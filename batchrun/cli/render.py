@@ -95,7 +95,8 @@ def _render_status(status: RunStatus) -> None:
     table = Table(show_header=False, box=None)
     b, f, r = status.counts.batches, status.counts.files, status.counts.rows
     for key, value in [
-        ("run", status.run_id), ("job", f"{status.job} ({status.job_file})"),
+        ("run", escape(status.run_id)),
+        ("job", escape(f"{status.job} ({status.job_file})")),
         ("state", _state_text(status.state)),
         ("batches", f"{b.committed} committed, {b.running} running, {b.pending} "
                     f"pending, {b.failed} failed, {b.skipped} skipped, of {b.total}"),
@@ -103,9 +104,9 @@ def _render_status(status: RunStatus) -> None:
                   f" of {f.total}"),
         ("rows", f"{r.staged:,} staged, {r.rejected:,} rejected"),
         ("started", iso(status.started_at) or "-"), ("finished", iso(status.finished_at) or "-"),
-        ("staging", status.staging_dir), ("message", status.message or "-"),
+        ("staging", escape(status.staging_dir)), ("message", escape(status.message or "-")),
     ]:
-        table.add_row(f"[bold]{key}", escape(str(value)))
+        table.add_row(f"[bold]{key}", value)
     out.print(table)
     if status.detail is not None:
         _render_detail(status.detail)

@@ -25,7 +25,7 @@ from batchrun.validate import pattern_problem
 
 def check_job(job: Job) -> None:
     """The run-start checks of a loaded job file."""
-    check_config(job.config, str(job.path), job.base_dir)
+    check_config(job.config, job.given or str(job.path), job.base_dir)
 
 
 def check_config(config: JobConfig, where: str, base_dir: Path) -> None:

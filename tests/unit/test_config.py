@@ -78,3 +78,12 @@ def test_the_job_model_imports_neither_duckdb_nor_validation_nor_fault_injection
     loaded = set(json.loads(done.stdout))
     assert not loaded & {"duckdb", "batchrun.validate", "batchrun.tools.faults",
                          "batchrun.execution.prepare"}
+
+
+def test_a_run_start_error_names_the_job_file_as_it_was_given_like_a_load_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, MINIMAL + '[transform]\nfunction = "no_such_module:f"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        check_job(load_job("job.toml"))
+    assert str(raised.value).startswith("job.toml: transform.function: cannot import")

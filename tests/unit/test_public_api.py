@@ -41,3 +41,10 @@ def test_the_public_api_holds_the_documented_names_and_errors() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         batchrun.no_such_thing  # noqa: B018
+
+
+def test_dir_lists_each_public_name_once_even_after_it_was_loaded() -> None:
+    batchrun.Catalog  # noqa: B018 - loads the name into the module's globals
+    names = dir(batchrun)
+    assert len(names) == len(set(names))
+    assert set(batchrun.__all__) <= set(names)
