@@ -62,7 +62,9 @@ def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -
             ray.init(address=address, runtime_env={"py_modules": modules}, **options)
         else:
             with _lean_local_start():
-                ray.init(num_cpus=settings.local_cpus, **options)
+                # "local": a new private instance, never a cluster that `ray start`
+                # registered on this machine (nor a dead one's leftover registration)
+                ray.init(address="local", num_cpus=settings.local_cpus, **options)
             _stop_unused_helpers()
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EnvironmentProblem(redact(f"cannot reach Ray at {address or 'local'}: {exc}")) from None

@@ -65,7 +65,10 @@ class ExecutionSettings:
     batch_timeout: float | None
     max_failed_files: int
     address: str | None
-    """The Ray cluster to join; None starts a local instance of `local_cpus` CPUs."""
+    """The Ray cluster to join: `[execution] address` (or `--address`/BATCHRUN_ADDRESS),
+    else RAY_ADDRESS (what `ray job submit` sets for its entrypoint). None starts a
+    private local instance of `local_cpus` CPUs, whatever cluster is registered on the
+    machine."""
     local_cpus: int
     """CPUs a local Ray instance advertises: the machine's, and at least one per worker."""
 
@@ -97,7 +100,8 @@ def resolve_settings(config: JobConfig, cpus: int | None = None,
         retry_budget=execution.retry_budget, drain_timeout=execution.drain_timeout,
         batch_timeout=execution.batch_timeout,
         max_failed_files=config.validation.max_failed_files,
-        address=execution.address, local_cpus=max(cpus, workers))
+        address=execution.address or os.environ.get("RAY_ADDRESS") or None,
+        local_cpus=max(cpus, workers))
 
 
 def _bytes_in_flight(configured: int | str | None, available_memory: int | None) -> int | None:

@@ -95,3 +95,12 @@ def test_a_resume_refuses_every_key_that_changes_what_is_staged(key: str) -> Non
 def test_a_resume_takes_execution_and_fault_keys() -> None:
     refuse_staging_changes("r1", {"execution.workers": 1, "faults.seed": 3,
                                   "execution.circuit_breaker.failures": 0})
+
+
+def test_without_an_address_the_run_is_local_and_ray_address_counts_as_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve_settings(config()).address is None
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what `ray job submit` sets
+    assert resolve_settings(config()).address == "127.0.0.1:6379"
+    assert resolve_settings(config(address="10.0.0.5:6379")).address == "10.0.0.5:6379"

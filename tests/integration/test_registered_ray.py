@@ -1,0 +1,99 @@
+"""A plain local run ignores whatever Ray cluster is registered on the machine.
+
+`ray start --head` registers its address in /tmp/ray/ray_current_cluster, and a killed
+head leaves that file behind; `ray.init()` without an address would join (or fail to join)
+that cluster. Without `--address`/BATCHRUN_ADDRESS/`[execution] address`/RAY_ADDRESS,
+batchrun starts its own private instance and leaves the registered cluster untouched.
+The tests restore the machine's registration file as they found it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from ray._common.utils import get_ray_address_file
+
+from batchrun.cli import EXIT_OK
+from batchrun.tools.demo import DemoTruth
+from tests.conftest import assert_exactly_once, kill_group, wait_for, write_job
+
+REGISTRATION = Path(get_ray_address_file(None))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def registration_restored() -> Iterator[None]:
+    saved = REGISTRATION.read_bytes() if REGISTRATION.is_file() else None
+    try:
+        yield
+    finally:
+        if saved is None:
+            REGISTRATION.unlink(missing_ok=True)
+        else:
+            REGISTRATION.write_bytes(saved)
+
+
+def local_run(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    job = write_job(tmp_path, data)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BATCHRUN_ADDRESS")}
+    return subprocess.run([sys.executable, "-m", "batchrun", "run", str(job), "--state-dir",
+                           str(tmp_path / "state"), "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_a_local_run_beside_a_standing_ray_start_cluster_runs_privately_and_leaves_it_up(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    port = free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    with registration_restored():
+        head = subprocess.Popen(
+            [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+             "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+             "--disable-usage-stats"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for(lambda: answers(port) and str(port) in REGISTRATION.read_text()
+                     if REGISTRATION.is_file() else False, timeout=120)
+            done = local_run(tmp_path, data)
+            assert done.returncode == EXIT_OK, done.stderr
+            assert_exactly_once(tmp_path / "state", truth.total_rows)
+            assert head.poll() is None and answers(port)  # the standing cluster is untouched
+        finally:
+            kill_group(head)
+            head.wait(timeout=60)
+
+
+def test_a_dead_clusters_leftover_registration_does_not_stop_a_local_run(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    with registration_restored():
+        REGISTRATION.parent.mkdir(parents=True, exist_ok=True)
+        REGISTRATION.write_text(f"127.0.0.1:{free_port()}")  # a head that was killed
+        started = time.monotonic()
+        done = local_run(tmp_path, data)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert time.monotonic() - started < 120
+    assert_exactly_once(tmp_path / "state", truth.total_rows)
