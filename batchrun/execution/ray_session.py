@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -142,3 +143,31 @@ def _custom_modules(config: JobConfig, job_dir: Path) -> list[str]:
     references = [config.source.reader, config.transform.function if config.transform else None]
     found = [module_location(r, [str(job_dir)]) for r in references if r]
     return sorted({f for f in found if f})
+
+
+def shutdown_local() -> None:
+    """Stop the local instance this process started and remove its session folder (logs,
+    sockets, spilled objects: hundreds of folders after a few hundred runs otherwise), and
+    Ray's `session_latest` link when it points there. Best effort: a surprise in Ray's
+    internals leaves the folder, never fails the run."""
+    session = _session_dir()
+    ray.shutdown()
+    if session is None:
+        return
+    shutil.rmtree(session, ignore_errors=True)
+    latest = session.parent / "session_latest"
+    try:
+        if latest.is_symlink() and Path(os.readlink(latest)).name == session.name:
+            latest.unlink()
+    except OSError as exc:
+        logger.debug("left {}: {}", latest, exc)
+
+
+def _session_dir() -> Path | None:
+    try:
+        node: Any = ray._private.worker._global_node
+        path = Path(node.get_session_dir_path())
+    except Exception as exc:  # noqa: BLE001 - Ray internals: leave the folder if they change
+        logger.debug("cannot find Ray's session folder: {}", exc)
+        return None
+    return path if path.name.startswith("session_") else None

@@ -29,7 +29,7 @@ from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, JobConfig
 from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
 from batchrun.execution.ray_pool import RayActorPool
-from batchrun.execution.ray_session import RayReady, connect_ray
+from batchrun.execution.ray_session import RayReady, connect_ray, shutdown_local
 from batchrun.execution.scheduler import (
     Limits,
     ProgressCallback,
@@ -165,7 +165,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
     finally:
         stop.restore()
         if started_ray:
-            ray.shutdown()
+            shutdown_local()
         logs.close_run_log(sink)
 
 

@@ -55,6 +55,7 @@ def registration_restored() -> Iterator[None]:
 
 
 def local_run(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     job = write_job(tmp_path, data)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BATCHRUN_ADDRESS")}
     return subprocess.run([sys.executable, "-m", "batchrun", "run", str(job), "--state-dir",
@@ -97,3 +98,17 @@ def test_a_dead_clusters_leftover_registration_does_not_stop_a_local_run(
     assert done.returncode == EXIT_OK, done.stderr
     assert time.monotonic() - started < 120
     assert_exactly_once(tmp_path / "state", truth.total_rows)
+
+
+def test_a_local_run_removes_the_ray_session_folder_it_created(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    sessions = REGISTRATION.parent
+    before = set(sessions.glob("session_2*"))
+    for attempt in range(2):
+        done = local_run(tmp_path / str(attempt), data)
+        assert done.returncode == EXIT_OK, done.stderr
+        assert_exactly_once(tmp_path / str(attempt) / "state", truth.total_rows)
+    assert set(sessions.glob("session_2*")) - before == set()
+    latest = sessions / "session_latest"
+    assert not latest.is_symlink() or Path(os.readlink(latest)).exists()
