@@ -34,12 +34,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+def answers_in(pid: int, port: int) -> bool:
+    """Whether 127.0.0.1:`port` answers inside the network namespace of process `pid`."""
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
+    done = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", probe],
+                          capture_output=True, timeout=30, check=False)
+    return done.returncode == 0
 
 
 @contextmanager
@@ -70,18 +70,21 @@ def test_a_local_run_beside_a_standing_ray_start_cluster_runs_privately_and_leav
     port = free_port()
     ray_cli = Path(sys.executable).with_name("ray")
     with registration_restored():
+        # In a network namespace of its own with only `lo`: Ray's GCS listens on every
+        # interface, and a test's servers stay on loopback.
         head = subprocess.Popen(
-            [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
-             "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-             "--disable-usage-stats"],
+            ["unshare", "-n", "sh", "-c",
+             f"ip link set lo up && exec {ray_cli} start --head --block --port={port}"
+             " --num-cpus=1 --node-ip-address=127.0.0.1 --include-dashboard=false"
+             " --disable-usage-stats"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            wait_for(lambda: answers(port) and str(port) in REGISTRATION.read_text()
-                     if REGISTRATION.is_file() else False, timeout=120)
+            wait_for(lambda: answers_in(head.pid, port) and REGISTRATION.is_file()
+                     and str(port) in REGISTRATION.read_text(), timeout=120)
             done = local_run(tmp_path, data)
             assert done.returncode == EXIT_OK, done.stderr
             assert_exactly_once(tmp_path / "state", truth.total_rows)
-            assert head.poll() is None and answers(port)  # the standing cluster is untouched
+            assert head.poll() is None and answers_in(head.pid, port)  # left untouched
         finally:
             kill_group(head)
             head.wait(timeout=60)
