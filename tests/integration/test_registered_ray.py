@@ -1,4 +1,6 @@
-"""A plain local run ignores whatever Ray cluster is registered on the machine.
+"""Which Ray a run uses: a private local one, or exactly the cluster it is given.
+
+A plain local run ignores whatever Ray cluster is registered on the machine.
 
 `ray start --head` registers its address in /tmp/ray/ray_current_cluster, and a killed
 head leaves that file behind; `ray.init()` without an address would join (or fail to join)
@@ -10,6 +12,8 @@ The tests restore the machine's registration file as they found it.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -21,7 +25,7 @@ from pathlib import Path
 import pytest
 from ray._common.utils import get_ray_address_file
 
-from batchrun.cli import EXIT_OK
+from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK
 from batchrun.tools.demo import DemoTruth
 from tests.conftest import assert_exactly_once, kill_group, wait_for, write_job
 
@@ -106,12 +110,72 @@ def test_a_dead_clusters_leftover_registration_does_not_stop_a_local_run(
 def test_a_local_run_removes_the_ray_session_folder_it_created(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
     data, truth = demo_data
-    sessions = REGISTRATION.parent
-    before = set(sessions.glob("session_2*"))
     for attempt in range(2):
         done = local_run(tmp_path / str(attempt), data)
         assert done.returncode == EXIT_OK, done.stderr
-        assert_exactly_once(tmp_path / str(attempt) / "state", truth.total_rows)
-    assert set(sessions.glob("session_2*")) - before == set()
-    latest = sessions / "session_latest"
-    assert not latest.is_symlink() or Path(os.readlink(latest)).exists()
+        state = tmp_path / str(attempt) / "state"
+        assert_exactly_once(state, truth.total_rows)
+        log = next((state / "logs").glob("2*.log")).read_text()
+        session = Path(re.search(r"a new local instance \((/\S+/session_[^)\s]+)\)", log)[1])
+        assert session.parent == REGISTRATION.parent and not session.exists()
+        latest = session.parent / "session_latest"
+        assert not (latest.is_symlink() and Path(os.readlink(latest)).name == session.name)
+
+
+@contextmanager
+def token_cluster(token: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A real `ray start --head` with token authentication, in a network namespace of its
+    own with only `lo`; stopped (its whole process group) on the way out."""
+    port = free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    with registration_restored():
+        head = subprocess.Popen(
+            ["unshare", "-n", "sh", "-c",
+             f"ip link set lo up && exec {ray_cli} start --head --block --port={port}"
+             " --num-cpus=2 --node-ip-address=127.0.0.1 --include-dashboard=false"
+             " --disable-usage-stats"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        try:
+            wait_for(lambda: answers_in(head.pid, port), timeout=120)
+            yield head, port
+        finally:
+            kill_group(head)
+            head.wait(timeout=60)
+
+
+def joined_run(tmp_path: Path, data: Path, head: subprocess.Popen[bytes], port: int,
+               env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`batchrun run --address 127.0.0.1:PORT` from inside the cluster's namespace."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    job = write_job(tmp_path, data)
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("RAY_ADDRESS", "BATCHRUN_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE",
+                         "RAY_AUTH_TOKEN_PATH")}
+    return subprocess.run(
+        ["nsenter", f"--net=/proc/{head.pid}/ns/net", sys.executable, "-m", "batchrun", "run",
+         str(job), "--state-dir", str(tmp_path / "state"), "--no-progress",
+         "--address", f"127.0.0.1:{port}"],
+        env={**base, **env}, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_a_token_cluster_is_joined_with_its_token_and_refused_in_one_line_without(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    token = secrets.token_hex(32)
+    with token_cluster(token) as (head, port):
+        joined = joined_run(tmp_path / "right", data, head, port, {"RAY_AUTH_TOKEN": token})
+        assert joined.returncode == EXIT_OK, joined.stderr
+        assert_exactly_once(tmp_path / "right" / "state", truth.total_rows)
+        for case, env in [("wrong", {"RAY_AUTH_TOKEN": secrets.token_hex(32)}),
+                          ("none", {"HOME": str(tmp_path / "home-without-a-token")})]:
+            started = time.monotonic()
+            refused = joined_run(tmp_path / case, data, head, port, env)
+            assert refused.returncode == EXIT_ENVIRONMENT, (case, refused.stderr)
+            assert time.monotonic() - started < 10 + 5, case  # + the interpreter's start
+            assert refused.stderr.strip().count("\n") == 0, (case, refused.stderr)
+            assert "not authorised" in refused.stderr and "RAY_AUTH_TOKEN" in refused.stderr
+            assert "InvalidAuthToken" not in refused.stderr
