@@ -67,31 +67,41 @@ def local_run(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+@contextmanager
+def standing_head(cpus: int = 1, env: dict[str, str] | None = None
+                  ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A real `ray start --head`, as a user starts one, in a network namespace of its own
+    with only `lo` (Ray's GCS listens on every interface; a test's servers stay on
+    loopback); stopped (its whole process group) on the way out, the machine's cluster
+    registration restored."""
+    port = free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    with registration_restored():
+        head = subprocess.Popen(
+            ["unshare", "-n", "sh", "-c",
+             f"ip link set lo up && exec {ray_cli} start --head --block --port={port}"
+             f" --num-cpus={cpus} --node-ip-address=127.0.0.1 --include-dashboard=false"
+             " --disable-usage-stats"],
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for(lambda: answers_in(head.pid, port), timeout=120)
+            yield head, port
+        finally:
+            kill_group(head)
+            head.wait(timeout=60)
+
+
 @pytest.mark.slow
 def test_a_local_run_beside_a_standing_ray_start_cluster_runs_privately_and_leaves_it_up(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
     data, truth = demo_data
-    port = free_port()
-    ray_cli = Path(sys.executable).with_name("ray")
-    with registration_restored():
-        # In a network namespace of its own with only `lo`: Ray's GCS listens on every
-        # interface, and a test's servers stay on loopback.
-        head = subprocess.Popen(
-            ["unshare", "-n", "sh", "-c",
-             f"ip link set lo up && exec {ray_cli} start --head --block --port={port}"
-             " --num-cpus=1 --node-ip-address=127.0.0.1 --include-dashboard=false"
-             " --disable-usage-stats"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            wait_for(lambda: answers_in(head.pid, port) and REGISTRATION.is_file()
-                     and str(port) in REGISTRATION.read_text(), timeout=120)
-            done = local_run(tmp_path, data)
-            assert done.returncode == EXIT_OK, done.stderr
-            assert_exactly_once(tmp_path / "state", truth.total_rows)
-            assert head.poll() is None and answers_in(head.pid, port)  # left untouched
-        finally:
-            kill_group(head)
-            head.wait(timeout=60)
+    with standing_head() as (head, port):
+        wait_for(lambda: REGISTRATION.is_file() and str(port) in REGISTRATION.read_text())
+        done = local_run(tmp_path, data)
+        assert done.returncode == EXIT_OK, done.stderr
+        assert_exactly_once(tmp_path / "state", truth.total_rows)
+        assert head.poll() is None and answers_in(head.pid, port)  # left untouched
 
 
 def test_a_dead_clusters_leftover_registration_does_not_stop_a_local_run(
@@ -122,30 +132,6 @@ def test_a_local_run_removes_the_ray_session_folder_it_created(
         assert not (latest.is_symlink() and Path(os.readlink(latest)).name == session.name)
 
 
-@contextmanager
-def token_cluster(token: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A real `ray start --head` with token authentication, in a network namespace of its
-    own with only `lo`; stopped (its whole process group) on the way out."""
-    port = free_port()
-    ray_cli = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    with registration_restored():
-        head = subprocess.Popen(
-            ["unshare", "-n", "sh", "-c",
-             f"ip link set lo up && exec {ray_cli} start --head --block --port={port}"
-             " --num-cpus=2 --node-ip-address=127.0.0.1 --include-dashboard=false"
-             " --disable-usage-stats"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        try:
-            wait_for(lambda: answers_in(head.pid, port), timeout=120)
-            yield head, port
-        finally:
-            kill_group(head)
-            head.wait(timeout=60)
-
-
 def joined_run(tmp_path: Path, data: Path, head: subprocess.Popen[bytes], port: int,
                env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`batchrun run --address 127.0.0.1:PORT` from inside the cluster's namespace."""
@@ -166,7 +152,8 @@ def test_a_token_cluster_is_joined_with_its_token_and_refused_in_one_line_withou
         tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
     data, truth = demo_data
     token = secrets.token_hex(32)
-    with token_cluster(token) as (head, port):
+    with standing_head(cpus=2, env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}) as (
+            head, port):
         joined = joined_run(tmp_path / "right", data, head, port, {"RAY_AUTH_TOKEN": token})
         assert joined.returncode == EXIT_OK, joined.stderr
         assert_exactly_once(tmp_path / "right" / "state", truth.total_rows)
