@@ -19,6 +19,25 @@ def module_name(root: Path, path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def modules(root: Path) -> dict[str, ast.Module]:
+    """Every module of the package at `root`, parsed, by dotted name."""
+    return {module_name(root, p): ast.parse(p.read_text(), str(p)) for p in sorted(root.rglob("*.py"))}
+
+
+def imports(tree: ast.Module, top_level_only: bool = False) -> set[str]:
+    """Modules imported anywhere in `tree` (or only at module level, outside
+    `if TYPE_CHECKING:`), as dotted names."""
+    nodes = top_level(tree.body) if top_level_only else ast.walk(tree)
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
 def top_level(body: list[ast.stmt]) -> list[ast.stmt]:
     out: list[ast.stmt] = []
     for node in body:
@@ -30,24 +49,17 @@ def top_level(body: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
-def graph(root: Path) -> tuple[dict[str, set[str]], dict[str, int]]:
-    trees = {module_name(root, p): (ast.parse(p.read_text()), len(p.read_text().splitlines()))
-             for p in root.rglob("*.py")}
-    edges: dict[str, set[str]] = {}
-    for name, (tree, _) in trees.items():
-        deps: set[str] = set()
-        for node in top_level(tree.body):
-            if isinstance(node, ast.Import):
-                deps |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                deps |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-        edges[name] = {d for d in deps if d in trees and d != name}
-    return edges, {name: lines for name, (_, lines) in trees.items()}
+def internal_graph(root: Path, top_level_only: bool = True) -> dict[str, set[str]]:
+    """Each module's imports of other modules of the same package."""
+    trees = modules(root)
+    return {name: {m for m in imports(tree, top_level_only) if m in trees and m != name}
+            for name, tree in trees.items()}
 
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1]) / "batchrun"
-    edges, lines = graph(root)
+    edges = internal_graph(root)
+    lines = {module_name(root, p): len(p.read_text().splitlines()) for p in root.rglob("*.py")}
 
     @lru_cache(None)
     def depth(module: str) -> int:

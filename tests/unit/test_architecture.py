@@ -8,51 +8,35 @@ only the CLI talks to the terminal, and the tools are never needed by a run.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
-PACKAGE = Path(__file__).resolve().parents[2] / "batchrun"
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "batchrun"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def _graph_reader() -> ModuleType:
+    """scripts/import_graph.py: the one reader of the package's import graph."""
+    spec = importlib.util.spec_from_file_location("import_graph", REPO / "scripts" / "import_graph.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GRAPH = _graph_reader()
+imports = GRAPH.imports
 
 
 def modules() -> dict[str, ast.Module]:
-    return {module_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.rglob("*.py"))}
-
-
-def imports(tree: ast.Module, top_level_only: bool = False) -> set[str]:
-    """Modules imported anywhere in `tree` (or only at module level, outside
-    `if TYPE_CHECKING:`), as dotted names."""
-    nodes = _top_level(tree.body) if top_level_only else ast.walk(tree)
-    found: set[str] = set()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
-    out: list[ast.stmt] = []
-    for node in body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
-        out.append(node)
-        if isinstance(node, (ast.If, ast.Try)):
-            out += _top_level(node.body) + _top_level(getattr(node, "orelse", []))
-    return out
+    return GRAPH.modules(PACKAGE)
 
 
 def internal_graph(top_level_only: bool = True) -> dict[str, set[str]]:
-    trees = modules()
-    return {name: {m for m in imports(tree, top_level_only) if m in trees and m != name}
-            for name, tree in trees.items()}
+    return GRAPH.internal_graph(PACKAGE, top_level_only)
 
 
 def importers_of(prefix: str) -> set[str]:
