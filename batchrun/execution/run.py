@@ -132,7 +132,6 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
     log = logger.bind(run_id=record.run_id)
     stop = stop or StopToken()
-    started_ray = bool(ray_ready and ray_ready.started)
     try:
         catalog.set_run_state(record.run_id, RunState.RUNNING, pid=os.getpid(),
                               host=socket.gethostname(),
@@ -141,7 +140,6 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
                  record.job_file)
         if ray_ready is None:
             ray_ready = connect_ray(settings, config, Path(record.job_file).parent)
-            started_ray = ray_ready.started
         log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address,
                  ray.cluster_resources().get("CPU", 0), ray_ready.seconds)
         stop.install()
@@ -164,7 +162,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         raise
     finally:
         stop.restore()
-        if started_ray:
+        if ray_ready is not None and ray_ready.started:
             shutdown_local()
         logs.close_run_log(sink)
 

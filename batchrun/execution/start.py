@@ -34,7 +34,7 @@ from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotted, validate_config
 from batchrun.errors import ConfigError
 from batchrun.execution.prepare import check_config, check_job
-from batchrun.execution.ray_session import RayReady, connect_ray
+from batchrun.execution.ray_session import RayReady, connect_ray, shutdown_local
 from batchrun.execution.run import RunOutcome, execute_run, resume_planned
 from batchrun.execution.scheduler import ProgressCallback
 from batchrun.execution.settings import ExecutionSettings, resolve_settings
@@ -98,7 +98,7 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
         assert ray_ready is not None
         return (*planned, ray_ready)
     if (ray_ready.started if ray_ready else not settings.address) and ray.is_initialized():
-        ray.shutdown()  # ours, even if its start was interrupted halfway
+        shutdown_local()  # ours, even if its start was interrupted halfway
     if planning.done() and not planning.cancelled() and planning.exception() is None:
         catalog.set_run_state(run_id, RunState.FAILED,
                               message=redact(f"{type(failure).__name__}: {failure}"))
