@@ -107,6 +107,8 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
     ("files", "dev", "INTEGER"), ("files", "ino", "INTEGER"),
     # The file's identity (st_dev, st_ino) when planned, stored as signed 64-bit
     # integers (`sql_int`); NULL in runs planned before they were recorded.
+    ("batches", "node_ip", "TEXT"),
+    # The IP of the node that committed the batch (`node` is its Ray node id).
 ]
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 
@@ -441,12 +443,14 @@ class Catalog:
                            result.written_file(result.rejects_path))
         cursor = db.execute(
             "UPDATE batches SET state=?, rows_staged=?, rows_rejected=?, output_path=?,"
-            " rejects_path=?, worker=?, started_at=?, finished_at=?, node=?, output_size=?,"
+            " rejects_path=?, worker=?, started_at=?, finished_at=?, node=?, node_ip=?,"
+            " output_size=?,"
             " output_checksum=?, rejects_size=?, rejects_checksum=?"
             " WHERE run_id=? AND batch_id=? AND state<>?",
             (BatchState.COMMITTED.value, result.rows_staged, result.rows_rejected,
              result.output_path, result.rejects_path, result.worker, result.started_at,
-             result.finished_at, result.node, output and output.size, output and output.checksum,
+             result.finished_at, result.node, result.node_ip, output and output.size,
+             output and output.checksum,
              rejects and rejects.size, rejects and rejects.checksum,
              run_id, result.batch_id, BatchState.COMMITTED.value),
         )
@@ -522,6 +526,23 @@ class Catalog:
     def attempt_rows(self, run_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM attempts WHERE run_id=? ORDER BY queued_at, batch_id",
                          (run_id,))
+
+    def node_totals(self, run_id: str) -> list[dict[str, Any]]:
+        """Per node that committed batches: node, node_ip, batches, rows_staged, bytes."""
+        return self.rows(
+            "SELECT node, node_ip, count(*) batches, coalesce(sum(rows_staged), 0) rows_staged,"
+            " coalesce(sum(bytes), 0) bytes FROM batches WHERE run_id=? AND state=?"
+            " AND node IS NOT NULL GROUP BY node, node_ip ORDER BY node_ip, node",
+            (run_id, BatchState.COMMITTED.value))
+
+    def committed_attempts_by_node(self, run_id: str) -> list[dict[str, Any]]:
+        """Each committed attempt's node, node_ip, bytes, rows_staged, started_at and
+        finished_at (in the worker)."""
+        return self.rows(
+            "SELECT b.node, b.node_ip, a.bytes, a.rows_staged, a.started_at, a.finished_at"
+            " FROM attempts a JOIN batches b ON a.run_id=b.run_id AND a.batch_id=b.batch_id"
+            " WHERE a.run_id=? AND a.outcome=? AND b.node IS NOT NULL",
+            (run_id, AttemptOutcome.COMMITTED.value))
 
     def failed_files(self, run_id: str) -> list[FailedFile]:
         return [FailedFile(**row) for row in self.rows(

@@ -24,7 +24,7 @@ import numpy as np
 from batchrun.catalog import Catalog
 from batchrun.execution.admission import peak_overlap, per_source_peaks
 from batchrun.model import AttemptOutcome, BatchCounts, RowCounts, RunState
-from batchrun.report import run_status
+from batchrun.report import node_label, run_status
 
 COMMITTED, RETRIED, FAILED = AttemptOutcome.COMMITTED, AttemptOutcome.RETRIED, AttemptOutcome.FAILED
 
@@ -55,6 +55,23 @@ class SourceMetrics:
 
 
 @dataclass(frozen=True)
+class NodeMetrics:
+    """One node's committed work. Its throughput divides its input bytes by its busy
+    time: the union of its workers' processing intervals (from reading the first file to
+    the written output), so a node that joined late or died early is not diluted."""
+
+    node: str
+    """`report.node_label`: IP and the start of the Ray node id."""
+    node_id: str
+    node_ip: str | None
+    batches: int
+    rows: int
+    bytes: int
+    busy_s: float
+    mb_per_s: float
+
+
+@dataclass(frozen=True)
 class RunMetrics:
     """What `batchrun report` prints; `as_json()` is `report --json`."""
 
@@ -80,6 +97,7 @@ class RunMetrics:
     max_concurrency_per_source: int
     sources: tuple[SourceMetrics, ...]
     concurrency: tuple[tuple[float, int], ...]
+    nodes: tuple[NodeMetrics, ...] = ()
 
     @property
     def failed_batches(self) -> int:
@@ -104,6 +122,7 @@ class RunMetrics:
             "max_concurrency_per_source": self.max_concurrency_per_source,
             "sources": [asdict(s) for s in self.sources],
             "concurrency": [list(point) for point in self.concurrency],
+            "nodes": [asdict(n) for n in self.nodes],
         }
 
 
@@ -132,7 +151,27 @@ def run_metrics(catalog: Catalog, run_id: str) -> RunMetrics:
         max_bytes_in_flight=peak_bytes_in_flight(attempts),
         max_concurrency_per_source=max(per_source_peaks(intervals).values(), default=0),
         sources=_per_source(attempts, intervals),
-        concurrency=tuple(concurrency_timeline(intervals)))
+        concurrency=tuple(concurrency_timeline(intervals)),
+        nodes=per_node(catalog.committed_attempts_by_node(run_id)))
+
+
+def per_node(attempts: list[dict[str, Any]]) -> tuple[NodeMetrics, ...]:
+    """Batches, rows, bytes and MB/s of each node, from its committed attempts."""
+    grouped: dict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
+    for attempt in attempts:
+        grouped[(attempt["node"], attempt["node_ip"])].append(attempt)
+    return tuple(_node_metrics(node, ip, grouped[(node, ip)])
+                 for node, ip in sorted(grouped, key=lambda key: (key[1] or "", key[0])))
+
+
+def _node_metrics(node: str, ip: str | None, mine: list[dict[str, Any]]) -> NodeMetrics:
+    busy = _union_length([(a["started_at"], a["finished_at"]) for a in mine
+                          if a["started_at"] is not None and a["finished_at"] is not None])
+    size = sum(a["bytes"] or 0 for a in mine)
+    return NodeMetrics(node=node_label(node, ip) or node, node_id=node, node_ip=ip,
+                       batches=len(mine), rows=sum(a["rows_staged"] or 0 for a in mine),
+                       bytes=size, busy_s=round(busy, 3),
+                       mb_per_s=round(size / 1e6 / busy, 2) if busy else 0.0)
 
 
 def steady_throughput(committed: list[dict[str, Any]],

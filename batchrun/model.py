@@ -143,7 +143,9 @@ class BatchResult:
     finished_at: float
     files: tuple[FileOutcome, ...] = field(default_factory=tuple)
     node: str | None = None
-    """The Ray node that ran the batch."""
+    """The Ray node that ran the batch (its id)."""
+    node_ip: str | None = None
+    """That node's IP address."""
     written: tuple[WrittenFile, ...] = ()
     """Size and checksum of output_path and rejects_path."""
 
@@ -348,8 +350,11 @@ class BatchNote:
     attempts: int
     last_error: str | None
     error_kind: ErrorKind | None
+    node: str | None = None
+    """Where it committed: the node's IP and the start of its Ray node id."""
 
     def as_json(self) -> dict[str, Any]:
         return {"batch_id": self.batch_id, "state": self.state.value, "attempts": self.attempts,
                 "last_error": self.last_error,
-                "error_kind": self.error_kind.value if self.error_kind else None}
+                "error_kind": self.error_kind.value if self.error_kind else None,
+                "node": self.node}

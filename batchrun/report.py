@@ -30,6 +30,33 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
 
 
+def node_label(node_id: str | None, node_ip: str | None) -> str | None:
+    """A node as people read it: its IP and the start of its Ray node id (two nodes of
+    one machine share an IP): `10.0.0.7 (3f9a1c2e)`."""
+    if node_id is None:
+        return node_ip
+    return f"{node_ip} ({node_id[:8]})" if node_ip else node_id[:8]
+
+
+@dataclass(frozen=True)
+class NodeShare:
+    """What one node committed in a run."""
+
+    node: str
+    """`node_label`."""
+    node_id: str
+    node_ip: str | None
+    batches: int
+    rows_staged: int
+    bytes: int
+
+
+def node_shares(catalog: Catalog, run_id: str) -> tuple[NodeShare, ...]:
+    return tuple(NodeShare(node_label(r["node"], r["node_ip"]) or "", r["node"], r["node_ip"],
+                           r["batches"], r["rows_staged"], r["bytes"])
+                 for r in catalog.node_totals(run_id))
+
+
 @dataclass(frozen=True)
 class StatusDetail:
     """What `status` lists line by line: files and batches that need a look."""
@@ -39,13 +66,16 @@ class StatusDetail:
     warnings: tuple[WarnedFile, ...] = ()
     failed_batches: tuple[BatchNote, ...] = ()
     retried_batches: tuple[BatchNote, ...] = ()
+    nodes: tuple[NodeShare, ...] = ()
+    """Where the committed batches ran, node by node."""
 
     def as_json(self) -> dict[str, Any]:
         return {"failed_files": [asdict(f) for f in self.failed_files],
                 "skipped_files": [asdict(f) for f in self.skipped_files],
                 "warnings": [asdict(f) for f in self.warnings],
                 "failed_batches": [b.as_json() for b in self.failed_batches],
-                "retried_batches": [b.as_json() for b in self.retried_batches]}
+                "retried_batches": [b.as_json() for b in self.retried_batches],
+                "nodes": [asdict(n) for n in self.nodes]}
 
 
 @dataclass(frozen=True)
@@ -110,13 +140,15 @@ def status_detail(catalog: Catalog, run_id: str) -> StatusDetail:
         warnings=tuple(catalog.warned_files(run_id)),
         failed_batches=tuple(n for n in notes if n.state is BatchState.FAILED),
         retried_batches=tuple(n for n in notes if n.attempts > 1 or (
-            n.last_error and n.state not in (BatchState.FAILED, BatchState.SKIPPED))))
+            n.last_error and n.state not in (BatchState.FAILED, BatchState.SKIPPED))),
+        nodes=node_shares(catalog, run_id))
 
 
 def _note(row: dict[str, Any]) -> BatchNote:
     kind = row["error_kind"]
     return BatchNote(row["batch_id"], BatchState(row["state"]), row["attempts"],
-                     row["last_error"], ErrorKind(kind) if kind else None)
+                     row["last_error"], ErrorKind(kind) if kind else None,
+                     node_label(row["node"], row["node_ip"]))
 
 
 def _duration(run: RunRecord, state: RunState) -> float | None:

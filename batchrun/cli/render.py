@@ -107,6 +107,10 @@ def _render_status(status: RunStatus) -> None:
         ("staging", escape(status.staging_dir)), ("message", escape(status.message or "-")),
     ]:
         table.add_row(f"[bold]{key}", value)
+    if status.detail is not None and status.detail.nodes:
+        table.add_row("[bold]nodes", escape(", ".join(
+            f"{n.node} {n.batches} batch(es), {n.rows_staged:,} rows"
+            for n in status.detail.nodes)))
     out.print(table)
     if status.detail is not None:
         _render_detail(status.detail)
@@ -122,7 +126,9 @@ def _render_detail(detail: StatusDetail) -> None:
         out.print(f"  [yellow]warning[/] {escape(warned.path)}: {escape(warned.warning or '')}")
     for retried in detail.retried_batches:
         kind = retried.error_kind.value if retried.error_kind else None
-        out.print(f"  [yellow]retried[/] {retried.batch_id} ({retried.state.value}, "
+        where = f" on {retried.node}" if retried.node else ""
+        out.print(f"  [yellow]retried[/] {retried.batch_id} ({retried.state.value}"
+                  f"{escape(where)}, "
                   f"{retried.attempts} attempts): {escape(retried.last_error or '')} "
                   f"{escape(f'[{kind}]')}")
     for batch in detail.failed_batches:
@@ -156,6 +162,16 @@ def _render_report(m: RunMetrics) -> None:
         table.add_row(s.source, str(s.attempts), str(s.committed), str(s.retries),
                       str(s.failed), f"{s.bytes / 1e6:,.1f}", f"{s.rows:,}",
                       str(s.max_concurrency))
+    out.print(table)
+    if m.nodes:
+        _render_nodes(m)
+
+
+def _render_nodes(m: RunMetrics) -> None:
+    table = Table("node", "batches", "rows", "MB", "busy s", "MB/s")
+    for n in m.nodes:
+        table.add_row(escape(n.node), str(n.batches), f"{n.rows:,}", f"{n.bytes / 1e6:,.1f}",
+                      f"{n.busy_s:,.1f}", f"{n.mb_per_s:,}")
     out.print(table)
 
 

@@ -62,6 +62,11 @@ class WorkerPool(Protocol):
         """Every task finished by now; if none is, wait up to `timeout` for the first."""
         ...
 
+    def usable(self, worker: int) -> bool:
+        """Whether the worker may be given tasks now (a replacement may still be waiting
+        for a place in the cluster)."""
+        ...
+
     def kill(self, worker: int) -> None:
         """Stop the worker now: its unfinished tasks come back as died failures."""
         ...
@@ -171,6 +176,9 @@ class InlinePool:
         failed = [Finished(handle, _died(why)) for handle, _ in self.queues[worker]]
         self.queues[worker].clear()
         return failed
+
+    def usable(self, worker: int) -> bool:
+        return True
 
     def kill(self, worker: int) -> None:
         self.dead.add(worker)

@@ -32,7 +32,7 @@ from loguru import logger
 
 from batchrun.config import JobConfig
 from batchrun.errors import EnvironmentProblem
-from batchrun.execution.settings import ExecutionSettings
+from batchrun.execution.settings import HEALTH_CHECK, ExecutionSettings
 from batchrun.readers.custom import module_location
 from batchrun.redact import redact
 
@@ -64,7 +64,8 @@ def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -
             with _lean_local_start():
                 # "local": a new private instance, never a cluster that `ray start`
                 # registered on this machine (nor a dead one's leftover registration)
-                ray.init(address="local", num_cpus=settings.local_cpus, **options)
+                ray.init(address="local", num_cpus=settings.local_cpus,
+                         _system_config=HEALTH_CHECK, **options)
             _stop_unused_helpers()
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EnvironmentProblem(redact(f"cannot reach Ray at {address or 'local'}: {exc}")) from None

@@ -10,7 +10,9 @@ batches, each attempt's timings — in one catalog transaction.
 Failures carry a kind. Transient ones (a worker that died, a batch past `batch_timeout`,
 an I/O error) are retried with exponential back-off and jitter (tenacity) up to
 `max_retries` per batch and `retry_budget` per run; permanent ones fail the batch. A dead
-or timed-out worker is killed and replaced. A stop request (SIGINT/SIGTERM) stops
+or timed-out worker is killed and replaced; the replacement gets batches once the pool
+says it is up (a lost node's replacement may have no place to go: the other workers take
+its batches meanwhile). A stop request (SIGINT/SIGTERM) stops
 dispatching, drains for `drain_timeout`, and leaves every unfinished batch pending. A
 result delivered twice is committed once.
 """
@@ -45,6 +47,10 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 _BACKOFF = wait_exponential_jitter(exp_base=2, max=30, jitter=0.25)
 _ROUND_WAIT = 0.5
 """The longest a round waits for results before it looks at stop requests and timeouts."""
+NO_WORKER_LIMIT = 300.0
+"""Seconds a run with nothing in flight waits for a worker to be placed (a replacement
+for workers lost with their nodes, on a cluster without free CPUs) before it stops
+dispatching; its batches stay pending for a resume."""
 
 
 def backoff_seconds(attempt: int, scale: float = 0.2) -> float:
@@ -72,13 +78,21 @@ class _WorkerQueues:
         self.queues: list[dict[Handle, None]] = [{} for _ in range(workers)]
         self._loads = [(0, worker) for worker in range(workers)]
 
-    def least_loaded(self) -> int:
-        """The worker with the fewest tasks (the lowest number among equals)."""
-        while True:
+    def least_loaded(self, usable: Callable[[int], bool]) -> int | None:
+        """The usable worker with the fewest tasks (the lowest number among equals), or
+        None when no worker is usable."""
+        passed: list[tuple[int, int]] = []
+        found = None
+        while self._loads and found is None:
             load, worker = heapq.heappop(self._loads)
-            if load == len(self.queues[worker]):
-                heapq.heappush(self._loads, (load, worker))
-                return worker
+            if load != len(self.queues[worker]):
+                continue  # stale
+            passed.append((load, worker))
+            if usable(worker):
+                found = worker
+        for entry in passed:
+            heapq.heappush(self._loads, entry)
+        return found
 
     def add(self, worker: int, handle: Handle) -> None:
         self.queues[worker][handle] = None
@@ -158,6 +172,8 @@ class Scheduler:
         self.results_seen = 0
         self.abandoned: list[str] = []
         self.outcome = ScheduleOutcome()
+        self.no_worker_since: float | None = None
+        """Since when no worker could take a batch (lost nodes, replacements unplaced)."""
         self.log = logger.bind(run_id=run_id, batch_id="-")
 
     # -- the loop ----------------------------------------------------------------------
@@ -187,6 +203,11 @@ class Scheduler:
         if self.limits.controls.sequential and self.outcome.failed:
             self.outcome.stopped_because = "sequential mode stops at the first failed batch"
             return True
+        waited = time.monotonic() - (self.no_worker_since or time.monotonic())
+        if waited > NO_WORKER_LIMIT and not self.flights:
+            self.outcome.stopped_because = (f"no worker could be placed for {waited:.0f}s"
+                                            " (lost nodes, and no free CPUs left)")
+            return True
         budget = self.limits.max_failed_files
         if budget and self.outcome.failed_files >= budget:
             self.outcome.stopped_because = f"max_failed_files ({budget}) reached"
@@ -207,8 +228,8 @@ class Scheduler:
         return timeout
 
     def _dispatch(self, current: RoundRecord) -> None:
-        while (batch := self.admission.next_batch(time.monotonic())) is not None:
-            worker = self.queues.least_loaded()
+        while (worker := self._free_worker()) is not None and (
+                batch := self.admission.next_batch(time.monotonic())) is not None:
             attempt = self.attempts.get(batch.batch_id, 0) + 1
             self.attempts[batch.batch_id] = attempt
             task = BatchTask(batch_id=batch.batch_id, files=batch.files, seq=batch.seq,
@@ -223,6 +244,16 @@ class Scheduler:
             current.dispatched.append(dispatch)
             self.log.bind(batch_id=batch.batch_id).debug(
                 "dispatched to worker {} (source {}, attempt {})", worker, batch.source, attempt)
+
+    def _free_worker(self) -> int | None:
+        """The least loaded usable worker; notes since when there was none."""
+        worker = self.queues.least_loaded(self.pool.usable)
+        if worker is None and self.no_worker_since is None:
+            self.no_worker_since = time.monotonic()
+            self.log.warning("no worker is up: a replacement waits for a place in the cluster")
+        elif worker is not None:
+            self.no_worker_since = None
+        return worker
 
     def _collect(self, current: RoundRecord, timeout: float) -> None:
         """Gather every finished batch: results, failures and retries."""

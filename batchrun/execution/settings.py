@@ -112,3 +112,12 @@ def _bytes_in_flight(configured: int | str | None, available_memory: int | None)
         available = available_memory or psutil.virtual_memory().available
         return available // DEFAULT_MEMORY_SHARE
     return int(configured)
+
+
+HEALTH_CHECK = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+                "health_check_failure_threshold": 3}
+"""How the GCS notices a dead node: a check each second, dead after 3 failed ones (~3 s
+after a machine dies, where Ray's defaults take 20-70 s; a dead node's batches are retried
+only once Ray says so). batchrun's local instances get these as `_system_config`; a
+cluster's head takes them from the environment of `ray start --head` (HEALTH_CHECK_ENV)."""
+HEALTH_CHECK_ENV = {f"RAY_{name}": str(value) for name, value in HEALTH_CHECK.items()}

@@ -2,9 +2,11 @@
 status and metrics tests check against.
 
 Four batches over two sources, times in seconds from T0:
-- b1 (source a, two files): dispatched at 0, committed at 2 (12 rows, one rejected, a warning);
+- b1 (source a, two files): dispatched at 0, committed at 2 (12 rows, one rejected, a warning)
+  by node A (10.0.0.1), which worked on it from 0.5 to 1.5;
 - b2 (source a, one file): attempt 1 dispatched at 0, retried at 1 (transient); attempt 2
-  dispatched at 1, committed at 4, its one file quarantined by the worker;
+  dispatched at 1, committed at 4 by node B (10.0.0.2), which worked on it from 2 to 3.5,
+  its one file quarantined by the worker;
 - b3 (source b): dispatched at 1, failed at 3 (permanent);
 - b4 (source b): skipped, its source's breaker stayed open.
 """
@@ -32,6 +34,8 @@ from batchrun.model import (
 T0 = 1_700_000_000.0
 MB = 1_000_000
 RUN_ID = "20231114-221320-abcd"
+NODE_A, NODE_B = "a" * 56, "b" * 56
+NODE_IPS = {NODE_A: "10.0.0.1", NODE_B: "10.0.0.2"}
 
 
 def planned(batch_id: str, seq: int, source: str, *names: str) -> PlannedBatch:
@@ -58,10 +62,11 @@ def dispatch(batch: PlannedBatch, attempt: int, at: float) -> Dispatch:
 
 
 def committed(batch_id: str, attempt: int, at: float, started: float, finished: float,
-              *files: FileOutcome) -> AttemptEnd:
+              node: str, *files: FileOutcome) -> AttemptEnd:
     result = BatchResult(batch_id, 0, f"/staging/{batch_id}.parquet", None,
                          sum(f.rows_staged for f in files), sum(f.rows_rejected for f in files),
-                         0, T0 + started, T0 + finished, files)
+                         0, T0 + started, T0 + finished, files, node=node,
+                         node_ip=NODE_IPS[node])
     return AttemptEnd(batch_id, attempt, AttemptOutcome.COMMITTED, T0 + at, result=result)
 
 
@@ -74,13 +79,13 @@ def write_history(state_dir: Path, record: RunRecord | None = None) -> Catalog:
         RoundRecord(dispatched=[dispatch(b2, 2, 1), dispatch(b3, 1, 1)], ended=[
             AttemptEnd("b2", 1, AttemptOutcome.RETRIED, T0 + 1, "OSError: flaky disk",
                        ErrorKind.TRANSIENT)]),
-        RoundRecord(ended=[committed("b1", 1, 2, 0.5, 1.5,
+        RoundRecord(ended=[committed("b1", 1, 2, 0.5, 1.5, NODE_A,
                                      FileOutcome("/in/a/f1.csv", 7, 1, warning="BOM removed"),
                                      FileOutcome("/in/a/f2.csv", 5))]),
         RoundRecord(ended=[AttemptEnd("b3", 1, AttemptOutcome.FAILED, T0 + 3, "ValueError: bad",
                                         ErrorKind.PERMANENT)],
                     skipped=[("b4", "source b: circuit breaker open")]),
-        RoundRecord(ended=[committed("b2", 2, 4, 2.0, 3.5,
+        RoundRecord(ended=[committed("b2", 2, 4, 2.0, 3.5, NODE_B,
                                      FileOutcome("/in/a/f3.csv.gz", error="corrupt gzip"))]),
     ]
     for current in rounds:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from batchrun.metrics import Percentiles, RunMetrics, SourceMetrics, run_metrics
 from batchrun.model import RunState
-from tests.unit.history import MB, RUN_ID, T0, write_history
+from tests.unit.history import MB, NODE_A, NODE_B, RUN_ID, T0, write_history
 
 EXPECTED = {
     "run_id": RUN_ID, "job": "orders_job", "state": "failed", "wall_s": 10.5,
@@ -30,6 +30,12 @@ EXPECTED = {
     ],
     "concurrency": [[0.0, 1], [0.0, 2], [1.0, 1], [1.0, 2], [1.0, 3], [2.0, 2], [3.0, 1],
                     [4.0, 0]],
+    "nodes": [  # each node's committed input bytes over the time its workers were busy
+        {"node": "10.0.0.1 (aaaaaaaa)", "node_id": NODE_A, "node_ip": "10.0.0.1", "batches": 1,
+         "rows": 12, "bytes": 4 * MB, "busy_s": 1.0, "mb_per_s": 4.0},
+        {"node": "10.0.0.2 (bbbbbbbb)", "node_id": NODE_B, "node_ip": "10.0.0.2", "batches": 1,
+         "rows": 0, "bytes": 2 * MB, "busy_s": 1.5, "mb_per_s": 1.33},
+    ],
 }
 
 

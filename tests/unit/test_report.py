@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from batchrun.model import AttemptOutcome, BatchState, ErrorKind, RunState
 from batchrun.report import RunStatus, iso, resumable_runs, run_status, runs_status
-from tests.unit.history import RUN_ID, T0, run_record, write_history
+from tests.unit.history import NODE_A, NODE_B, RUN_ID, T0, run_record, write_history
 
 EXPECTED = {
     "run_id": RUN_ID, "job": "orders_job", "table": "orders", "state": "failed",
@@ -30,9 +32,15 @@ DETAIL = {
                        "reason": "source b: circuit breaker open"}],
     "warnings": [{"path": "/in/a/f1.csv", "batch_id": "b1", "warning": "BOM removed"}],
     "failed_batches": [{"batch_id": "b3", "state": "failed", "attempts": 1,
-                        "last_error": "ValueError: bad", "error_kind": "permanent"}],
+                        "last_error": "ValueError: bad", "error_kind": "permanent",
+                        "node": None}],
     "retried_batches": [{"batch_id": "b2", "state": "committed", "attempts": 2,
-                         "last_error": "OSError: flaky disk", "error_kind": "transient"}],
+                         "last_error": "OSError: flaky disk", "error_kind": "transient",
+                         "node": "10.0.0.2 (bbbbbbbb)"}],
+    "nodes": [{"node": "10.0.0.1 (aaaaaaaa)", "node_id": NODE_A, "node_ip": "10.0.0.1",
+               "batches": 1, "rows_staged": 12, "bytes": 4_000_000},
+              {"node": "10.0.0.2 (bbbbbbbb)", "node_id": NODE_B, "node_ip": "10.0.0.2",
+               "batches": 1, "rows_staged": 0, "bytes": 2_000_000}],
 }
 
 
@@ -107,3 +115,25 @@ def test_a_batch_that_failed_after_a_retry_is_listed_as_failed_and_as_retried(
     assert detail is not None
     assert [(b.batch_id, b.attempts) for b in detail.failed_batches] == [("b3", 2)]
     assert [(b.batch_id, b.state) for b in detail.retried_batches] == [("b3", BatchState.FAILED)]
+
+
+def test_status_text_names_each_node_with_its_batches_and_where_a_retried_batch_committed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from batchrun.cli import EXIT_OK, invoke
+
+    write_history(tmp_path).close()
+    assert invoke(["status", RUN_ID, "--state-dir", str(tmp_path)]) == EXIT_OK
+    text = " ".join(capsys.readouterr().out.split())
+    assert "nodes 10.0.0.1 (aaaaaaaa) 1 batch(es), 12 rows, 10.0.0.2 (bbbbbbbb) 1" in text
+    assert "retried b2 (committed on 10.0.0.2 (bbbbbbbb), 2 attempts)" in text
+
+
+def test_report_text_shows_each_nodes_batches_rows_mb_and_mb_per_s(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from batchrun.cli import EXIT_OK, invoke
+
+    write_history(tmp_path).close()
+    assert invoke(["report", RUN_ID, "--state-dir", str(tmp_path)]) == EXIT_OK
+    rows = [line.replace("│", " ").split() for line in capsys.readouterr().out.splitlines()]
+    assert ["10.0.0.1", "(aaaaaaaa)", "1", "12", "4.0", "1.0", "4.0"] in rows
+    assert ["10.0.0.2", "(bbbbbbbb)", "1", "0", "2.0", "1.5", "1.33"] in rows
