@@ -1,53 +1,146 @@
-"""A real multi-node Ray cluster on loopback: batchrun joins it with --address."""
+"""A real multi-node Ray cluster on loopback (tests/integration/cluster.py: `ray start`
+processes, as a user starts them): batchrun joins it with --address, spreads its workers
+over the nodes, survives the loss of one, and refuses a local staging folder when a node
+is on another machine."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray.cluster_utils import Cluster
 
 from batchrun.catalog import Catalog
-from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK, invoke
-from batchrun.model import RunState
+from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE, invoke
+from batchrun.config import load_job
+from batchrun.execution.ray_pool import RayActorPool
+from batchrun.model import AttemptOutcome, BatchTask, RunState
+from batchrun.pipeline import PipelineSpec
 from batchrun.tools.demo import DemoTruth
-from tests.conftest import assert_exactly_once, write_job
-
-LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-"""Makes Ray keep 127.0.0.1 instead of swapping in the machine's external address."""
+from tests.conftest import assert_exactly_once, parse_json, wait_for, write_job
+from tests.integration.cluster import LoopbackCluster, loopback_cluster
 
 
-@pytest.fixture
-def two_node_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    for name, value in LOOPBACK_ONLY.items():
-        monkeypatch.setenv(name, value)
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                      "node_ip_address": "127.0.0.1"})
-    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LoopbackCluster]:
+    """A head of 1 CPU and a worker node of 1 CPU, shared by this module's tests."""
+    with loopback_cluster(workers=1) as running:
+        yield running
+
+
+def start_run(cluster: LoopbackCluster, tmp_path: Path, data: Path, faults: str = ""
+              ) -> subprocess.Popen[str]:
+    job = write_job(tmp_path, data, batch="max_files = 1")
+    return cluster.batchrun("run", job, "--state-dir", tmp_path / "state", "--no-progress",
+                            env={"BATCHRUN_FAULTS": faults} if faults else None)
+
+
+def finished(run: subprocess.Popen[str]) -> tuple[int, str]:
+    _, stderr = run.communicate(timeout=300)
+    return run.returncode, stderr
+
+
+def committed_nodes(state: Path) -> set[str]:
+    if not (state / "catalog.sqlite").exists():
+        return set()
+    with Catalog(state) as catalog:
+        runs = catalog.run_ids()
+        return {b["node"] for b in catalog.batches(runs[0]) if b["node"]} if runs else set()
 
 
 @pytest.mark.slow
-def test_a_job_runs_on_a_two_node_cluster_with_exact_counts(
-        tmp_path: Path, demo_data: tuple[Path, DemoTruth], two_node_cluster: Cluster) -> None:
+def test_workers_spread_over_both_nodes_and_status_and_report_show_each_node(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth], cluster: LoopbackCluster,
+        capsys: pytest.CaptureFixture[str]) -> None:
     data, truth = demo_data
-    job = write_job(tmp_path, data, batch="max_files = 1")
+    cluster.worker_node()
+    code, stderr = finished(start_run(cluster, tmp_path, data))
+    assert code == EXIT_OK, stderr
     state = tmp_path / "state"
-    done = subprocess.run([sys.executable, "-m", "batchrun", "run", str(job), "--address",
-                           two_node_cluster.address, "--state-dir", str(state), "--json",
-                           "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == EXIT_OK, done.stderr
-    assert json.loads(done.stdout)["rows"]["staged"] == truth.total_rows
     run_id = assert_exactly_once(state, truth.total_rows)
-    nodes = {b["node"] for b in Catalog(state).batches(run_id)}
-    assert len(nodes) == 2, "both nodes should have run batches"
+    assert len(committed_nodes(state)) == 2, "both nodes should have run batches"
+    assert invoke(["status", run_id, "--state-dir", str(state), "--json"]) == EXIT_OK
+    nodes = parse_json(capsys.readouterr().out)["nodes"]
+    assert sum(n["batches"] for n in nodes) == 12 and len(nodes) == 2
+    assert {n["node_ip"] for n in nodes} == {"127.0.0.1"}
+    assert invoke(["report", run_id, "--state-dir", str(state), "--json"]) == EXIT_OK
+    per_node = parse_json(capsys.readouterr().out)["nodes"]
+    assert sum(n["rows"] for n in per_node) == truth.total_rows
+    assert all(n["mb_per_s"] > 0 and n["batches"] for n in per_node)
+    print("per-node throughput:", [(n["node"], n["batches"], n["mb_per_s"]) for n in per_node])
+
+
+@pytest.mark.slow
+def test_a_killed_worker_nodes_batches_are_retried_on_the_other_node_exactly_once(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth], cluster: LoopbackCluster) -> None:
+    data, truth = demo_data
+    node = cluster.worker_node()
+    state = tmp_path / "state"
+    run = start_run(cluster, tmp_path, data, faults="batch_delay = 1.0")
+    before = wait_for(lambda: len(committed_nodes(state)) == 2 and committed_nodes(state))
+    cluster.kill_node(node)
+    killed_at = time.time()
+    code, stderr = finished(run)
+    assert code == EXIT_OK, stderr
+    run_id = assert_exactly_once(state, truth.total_rows)
+    with Catalog(state) as catalog:
+        attempts = catalog.attempt_rows(run_id)
+        batches = catalog.batches(run_id)
+    late = {b["node"] for b in batches if b["finished_at"] > killed_at + 1}
+    assert len(late) == 1 and late < before, "after the kill only the head commits"
+    retried = [a for a in attempts if a["outcome"] == AttemptOutcome.RETRIED.value]
+    assert retried and all("died" in a["error"] for a in retried)
+    noticed = min(a["ended_at"] for a in retried) - killed_at
+    again = min(a["queued_at"] for a in attempts if a["attempt"] > 1) - killed_at
+    assert again < 10, f"a lost node's batch was dispatched again {again:.1f}s after the kill"
+    print(f"node killed: death noticed after {noticed:.1f}s, batch dispatched again after"
+          f" {again:.1f}s")
+
+
+@pytest.mark.slow
+def test_a_local_staging_dir_with_a_node_on_another_machine_is_refused_before_any_batch(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth], cluster: LoopbackCluster) -> None:
+    data, _ = demo_data
+    other = cluster.add_node(ip="127.0.0.2")  # another machine, as Ray sees it
+    try:
+        cluster.worker_node()
+        code, stderr = finished(start_run(cluster, tmp_path, data))
+    finally:
+        cluster.kill_node(other)
+    assert code == EXIT_USAGE, stderr
+    assert stderr.strip().count("\n") == 0, stderr
+    assert "staging dir" in stderr and "127.0.0.2" in stderr and "s3://" in stderr
+    with Catalog(tmp_path / "state") as catalog:
+        run_id = catalog.latest_run_id()
+        assert catalog.attempt_rows(run_id) == []
+        assert catalog.run(run_id).state is RunState.FAILED
+
+
+def test_a_replacement_gets_batches_once_placed_and_writes_a_partition_nobody_owned(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth], ray_session: None) -> None:
+    import ray
+
+    data, _ = demo_data
+    config = load_job(write_job(tmp_path, data), {}).config
+    spec = PipelineSpec(run_id="r", table="orders", staging_dir=str(tmp_path / "staging"),
+                        fmt="csv", csv=config.source.csv, columns=dict(config.schema_.columns),
+                        validation=config.validation)
+    pool = RayActorPool(spec, {"num_cpus": 1})
+    pool.start(2)  # the session's 2 CPUs
+    try:
+        lost = pool.actors[1]
+        pool.replace(1)  # as if its node died: no CPU is free for the replacement yet
+        time.sleep(1)
+        assert not pool.usable(1)
+        ray.kill(lost)
+        wait_for(lambda: pool.usable(1), timeout=60)
+        task = BatchTask(batch_id="b", files=(str(next(data.glob("*/*.csv"))),))
+        result = ray.get(pool.submit(1, task))
+        assert result.worker == 2 and "/part-002/" in (result.output_path or "")
+    finally:
+        pool.shutdown()
 
 
 def test_an_unreachable_cluster_fails_fast_with_exit_4(
