@@ -139,6 +139,10 @@ class RayActorPool:
         ray.kill(self.actors[worker], no_restart=True)
 
     def replace(self, worker: int) -> None:
+        """A new actor in a fresh partition. The old one is killed first: an actor that
+        is only unreachable (`ActorUnavailableError`, a network blip) would otherwise
+        keep its CPU."""
+        ray.kill(self.actors[worker], no_restart=True)
         self._replace(worker, 1)
 
     def _replace(self, worker: int, tries: int) -> None:

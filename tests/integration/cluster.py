@@ -8,6 +8,11 @@ node is a process group of its own, so a test kills one node (its `ray start`, r
 and workers) with one SIGKILL, as a machine dies. Token authentication is on, with a
 token made for the cluster, so no test reads or writes ~/.ray; and its own temp dir,
 so the machine's /tmp/ray (its cluster registration, session folders) stays untouched.
+
+Worker nodes run a bare interpreter (`bare_python`): Ray and the dependencies, but not
+batchrun, as on a machine where only those were installed; a run ships batchrun to them
+(runtime_env py_modules). batchrun runs outside the repository (`cwd`), since Ray adds
+the driver's current directory to every worker's sys.path.
 """
 
 from __future__ import annotations
@@ -15,18 +20,21 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from batchrun.execution.settings import HEALTH_CHECK_ENV
-from tests.conftest import kill_group, wait_for
+from tests.conftest import wait_for
 
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
+"""The head runs this environment's `ray`."""
 _CLEARED = ("RAY_ADDRESS", "BATCHRUN_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE",
             "RAY_AUTH_TOKEN_PATH")
 _NODES_ALIVE = """
@@ -39,6 +47,20 @@ while sum(n["Alive"] for n in ray.nodes()) != int(sys.argv[2]):
 """
 
 
+def bare_python(directory: Path) -> str:
+    """A virtual environment that sees this one's site-packages but not batchrun: the
+    folder is listed in a .pth file, so the .pth files in it (the editable install's
+    finder among them) are not processed. Returns its interpreter."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True)
+    python = directory / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print("
+                              "sysconfig.get_paths()['purelib'])"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    shared = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(purelib) / "shared-site-packages.pth").write_text("\n".join(sorted(shared)) + "\n")
+    return str(python)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -48,8 +70,11 @@ def free_port() -> int:
 class LoopbackCluster:
     """A running head, the nodes added to it, and a way to run commands beside them."""
 
-    def __init__(self, head: subprocess.Popen[bytes], port: int, env: dict[str, str]) -> None:
+    def __init__(self, head: subprocess.Popen[bytes], port: int, env: dict[str, str],
+                 node_python: str) -> None:
         self.head, self.port, self.env = head, port, env
+        self.node_python = node_python
+        """The interpreter of the worker nodes (see `bare_python`)."""
         self.nodes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -60,15 +85,14 @@ class LoopbackCluster:
         """`command` run in the cluster's network namespace."""
         return ["nsenter", f"--net=/proc/{self.head.pid}/ns/net", *map(str, command)]
 
-    def add_node(self, ip: str = "127.0.0.1", cpus: int = 1, ray_cli: str = RAY_CLI,
-                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def add_node(self, ip: str = "127.0.0.1", cpus: int = 1) -> subprocess.Popen[bytes]:
         """Start a worker node (without waiting for it: see `wait_for_nodes`)."""
         node = subprocess.Popen(
-            self.inside(ray_cli, "start", "--block", f"--address={self.address}",
-                        f"--num-cpus={cpus}", f"--node-ip-address={ip}",
-                        "--disable-usage-stats"),
-            env={**self.env, **(env or {})}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
+            self.inside(self.node_python, "-m", "ray.scripts.scripts", "start", "--block",
+                        f"--address={self.address}", f"--num-cpus={cpus}",
+                        f"--node-ip-address={ip}", "--disable-usage-stats"),
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, cwd=Path(self.node_python).parents[1])
         self.nodes.append(node)
         return node
 
@@ -82,9 +106,10 @@ class LoopbackCluster:
         return live[0]
 
     def kill_node(self, node: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the node's process group (its `ray start`, raylet, workers), as a
-        machine dies."""
-        kill_group(node)
+        """SIGKILL every process of the node, as a machine dies: its session, since Ray
+        puts each worker in a process group of its own (a worker that outlives its
+        raylet goes on running its batch, as on a node cut off by a network split)."""
+        kill_session(node)
         node.wait(timeout=60)
 
     def wait_for_nodes(self, count: int) -> None:
@@ -92,20 +117,30 @@ class LoopbackCluster:
         subprocess.run(self.inside(sys.executable, "-c", _NODES_ALIVE, self.address, str(count)),
                        env=self.env, check=True, capture_output=True, timeout=180)
 
-    def batchrun(self, *args: str | Path, env: dict[str, str] | None = None
+    def batchrun(self, *args: str | Path, cwd: Path, env: dict[str, str] | None = None
                  ) -> subprocess.Popen[str]:
-        """`batchrun ARGS --address 127.0.0.1:PORT` started in the namespace, output piped."""
+        """`batchrun ARGS --address 127.0.0.1:PORT` started in the namespace, in `cwd`,
+        output piped."""
         return subprocess.Popen(
             self.inside(sys.executable, "-m", "batchrun", *args, "--address", self.address),
             env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            text=True, start_new_session=True, cwd=cwd)
 
     def stop(self) -> None:
         for process in [*self.nodes, self.head]:
-            kill_group(process)  # type: ignore[arg-type]
+            kill_session(process)
         for process in [*self.nodes, self.head]:
             with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=60)
+
+
+def kill_session(leader: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every process of the session `leader` started (start_new_session=True)."""
+    for _ in range(2):  # once more for a process started while the first pass ran
+        for entry in Path("/proc").iterdir():
+            with suppress(ValueError, OSError):
+                if os.getsid(int(entry.name)) == leader.pid:
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _answers(cluster: LoopbackCluster) -> bool:
@@ -130,7 +165,7 @@ def loopback_cluster(workers: int = 1, cpus: int = 1) -> Iterator[LoopbackCluste
          f" --num-cpus={cpus} --node-ip-address=127.0.0.1 --include-dashboard=false"
          f" --disable-usage-stats --temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    cluster = LoopbackCluster(head, port, env)
+    cluster = LoopbackCluster(head, port, env, bare_python(Path(temp_dir) / "bare"))
     try:
         wait_for(lambda: _answers(cluster), timeout=120)
         for _ in range(workers):

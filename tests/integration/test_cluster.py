@@ -34,7 +34,7 @@ def start_run(cluster: LoopbackCluster, tmp_path: Path, data: Path, faults: str 
               ) -> subprocess.Popen[str]:
     job = write_job(tmp_path, data, batch="max_files = 1")
     return cluster.batchrun("run", job, "--state-dir", tmp_path / "state", "--no-progress",
-                            env={"BATCHRUN_FAULTS": faults} if faults else None)
+                            cwd=tmp_path, env={"BATCHRUN_FAULTS": faults} if faults else None)
 
 
 def finished(run: subprocess.Popen[str]) -> tuple[int, str]:
@@ -51,11 +51,14 @@ def committed_nodes(state: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_workers_spread_over_both_nodes_and_status_and_report_show_each_node(
+def test_workers_spread_over_both_nodes_even_one_without_batchrun_and_status_and_report_show_each_node(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth], cluster: LoopbackCluster,
         capsys: pytest.CaptureFixture[str]) -> None:
     data, truth = demo_data
     cluster.worker_node()
+    bare = subprocess.run([cluster.node_python, "-c", "import batchrun"], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert "No module named 'batchrun'" in bare.stderr  # shipped by the run (py_modules)
     code, stderr = finished(start_run(cluster, tmp_path, data))
     assert code == EXIT_OK, stderr
     state = tmp_path / "state"
@@ -118,6 +121,11 @@ def test_a_local_staging_dir_with_a_node_on_another_machine_is_refused_before_an
         assert catalog.run(run_id).state is RunState.FAILED
 
 
+class CpuHolder:
+    def ready(self) -> bool:
+        return True
+
+
 def test_a_replacement_gets_batches_once_placed_and_writes_a_partition_nobody_owned(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth], ray_session: None) -> None:
     import ray
@@ -130,11 +138,13 @@ def test_a_replacement_gets_batches_once_placed_and_writes_a_partition_nobody_ow
     pool = RayActorPool(spec, {"num_cpus": 1})
     pool.start(2)  # the session's 2 CPUs
     try:
-        lost = pool.actors[1]
-        pool.replace(1)  # as if its node died: no CPU is free for the replacement yet
+        ray.kill(pool.actors[1])  # as if its node died, and its CPU went to another job:
+        holder = ray.remote(num_cpus=1)(CpuHolder).remote()
+        ray.get(holder.ready.remote())
+        pool.replace(1)  # no CPU is free for the replacement
         time.sleep(1)
         assert not pool.usable(1)
-        ray.kill(lost)
+        ray.kill(holder)
         wait_for(lambda: pool.usable(1), timeout=60)
         task = BatchTask(batch_id="b", files=(str(next(data.glob("*/*.csv"))),))
         result = ray.get(pool.submit(1, task))
