@@ -51,19 +51,37 @@ def committed_nodes(state: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_workers_spread_over_both_nodes_even_one_without_batchrun_and_status_and_report_show_each_node(
+def test_batches_land_on_both_nodes_and_a_killed_nodes_batches_are_retried_exactly_once(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth], cluster: LoopbackCluster,
         capsys: pytest.CaptureFixture[str]) -> None:
     data, truth = demo_data
-    cluster.worker_node()
+    node = cluster.worker_node()
     bare = subprocess.run([cluster.node_python, "-c", "import batchrun"], cwd=tmp_path,
                           capture_output=True, text=True, check=False)
-    assert "No module named 'batchrun'" in bare.stderr  # shipped by the run (py_modules)
-    code, stderr = finished(start_run(cluster, tmp_path, data))
-    assert code == EXIT_OK, stderr
+    assert "No module named 'batchrun'" in bare.stderr  # the run ships it (py_modules)
     state = tmp_path / "state"
+    run = start_run(cluster, tmp_path, data, faults="batch_delay = 1.0")
+    both = wait_for(lambda: len(committed_nodes(state)) == 2 and committed_nodes(state))
+    cluster.kill_node(node)
+    killed_at = time.time()
+    code, stderr = finished(run)
+    assert code == EXIT_OK, stderr
     run_id = assert_exactly_once(state, truth.total_rows)
-    assert len(committed_nodes(state)) == 2, "both nodes should have run batches"
+    with Catalog(state) as catalog:
+        attempts, batches = catalog.attempt_rows(run_id), catalog.batches(run_id)
+    late = {b["node"] for b in batches if b["finished_at"] > killed_at + 1}
+    assert len(late) == 1 and late < both, "after the kill only the head commits"
+    retried = [a for a in attempts if a["outcome"] == AttemptOutcome.RETRIED.value]
+    assert retried and all("died" in a["error"] for a in retried)
+    noticed = min(a["ended_at"] for a in retried) - killed_at
+    again = min(a["queued_at"] for a in attempts if a["attempt"] > 1) - killed_at
+    assert again < 10, f"a lost node's batch was dispatched again {again:.1f}s after the kill"
+    print(f"node killed: noticed after {noticed:.1f}s, batch dispatched again after {again:.1f}s")
+    assert_status_and_report_name_both_nodes(state, run_id, truth, capsys)
+
+
+def assert_status_and_report_name_both_nodes(state: Path, run_id: str, truth: DemoTruth,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert invoke(["status", run_id, "--state-dir", str(state), "--json"]) == EXIT_OK
     nodes = parse_json(capsys.readouterr().out)["nodes"]
     assert sum(n["batches"] for n in nodes) == 12 and len(nodes) == 2
@@ -71,35 +89,7 @@ def test_workers_spread_over_both_nodes_even_one_without_batchrun_and_status_and
     assert invoke(["report", run_id, "--state-dir", str(state), "--json"]) == EXIT_OK
     per_node = parse_json(capsys.readouterr().out)["nodes"]
     assert sum(n["rows"] for n in per_node) == truth.total_rows
-    assert all(n["mb_per_s"] > 0 and n["batches"] for n in per_node)
-    print("per-node throughput:", [(n["node"], n["batches"], n["mb_per_s"]) for n in per_node])
-
-
-@pytest.mark.slow
-def test_a_killed_worker_nodes_batches_are_retried_on_the_other_node_exactly_once(
-        tmp_path: Path, demo_data: tuple[Path, DemoTruth], cluster: LoopbackCluster) -> None:
-    data, truth = demo_data
-    node = cluster.worker_node()
-    state = tmp_path / "state"
-    run = start_run(cluster, tmp_path, data, faults="batch_delay = 1.0")
-    before = wait_for(lambda: len(committed_nodes(state)) == 2 and committed_nodes(state))
-    cluster.kill_node(node)
-    killed_at = time.time()
-    code, stderr = finished(run)
-    assert code == EXIT_OK, stderr
-    run_id = assert_exactly_once(state, truth.total_rows)
-    with Catalog(state) as catalog:
-        attempts = catalog.attempt_rows(run_id)
-        batches = catalog.batches(run_id)
-    late = {b["node"] for b in batches if b["finished_at"] > killed_at + 1}
-    assert len(late) == 1 and late < before, "after the kill only the head commits"
-    retried = [a for a in attempts if a["outcome"] == AttemptOutcome.RETRIED.value]
-    assert retried and all("died" in a["error"] for a in retried)
-    noticed = min(a["ended_at"] for a in retried) - killed_at
-    again = min(a["queued_at"] for a in attempts if a["attempt"] > 1) - killed_at
-    assert again < 10, f"a lost node's batch was dispatched again {again:.1f}s after the kill"
-    print(f"node killed: death noticed after {noticed:.1f}s, batch dispatched again after"
-          f" {again:.1f}s")
+    assert all(n["mb_per_s"] > 0 and n["batches"] for n in per_node) and len(per_node) == 2
 
 
 @pytest.mark.slow
