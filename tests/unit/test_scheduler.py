@@ -299,3 +299,49 @@ def test_hooks_run_at_their_points_and_mid_commit_before_the_round_is_visible(
         ("results_collected", 2), ("mid_commit (1 visible)", 2),
         ("after_dispatch", 2), ("after_commit (2 visible)", 2),
     ]
+
+
+
+class UnplacedReplacements(InlinePool):
+    """Workers in `dying` die with their first task, as with a lost node, and their
+    replacements never find a place (the node's CPUs went with it)."""
+
+    def __init__(self, dying: set[int]) -> None:
+        super().__init__(self.work_of)
+        self.dying = dying
+        self.replaced: set[int] = set()
+
+    def work_of(self, worker: int) -> Work:
+        def work(task: BatchTask) -> BatchResult:
+            if worker in self.dying:
+                raise SimulatedDeath("ActorDiedError: the actor's node was terminated")
+            return result(task, worker)
+        return work
+
+    def replace(self, worker: int) -> None:
+        super().replace(worker)
+        self.replaced.add(worker)
+
+    def usable(self, worker: int) -> bool:
+        return worker not in self.replaced
+
+
+def test_a_lost_workers_batches_go_to_the_others_while_its_replacement_has_no_place(
+        catalog: Catalog) -> None:
+    plan(catalog, batches=8)
+    outcome = run(catalog, UnplacedReplacements(dying={1}), workers=2)
+    assert outcome.committed == 8 and outcome.failed == 0
+    on_lost = [a for a in catalog.attempt_rows(RUN) if a["worker"] == 1]
+    assert len(on_lost) == outcome.retries == 2  # the two it had when it died; none since
+    assert catalog.counts(RUN).rows.staged == sum(200 * seq + 1 for seq in range(8))
+
+
+def test_a_run_with_no_worker_that_can_be_placed_stops_dispatching_and_leaves_work_pending(
+        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    import batchrun.execution.scheduler as scheduler
+
+    monkeypatch.setattr(scheduler, "NO_WORKER_LIMIT", 0.2)
+    plan(catalog, batches=4)
+    outcome = run(catalog, UnplacedReplacements(dying={0}), workers=1)
+    assert "no worker could be placed" in (outcome.stopped_because or "")
+    assert outcome.committed == 0 and set(states(catalog).values()) == {"pending"}
