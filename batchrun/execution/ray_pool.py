@@ -26,7 +26,7 @@ import ray
 from loguru import logger
 from ray.exceptions import RayActorError, RayTaskError
 
-from batchrun.errors import ConfigError
+from batchrun.errors import ConfigError, EnvironmentProblem
 from batchrun.execution.pool import Finished, Handle, Outcome, TaskFailure, error_kind, short_error
 from batchrun.model import BatchResult, BatchTask, ErrorKind
 from batchrun.pipeline import BatchPipeline, PipelineSpec
@@ -102,13 +102,16 @@ class RayActorPool:
         return True
 
     def _retry_replacement(self, worker: int, tries: int, why: str) -> None:
-        if tries >= REPLACEMENT_TRIES:
-            logger.error("worker {}'s replacement died {} times ({}); left empty",
-                         worker, tries, why)
-            self.dead.add(worker)
-            del self.starting[worker]
+        """Make a replacement that died before it was up again, up to REPLACEMENT_TRIES;
+        when every worker is gone that way, the cluster cannot run this job's actors."""
+        if tries < REPLACEMENT_TRIES:
+            self._replace(worker, tries + 1)
             return
-        self._replace(worker, tries + 1)
+        logger.error("worker {}'s replacement died {} times ({}); left empty", worker, tries, why)
+        self.dead.add(worker)
+        del self.starting[worker]
+        if len(self.dead) == len(self.actors):
+            raise EnvironmentProblem(f"no worker could start on the Ray cluster: {why}")
 
     def submit(self, worker: int, task: BatchTask) -> Handle:
         ref = self.actors[worker].process.remote(task)
