@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -136,9 +137,9 @@ class BatchPipeline:
         self.transform = resolve(spec.transform, spec.code_dirs) if spec.transform else None
         objectstore.configure(spec.storage)  # clients are made in this process, on first use
         self.storage = storage_for(spec.staging_dir)
-        self.out_dir = self.storage.open_partition(spec.table, partition, spec.run_id)
-        self.rejects_dir = self.storage.open_partition(rejects_table_name(spec.table),
-                                                       partition, spec.run_id)
+        self.out_dir = _folder(self.storage.open_partition(spec.table, partition, spec.run_id))
+        self.rejects_dir = _folder(self.storage.open_partition(rejects_table_name(spec.table),
+                                                               partition, spec.run_id))
 
     def process(self, task: BatchTask) -> BatchResult:
         started = time.time()
@@ -159,8 +160,8 @@ class BatchPipeline:
             validated, outcomes = self._transformed(validated, outcomes)
         hooks.before_write(task)
         name = output_name(self.spec.run_id, task.batch_id, task.token)
-        output = self._write(validated.good, objectstore.join(self.out_dir, name))
-        rejects = self._write(validated.rejects, objectstore.join(self.rejects_dir, name))
+        output = self._write(validated.good, objectstore.join(str(self.out_dir), name))
+        rejects = self._write(validated.rejects, objectstore.join(str(self.rejects_dir), name))
         hooks.after_rename(task)
         log.debug("wrote {} rows, {} rejects", validated.good.num_rows, validated.rejects.num_rows)
         return BatchResult(
@@ -358,6 +359,11 @@ class BatchPipeline:
         if not table.num_rows:
             return None
         return self.storage.write_parquet(table, final)
+
+
+def _folder(location: str) -> Path | str:
+    """A partition: a local folder as a Path, an `s3://` prefix as it is."""
+    return location if objectstore.is_object(location) else Path(location)
 
 
 LINEAGE_CHUNK_BYTES = 64 * 2**20
