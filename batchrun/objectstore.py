@@ -256,8 +256,8 @@ class S3Client:
         return _Answer({k.lower(): v for k, v in response.getheaders()}, data)
 
     def _signed(self, method: str, path: str, query: str, body: bytes,
-                headers: dict[str, str]) -> dict[str, str]:
-        now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+                headers: dict[str, str], now: str | None = None) -> dict[str, str]:
+        now = now or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         all_headers = {**headers, "host": self.config.netloc, "x-amz-date": now,
                        "x-amz-content-sha256": hashlib.sha256(body).hexdigest() if body
                        else _EMPTY_SHA256}
