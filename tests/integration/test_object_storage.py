@@ -127,11 +127,12 @@ def uploaded(server: Server, demo_data: tuple[Path, DemoTruth]) -> tuple[str, De
 
 
 def s3_job(directory: Path, sources: str, staging: str, storage: str = "",
-           batch: str = "max_files = 2") -> Path:
+           batch: str = "max_files = 2", more: str = "") -> Path:
+    """The demo job over `sources` (and the pattern `more`), staging to `staging`."""
     directory.mkdir(parents=True, exist_ok=True)
     job = write_job(directory, Path("/unused"), batch=batch, extra=storage)
     text = job.read_text().replace('"/unused/*/*.csv", "/unused/*/*.csv.gz"',
-                                   f'"{sources}/*/*.csv", "{sources}/*/*.csv.gz"')
+                                   f'"{sources}/*/*.csv", "{sources}/*/*.csv.gz"{more}')
     job.write_text(text.replace('dir = "staging"', f'dir = "{staging}"'))
     return job
 
@@ -152,10 +153,11 @@ def counted(server: Server, state: Path) -> tuple[int, int, int]:
     return tuple(row.values())  # type: ignore[return-value]
 
 
-def assert_staged_once(server: Server, state: Path, staging: str, truth: DemoTruth) -> None:
+def assert_staged_once(server: Server, state: Path, staging: str, truth: DemoTruth,
+                       rejects: int = 0) -> None:
     """Every row once through `batchrun query`; the staging prefix holds exactly the
     committed objects (no orphan)."""
-    assert counted(server, state) == (truth.total_rows, truth.total_rows, 0)
+    assert counted(server, state) == (truth.total_rows, truth.total_rows, rejects)
     catalog = Catalog(state)
     try:
         committed = catalog.committed(catalog.latest_run_id()).paths
@@ -169,10 +171,14 @@ def test_a_run_from_s3_sources_to_s3_staging_stages_every_row_once_and_queries_o
     sources, truth = uploaded
     staging = f"s3://{BUCKET}/staged-once"
     state = tmp_path / "state"
-    done = server.cli("run", s3_job(tmp_path, sources, staging), "--state-dir", state,
-                      "--no-progress")
+    copied = copy_of_one_file(server, sources, truth)
+    job = s3_job(tmp_path, sources, staging, more=f', "s3://{BUCKET}/copies/*.csv"')
+    job.write_text(job.read_text().replace("required = true }", "required = true, unique = true }", 1))
+    done = server.cli("run", job, "--state-dir", state, "--no-progress")
     assert done.returncode == EXIT_OK, done.stderr
-    assert_staged_once(server, state, staging, truth)  # query runs with only lo: offline
+    # query runs with only lo (offline); the copy's rows come first in (file, line) order,
+    # so the originals are the unique-key duplicates, rejected by the run's unique pass
+    assert_staged_once(server, state, staging, truth, rejects=copied)
     verified = server.cli("verify", "--state-dir", state)
     assert verified.returncode == EXIT_OK, verified.stderr
     assert "0 bad" in verified.stdout
@@ -180,6 +186,17 @@ def test_a_run_from_s3_sources_to_s3_staging_stages_every_row_once_and_queries_o
     shown = done.stdout + done.stderr + verified.stdout + status.stdout + status.stderr
     assert staging in status.stdout
     assert_secret_nowhere(state, shown)
+
+
+def copy_of_one_file(server: Server, sources: str, truth: DemoTruth) -> int:
+    """A copy of one plain CSV under s3://BUCKET/copies/; returns its rows."""
+    name = min(rel for rel in truth.files if rel.endswith(".csv"))
+    copy = ("from batchrun import objectstore as o; import sys; fs = o.filesystem();"
+            " data = fs.open_input_file(o.Location.of(sys.argv[1]).arrow_path).read();"
+            " o.client().put(o.Location.of(sys.argv[2]), data)")
+    done = server.python(copy, f"{sources}/{name}", f"s3://{BUCKET}/copies/copy.csv")
+    assert done.returncode == 0, done.stderr
+    return truth.files[name]
 
 
 def assert_secret_nowhere(state: Path, shown: str) -> None:
