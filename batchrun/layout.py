@@ -159,7 +159,7 @@ class ObjectStorage:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, row_group_size=1 << 20,
                        write_statistics=_statistics_columns(table.schema))
-        data = sink.getvalue().to_pybytes()
+        data = memoryview(sink.getvalue())  # the writer's buffer itself, not a copy
         try:
             objectstore.client(self.settings).put_if_absent(objectstore.Location.of(location), data)
         except objectstore.ObjectStoreError as exc:
@@ -169,7 +169,7 @@ class ObjectStorage:
                     " attempt") from None
             raise
         digest = xxhash.xxh3_128(data).hexdigest()
-        return WrittenFile(path=location, size=len(data), checksum=f"{ALGORITHM}:{digest}")
+        return WrittenFile(path=location, size=data.nbytes, checksum=f"{ALGORITHM}:{digest}")
 
 
 def storage_for(root: str | Path, settings: objectstore.Settings | None = None) -> Storage:

@@ -208,7 +208,7 @@ class S3Client:
         return Head(int(answer.headers.get("content-length", 0)),
                     answer.headers.get("etag", "").strip('"'))
 
-    def put_if_absent(self, location: Location, data: bytes) -> None:
+    def put_if_absent(self, location: Location, data: bytes | memoryview) -> None:
         """Write the object only if no object has its name (`If-None-Match: *`)."""
         self._request("PUT", location.bucket, location.key, body=data,
                       headers={"if-none-match": "*", "content-type": "application/octet-stream"})
@@ -220,7 +220,8 @@ class S3Client:
         self._request("DELETE", location.bucket, location.key)
 
     def _request(self, method: str, bucket: str, key: str, params: dict[str, str] | None = None,
-                 body: bytes = b"", headers: dict[str, str] | None = None) -> _Answer:
+                 body: bytes | memoryview = b"", headers: dict[str, str] | None = None
+                 ) -> _Answer:
         uri = f"{SCHEME}{bucket}/{key}"
         for attempt in range(1, self.config.max_attempts + 1):
             try:
@@ -231,7 +232,8 @@ class S3Client:
                 time.sleep(min(2.0, 0.05 * 2 ** attempt))
         raise AssertionError("unreachable")
 
-    def _once(self, method: str, bucket: str, key: str, params: dict[str, str], body: bytes,
+    def _once(self, method: str, bucket: str, key: str, params: dict[str, str],
+              body: bytes | memoryview,
               headers: dict[str, str], uri: str) -> _Answer:
         path = "/" + quote(bucket, safe="") + ("/" + quote(key, safe="/~") if key else "")
         query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}"
@@ -255,7 +257,7 @@ class S3Client:
             raise _error(uri, response.status, code, f"endpoint {self.config.endpoint}")
         return _Answer({k.lower(): v for k, v in response.getheaders()}, data)
 
-    def _signed(self, method: str, path: str, query: str, body: bytes,
+    def _signed(self, method: str, path: str, query: str, body: bytes | memoryview,
                 headers: dict[str, str], now: str | None = None) -> dict[str, str]:
         now = now or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         all_headers = {**headers, "host": self.config.netloc, "x-amz-date": now,
