@@ -172,7 +172,8 @@ def test_a_run_from_s3_sources_to_s3_staging_stages_every_row_once_and_queries_o
     staging = f"s3://{BUCKET}/staged-once"
     state = tmp_path / "state"
     copied = copy_of_one_file(server, sources, truth)
-    job = s3_job(tmp_path, sources, staging, more=f', "s3://{BUCKET}/copies/*.csv"')
+    twice = f', "s3://{BUCKET}/copies/*.csv", "s3://{BUCKET}/copies/**"'  # one object, planned once
+    job = s3_job(tmp_path, sources, staging, more=twice)
     job.write_text(job.read_text().replace("required = true }", "required = true, unique = true }", 1))
     done = server.cli("run", job, "--state-dir", state, "--no-progress")
     assert done.returncode == EXIT_OK, done.stderr
@@ -211,9 +212,9 @@ def test_a_driver_killed_mid_run_resumes_on_object_storage_without_duplicates_or
     sources, truth = uploaded
     staging = f"s3://{BUCKET}/staged-killed"
     state = tmp_path / "state"
-    job = s3_job(tmp_path, sources, staging, batch="max_files = 1")
-    process = server.spawn_cli("run", job, "--state-dir", state, "--no-progress",
-                               env={FAULTS_ENV: "batch_delay = 0.5"})
+    job = s3_job(tmp_path, sources, "staging", batch="max_files = 1")  # a folder, overridden:
+    process = server.spawn_cli("run", job, "--staging-dir", staging, "--state-dir", state,
+                               "--no-progress", env={FAULTS_ENV: "batch_delay = 0.5"})
     try:
         wait_for(lambda: committed_and_in_flight(state), timeout=120)
     finally:
