@@ -1,4 +1,4 @@
-"""Object storage: `s3://bucket/key` sources and staging, without a cloud SDK.
+"""Object storage: `s3://bucket/key` sources and staging.
 
 Two clients, each made lazily in the process that uses it (a Ray actor makes its own; a
 client is never pickled from the driver, and the AWS SDK inside pyarrow is not fork-safe):
@@ -6,32 +6,30 @@ client is never pickled from the driver, and the AWS SDK inside pyarrow is not f
 - pyarrow's `S3FileSystem` reads objects: source files (streamed, decompressed) and the
   staged Parquet that `batchrun query` hands to DuckDB. It is given the endpoint, region
   and credentials explicitly: a bare `S3FileSystem()` ignores `AWS_ENDPOINT_URL(_S3)`.
-- `S3Client`, a small SigV4 client over `http.client`, does what pyarrow does not expose:
+- `S3Client`, over a boto3 client (the `s3` extra), does what pyarrow does not expose:
   listings with ETags, HEAD, the put-if-absent write (`If-None-Match: *`) that commits a
   staged object, and DELETE.
 
 Settings come from the job's `[storage]` table (endpoint, region, the names of the
 credential variables; no secrets) and else from the usual AWS variables. Secrets are read
 from the environment of the process that needs them and never leave it: not in a
-setting, an error, a log line or the catalog. Throttling (503 SlowDown) and 5xx answers
-are retried with backoff; 403 and 404 are final.
+setting, an error, a log line or the catalog. Both clients get them explicitly, so
+neither looks for others (profiles, the instance metadata service): a process without
+them fails in one line. Throttling (503 SlowDown), 5xx answers and connection failures
+are retried with backoff; 403, 404 and 412 are final.
 """
 
 from __future__ import annotations
 
 import atexit
-import datetime as dt
-import hashlib
-import hmac
-import http.client
 import os
-import re
-import time
-import xml.etree.ElementTree as ElementTree
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from batchrun.errors import EnvironmentProblem, Transient
 
@@ -160,7 +158,7 @@ def _error(uri: str, status: int | None, code: str, where: str) -> ObjectStoreEr
     return (TransientObjectStoreError if retry else ObjectStoreError)(uri, status, code, reason)
 
 
-# -- the SigV4 client ------------------------------------------------------------------------
+# -- the S3 client (boto3) -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -179,131 +177,110 @@ class Head:
     etag: str
 
 
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+NEEDS_BOTO3 = "s3:// needs boto3: pip install 'batchrun[s3]'"
 
 
 class S3Client:
-    """The requests pyarrow does not expose, signed with AWS Signature Version 4,
-    path-style (`endpoint/bucket/key`), retried with backoff when the answer is transient."""
+    """The requests pyarrow does not expose, through one boto3 client (thread-safe) per
+    process and settings: path-style, botocore's `standard` retries (503 SlowDown, 5xx,
+    throttling, no answer) and every botocore error mapped to an `ObjectStoreError`."""
 
     def __init__(self, config: Resolved) -> None:
         self.config = config
+        self.api = _boto3_client(config)
 
     def list(self, bucket: str, prefix: str) -> Iterator[Listed]:
-        token: str | None = None
-        while True:
-            params = {"list-type": "2", "prefix": prefix, **({"continuation-token": token}
-                                                             if token else {})}
-            body = self._request("GET", bucket, "", params=params).body
-            root = ElementTree.fromstring(body)
-            for item in root.iter(f"{_NS}Contents"):
-                yield _listed(bucket, item)
-            token = root.findtext(f"{_NS}NextContinuationToken")
-            if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
-                return
+        pages = self.api.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        with self._answering(f"{SCHEME}{bucket}/{prefix}"):
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield Listed(uri=f"{SCHEME}{bucket}/{item['Key']}", size=int(item["Size"]),
+                                 etag=str(item.get("ETag", "")).strip('"'),
+                                 mtime=item["LastModified"].timestamp())
 
     def head(self, location: Location) -> Head:
-        answer = self._request("HEAD", location.bucket, location.key)
-        return Head(int(answer.headers.get("content-length", 0)),
-                    answer.headers.get("etag", "").strip('"'))
+        with self._answering(location.uri):
+            answer = self.api.head_object(Bucket=location.bucket, Key=location.key)
+        return Head(int(answer.get("ContentLength", 0)), str(answer.get("ETag", "")).strip('"'))
 
     def put_if_absent(self, location: Location, data: bytes | memoryview) -> None:
-        """Write the object only if no object has its name (`If-None-Match: *`)."""
-        self._request("PUT", location.bucket, location.key, body=data,
-                      headers={"if-none-match": "*", "content-type": "application/octet-stream"})
+        """Write the object only if no object has its name (`If-None-Match: *`). The body is
+        read from `data` itself (a pyarrow reader over it: no copy, and seekable for retries)."""
+        import pyarrow as pa
+
+        with self._answering(location.uri):
+            self.api.put_object(Bucket=location.bucket, Key=location.key, IfNoneMatch="*",
+                                Body=pa.BufferReader(pa.py_buffer(data)),
+                                ContentType="application/octet-stream")
 
     def put(self, location: Location, data: bytes) -> None:
-        self._request("PUT", location.bucket, location.key, body=data)
+        with self._answering(location.uri):
+            self.api.put_object(Bucket=location.bucket, Key=location.key, Body=data)
 
     def delete(self, location: Location) -> None:
-        self._request("DELETE", location.bucket, location.key)
+        with self._answering(location.uri):
+            self.api.delete_object(Bucket=location.bucket, Key=location.key)
 
-    def _request(self, method: str, bucket: str, key: str, params: dict[str, str] | None = None,
-                 body: bytes | memoryview = b"", headers: dict[str, str] | None = None
-                 ) -> _Answer:
-        uri = f"{SCHEME}{bucket}/{key}"
-        for attempt in range(1, self.config.max_attempts + 1):
-            try:
-                return self._once(method, bucket, key, params or {}, body, headers or {}, uri)
-            except TransientObjectStoreError:
-                if attempt == self.config.max_attempts:
-                    raise
-                time.sleep(min(2.0, 0.05 * 2 ** attempt))
-        raise AssertionError("unreachable")
+    @contextmanager
+    def _answering(self, uri: str) -> Iterator[None]:
+        """botocore's errors (after its retries) as ObjectStoreErrors naming `uri` and the
+        endpoint: one line, no secret (neither the messages nor the causes are kept)."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
-    def _once(self, method: str, bucket: str, key: str, params: dict[str, str],
-              body: bytes | memoryview,
-              headers: dict[str, str], uri: str) -> _Answer:
-        path = "/" + quote(bucket, safe="") + ("/" + quote(key, safe="/~") if key else "")
-        query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}"
-                         for k, v in sorted(params.items()))
-        signed = self._signed(method, path, query, body, headers)
-        connection_type = (http.client.HTTPSConnection if self.config.secure
-                           else http.client.HTTPConnection)
-        connection = connection_type(self.config.netloc, timeout=self.config.timeout)
+        where = f"endpoint {self.config.endpoint}"
         try:
-            connection.request(method, path + (f"?{query}" if query else ""), body=body or None,
-                               headers=signed)
-            response = connection.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise _error(uri, None, f"{type(exc).__name__}: {exc}",
-                         f"endpoint {self.config.endpoint}") from None
-        finally:
-            connection.close()
-        if response.status >= 300:
-            code = _error_code(data) or response.reason.replace(" ", "")
-            raise _error(uri, response.status, code, f"endpoint {self.config.endpoint}")
-        return _Answer({k.lower(): v for k, v in response.getheaders()}, data)
-
-    def _signed(self, method: str, path: str, query: str, body: bytes | memoryview,
-                headers: dict[str, str], now: str | None = None) -> dict[str, str]:
-        now = now or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        all_headers = {**headers, "host": self.config.netloc, "x-amz-date": now,
-                       "x-amz-content-sha256": hashlib.sha256(body).hexdigest() if body
-                       else _EMPTY_SHA256}
-        if self.config.session_token:
-            all_headers["x-amz-security-token"] = self.config.session_token
-        if not (self.config.access_key and self.config.secret_key):
-            return all_headers  # anonymous
-        names = sorted(all_headers)
-        canonical = "\n".join([method, path, query,
-                               "".join(f"{n}:{all_headers[n].strip()}\n" for n in names),
-                               ";".join(names), all_headers["x-amz-content-sha256"]])
-        scope = f"{now[:8]}/{self.config.region}/s3/aws4_request"
-        to_sign = "\n".join(["AWS4-HMAC-SHA256", now, scope,
-                             hashlib.sha256(canonical.encode()).hexdigest()])
-        signature = hmac.new(self._key(now[:8]), to_sign.encode(), hashlib.sha256).hexdigest()
-        all_headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self.config.access_key}/{scope}, "
-            f"SignedHeaders={';'.join(names)}, Signature={signature}")
-        return all_headers
-
-    def _key(self, day: str) -> bytes:
-        key = ("AWS4" + (self.config.secret_key or "")).encode()
-        for part in (day, self.config.region, "s3", "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        return key
+            yield
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            raise _error(uri, status, _code(exc.response, status), where) from None
+        except BotoCoreError as exc:
+            raise _error(uri, None, _cause(exc), where) from None
 
 
-@dataclass(frozen=True)
-class _Answer:
-    headers: dict[str, str]
-    body: bytes
+def _boto3_client(config: Resolved) -> Any:
+    """A boto3 S3 client that talks to the endpoint only: the credentials are given (no
+    lookup of profiles or the instance metadata service), and so are the region and the
+    endpoint. Checksums only where S3 requires them (S3-compatible stores may not know
+    the newer checksum headers)."""
+    try:
+        import boto3
+        import botocore.session
+        from botocore.config import Config
+    except ImportError:
+        raise EnvironmentProblem(NEEDS_BOTO3) from None
+    # no AWS_PROFILE lookup: a profile named in the environment but absent from ~/.aws
+    # would fail every request, and credentials come from the [storage] variables only
+    core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+    session = boto3.session.Session(
+        aws_access_key_id=config.access_key, aws_secret_access_key=config.secret_key,
+        aws_session_token=config.session_token, region_name=config.region,
+        botocore_session=core)
+    return session.client("s3", endpoint_url=config.endpoint, config=Config(
+        s3={"addressing_style": "path"}, connect_timeout=config.timeout,
+        read_timeout=config.timeout,
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required"))
 
 
-def _error_code(body: bytes) -> str | None:
-    found = re.search(rb"<Code>([^<]{1,100})</Code>", body)
-    return found.group(1).decode(errors="replace") if found else None
+def _code(response: dict[str, Any], status: int | None) -> str:
+    """The S3 error code; a HEAD answer has no body, so its code is the status phrase."""
+    code = str(response.get("Error", {}).get("Code", ""))
+    if (not code or code.isdigit()) and status:
+        return HTTPStatus(status).phrase.replace(" ", "") if status in _STATUSES else str(status)
+    return code
 
 
-def _listed(bucket: str, item: ElementTree.Element) -> Listed:
-    modified = item.findtext(f"{_NS}LastModified") or "1970-01-01T00:00:00Z"
-    return Listed(uri=f"{SCHEME}{bucket}/{item.findtext(f'{_NS}Key')}",
-                  size=int(item.findtext(f"{_NS}Size") or 0),
-                  etag=(item.findtext(f"{_NS}ETag") or "").strip('"'),
-                  mtime=dt.datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp())
+_STATUSES = {s.value for s in HTTPStatus}
+
+
+def _cause(exc: Exception) -> str:
+    """The innermost cause of a connection failure, as `Type: message` (one line)."""
+    inner: BaseException = getattr(exc, "kwargs", {}).get("error") or exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = " ".join(str(inner).split())[:300]
+    return f"{type(inner).__name__}: {text}"
 
 
 # -- one client of each kind per process -----------------------------------------------------
@@ -322,11 +299,28 @@ def configure(settings: Settings | dict[str, Any] | None) -> Settings:
     return chosen
 
 
+_MAKING = threading.Lock()
+"""Held while a client is made: boto3 sessions are not thread-safe (the clients are)."""
+
+
 def client(settings: Settings | None = None) -> S3Client:
+    """This process's S3 client for `settings` (default: this process's), made on first use."""
     chosen = settings or _CURRENT[0]
-    if chosen not in _CLIENTS:
-        _CLIENTS[chosen] = S3Client(resolve(chosen))
+    with _MAKING:
+        if chosen not in _CLIENTS:
+            _CLIENTS[chosen] = S3Client(_with_credentials(chosen))
     return _CLIENTS[chosen]
+
+
+def _with_credentials(settings: Settings) -> Resolved:
+    """The resolved settings, refused in one line when the credentials are not set (rather
+    than letting an SDK look for them elsewhere, e.g. at 169.254.169.254)."""
+    config = resolve(settings)
+    if not (config.access_key and config.secret_key):
+        raise ObjectStoreError(config.endpoint, None, "NoCredentials",
+                               f"no credentials: set {settings.access_key_env} and"
+                               f" {settings.secret_key_env}")
+    return config
 
 
 def filesystem(settings: Settings | None = None) -> Any:
@@ -335,7 +329,7 @@ def filesystem(settings: Settings | None = None) -> Any:
     if chosen not in _FILESYSTEMS:
         from pyarrow import fs
 
-        config = resolve(chosen)
+        config = _with_credentials(chosen)
         _FILESYSTEMS[chosen] = fs.S3FileSystem(
             access_key=config.access_key, secret_key=config.secret_key,
             session_token=config.session_token, region=config.region,

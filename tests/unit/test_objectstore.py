@@ -1,12 +1,15 @@
-"""The pure parts of object storage: glob rules over keys, settings, SigV4 signing."""
+"""The parts of object storage that need no S3 server: glob rules over keys, settings,
+how the boto3 client is made, error mapping."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
 from batchrun import objectstore
 from batchrun.config import validate_config
-from batchrun.errors import ConfigError
+from batchrun.errors import ConfigError, EnvironmentProblem
 from batchrun.identity import difference
 from batchrun.model import Fingerprint
 from batchrun.walk import object_pattern
@@ -84,18 +87,6 @@ def test_the_storage_table_refuses_a_secret_key() -> None:
     assert raised.value.key == "storage.secret_key" and "unknown key" in str(raised.value)
 
 
-def test_requests_are_signed_as_the_aws_signature_v4_example_says() -> None:
-    """AWS's documented example (GET /test.txt with a Range header, 2013-05-24)."""
-    client = objectstore.S3Client(objectstore.Resolved(
-        endpoint="https://examplebucket.s3.amazonaws.com", region="us-east-1",
-        access_key="AKIAIOSFODNN7EXAMPLE", secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"))
-    signed = client._signed("GET", "/test.txt", "", b"", {"range": "bytes=0-9"},
-                            now="20130524T000000Z")
-    assert signed["authorization"].endswith(
-        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
-        " Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
-
-
 def test_throttling_and_server_errors_are_transient_but_403_and_404_are_final() -> None:
     assert isinstance(objectstore._error("s3://b/k", 503, "SlowDown", "x"),
                       objectstore.TransientObjectStoreError)
@@ -110,3 +101,85 @@ def test_a_changed_etag_is_named_as_such() -> None:
     planned = Fingerprint(size=5, sha256="etag:aaa")
     assert difference(planned, Fingerprint(size=5, sha256="etag:bbb")) == "content changed (ETag)"
     assert difference(planned, Fingerprint(size=6, sha256="etag:aaa")) == "size 5 → 6 bytes"
+
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDUNIT", "AWS_SECRET_ACCESS_KEY": "unit-secret-never-shown"}
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+def test_the_boto3_client_is_path_style_with_the_storage_timeouts_and_standard_retries(
+        credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "a-profile-nowhere")  # ignored, not an error
+    api = objectstore.S3Client(objectstore.resolve(objectstore.Settings(
+        endpoint="http://127.0.0.1:9", region="eu-west-3", max_attempts=3, timeout=2.5))).api
+    config = api.meta.config
+    assert (api.meta.endpoint_url, api.meta.region_name) == ("http://127.0.0.1:9", "eu-west-3")
+    assert config.s3 == {"addressing_style": "path"}
+    assert (config.connect_timeout, config.read_timeout) == (2.5, 2.5)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert api._request_signer._credentials.access_key == "AKIDUNIT"  # given, not looked up
+
+
+def test_without_credentials_no_client_is_made_and_the_line_names_the_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MY_SECRET", raising=False)
+    monkeypatch.setenv("MY_KEY", "AKIDNAMED")
+    settings = objectstore.Settings(endpoint="http://127.0.0.1:9", access_key_env="MY_KEY",
+                                    secret_key_env="MY_SECRET")
+    for make in (objectstore.client, objectstore.filesystem):
+        with pytest.raises(objectstore.ObjectStoreError) as raised:
+            make(settings)
+        assert str(raised.value) == "http://127.0.0.1:9: no credentials: set MY_KEY and MY_SECRET"
+        assert not isinstance(raised.value, objectstore.TransientObjectStoreError)
+
+
+def test_without_boto3_an_s3_client_fails_in_one_line_naming_the_extra(
+        credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if not installed
+    with pytest.raises(EnvironmentProblem) as raised:
+        objectstore.client(objectstore.Settings(endpoint="http://127.0.0.1:7"))
+    assert str(raised.value) == "s3:// needs boto3: pip install 'batchrun[s3]'"
+
+
+def test_an_endpoint_that_refuses_connections_is_transient_and_named_in_one_line(
+        credentials: None) -> None:
+    client = objectstore.S3Client(objectstore.resolve(objectstore.Settings(
+        endpoint="http://127.0.0.1:9", max_attempts=2, timeout=2)))
+    with pytest.raises(objectstore.TransientObjectStoreError) as raised:
+        list(client.list("bucket", "in/"))
+    line = str(raised.value)
+    assert line.startswith("s3://bucket/in/: ConnectionRefusedError: ") and "Connection refused" in line
+    assert line.endswith("(endpoint http://127.0.0.1:9)") and "\n" not in line
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in line
+
+
+@pytest.mark.parametrize(("status", "code", "retried"), [
+    (503, "SlowDown", True), (500, "InternalError", True), (403, "SignatureDoesNotMatch", False),
+    (403, "AccessDenied", False), (404, "NoSuchBucket", False), (404, "NoSuchKey", False),
+    (412, "PreconditionFailed", False),
+])
+def test_botocores_standard_retries_take_throttling_and_5xx_but_never_403_404_412(
+        status: int, code: str, retried: bool) -> None:
+    import botocore.session
+    from botocore.retries.standard import RetryContext, StandardRetryConditions
+
+    put = botocore.session.get_session().get_service_model("s3").operation_model("PutObject")
+    context = RetryContext(attempt_number=1, operation_model=put,
+                           parsed_response={"Error": {"Code": code}},
+                           http_response=type("Answer", (), {"status_code": status})())
+    assert StandardRetryConditions(max_attempts=5).is_retryable(context) is retried
+
+
+def test_a_head_answer_without_a_body_is_named_by_its_status() -> None:
+    assert objectstore._code({"Error": {"Code": "404"}}, 404) == "NotFound"
+    assert objectstore._code({"Error": {"Code": "NoSuchBucket"}}, 404) == "NoSuchBucket"
+    error = objectstore._error("s3://b/k", 403, objectstore._code({"Error": {"Code": "403"}}, 403),
+                               "endpoint http://x:1")
+    assert str(error) == "s3://b/k: HTTP 403 Forbidden (HTTP 403 Forbidden from endpoint http://x:1)"
+
