@@ -4,15 +4,18 @@ how the boto3 client is made, error mapping."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from batchrun import objectstore
-from batchrun.config import validate_config
+from batchrun.config import load_job, validate_config
 from batchrun.errors import ConfigError, EnvironmentProblem
 from batchrun.identity import difference
 from batchrun.model import Fingerprint
+from batchrun.plan import expand_sources
 from batchrun.walk import object_pattern
+from tests.conftest import write_job
 
 
 @pytest.mark.parametrize(("pattern", "uri", "matches"), [
@@ -183,3 +186,15 @@ def test_a_head_answer_without_a_body_is_named_by_its_status() -> None:
                                "endpoint http://x:1")
     assert str(error) == "s3://b/k: HTTP 403 Forbidden (HTTP 403 Forbidden from endpoint http://x:1)"
 
+
+def test_staging_to_s3_without_credentials_fails_while_planning_even_from_local_sources(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in CREDENTIALS:
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "in" / "s1").mkdir(parents=True)
+    (tmp_path / "in" / "s1" / "a.csv").write_text("order_id\n1\n")
+    job = write_job(tmp_path, tmp_path / "in",
+                    extra='[storage]\nendpoint = "http://127.0.0.1:9"\n')
+    job.write_text(job.read_text().replace('dir = "staging"', 'dir = "s3://lake/staging"'))
+    with pytest.raises(objectstore.ObjectStoreError, match="no credentials: set AWS_ACCESS_KEY_ID"):
+        expand_sources(load_job(job))
