@@ -272,6 +272,28 @@ def committed_and_in_flight(state: Path) -> bool:
     return bool(counts and counts.committed >= 2 and counts.pending > 0)
 
 
+PUT_TWICE = """
+import sys
+from batchrun import objectstore as o
+where = o.Location.of(sys.argv[1])
+o.client().put_if_absent(where, memoryview(b"first"))
+try:
+    o.client().put_if_absent(where, memoryview(b"second"))
+except o.ObjectStoreError as exc:
+    print(exc.status, exc)
+print(o.filesystem().open_input_file(where.arrow_path).read().decode())
+"""
+
+
+def test_a_second_put_if_absent_of_one_name_is_refused_with_412_and_keeps_the_first(
+        server: Server) -> None:
+    done = server.python(PUT_TWICE, f"s3://{BUCKET}/put-once/attempt.parquet")
+    assert done.returncode == 0, done.stderr
+    refused, kept = done.stdout.splitlines()
+    assert refused.startswith("412 ") and "already exists (put-if-absent refused)" in refused
+    assert kept == "first"
+
+
 def test_throttling_503_slowdown_is_retried_and_the_run_stages_every_row_once(
         server: Server, uploaded: tuple[str, DemoTruth], tmp_path: Path) -> None:
     sources, truth = uploaded
