@@ -556,7 +556,13 @@ class Catalog:
             outputs=[f.path for f in files if f.kind == "output"],
             rejects=[f.path for f in files if f.kind != "output"],
             unique=unique[0] if unique else None,
-            sizes={f.path: f.size for f in files if f.size is not None}, run_id=run_id)
+            sizes={f.path: f.size for f in files if f.size is not None}, run_id=run_id,
+            storage=self._storage(run_id))
+
+    def _storage(self, run_id: str) -> dict[str, Any] | None:
+        """The run's `[storage]` table (None: no such run, or one planned before it existed)."""
+        found = self.rows("SELECT config_json FROM runs WHERE run_id=?", (run_id,))
+        return json.loads(found[0]["config_json"]).get("storage") if found else None
 
     def committed_files(self, run_id: str) -> list[CommittedFile]:
         """Every committed output of a run with its recorded size and checksum: batch

@@ -241,6 +241,41 @@ class StagingSection(_Section):
     """Staging root, relative to the job file's folder."""
 
 
+class StorageSection(_Section):
+    """Where `s3://` paths (sources, staging) are served. Every key is optional: by default
+    the usual AWS variables decide. Secrets are never keys of the job file: name the
+    variables that hold them."""
+
+    endpoint: str | None = None
+    """"http(s)://host:port" of an S3-compatible server; default AWS_ENDPOINT_URL_S3, then
+    AWS_ENDPOINT_URL, then AWS S3 itself. "http://" allows plain HTTP."""
+    region: str | None = None
+    """Signing region; default AWS_DEFAULT_REGION, then AWS_REGION, then us-east-1."""
+    access_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "AWS_ACCESS_KEY_ID"
+    """The environment variable holding the access key id (read by each worker)."""
+    secret_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "AWS_SECRET_ACCESS_KEY"
+    """The environment variable holding the secret key (read by each worker, never stored)."""
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Attempts per request when the store throttles (503 SlowDown), fails (5xx) or does not
+    answer; 403 and 404 are never retried. A batch whose reads still fail is retried
+    as a whole (`[execution] max_retries`)."""
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds to connect, and to wait for an answer, per request."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = re.fullmatch(r"(https?)://([^/@\s]+)/?", value)
+        if "@" in value:
+            raise ValueError("credentials do not belong in the endpoint: set them in the"
+                             " environment (access_key_env, secret_key_env)")
+        if not match:
+            raise ValueError(f"expected http(s)://host[:port], got {bounded(repr(value), 80)}")
+        return value
+
+
 class ValidationSection(_Section):
     max_reject_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     """A file with a larger share of rejected rows is quarantined whole; 1.0 never does."""
@@ -314,6 +349,7 @@ class JobConfig(_Section):
     batch: BatchSection = BatchSection()
     execution: ExecutionSection = ExecutionSection()
     staging: StagingSection = StagingSection()
+    storage: StorageSection = StorageSection()
     validation: ValidationSection = ValidationSection()
     transform: TransformSection | None = None
     faults: dict[str, Any] | None = None
@@ -331,8 +367,8 @@ class Job(BaseModel):
     config: JobConfig
     path: Path
     """Absolute path of the job file."""
-    staging_dir: Path
-    """Absolute staging root (job key, or an override)."""
+    staging_dir: Path | str
+    """Absolute staging root (job key, or an override): a Path, or an `s3://` URI (str)."""
     given: str = ""
     """The job file as it was named (`load_job`'s argument): error lines name it so."""
 
@@ -360,9 +396,15 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> Job:
         if value is not None:
             set_dotted(raw, dotted, value)
     config = validate_config(raw, str(path))
+    return Job(config=config, path=job_path, staging_dir=_staging_root(config, job_path),
+               given=str(path))
+
+
+def _staging_root(config: JobConfig, job_path: Path) -> Path | str:
+    if config.staging.dir.startswith("s3://"):
+        return config.staging.dir.rstrip("/")
     staging = Path(config.staging.dir).expanduser()
-    staging_dir = staging if staging.is_absolute() else job_path.parent / staging
-    return Job(config=config, path=job_path, staging_dir=staging_dir.resolve(), given=str(path))
+    return (staging if staging.is_absolute() else job_path.parent / staging).resolve()
 
 
 def validate_config(raw: dict[str, Any], where: str) -> JobConfig:

@@ -8,6 +8,10 @@ file. The ctime is not compared: chmod, chown, a new hard link (backup tools, `c
 and, on ext4, a rename change it without changing a byte. A worker compares the file with its fingerprint
 before reading it (a changed file is quarantined, never staged silently) and stats it
 again after reading (a file that changed meanwhile fails the attempt, which is retried).
+
+An object (`s3://...`) has no inode or mtime worth comparing: its fingerprint is its size
+and ETag, the ETag kept where a file keeps its content hash (as "etag:<ETag>"), and the
+same two rules apply to it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import os
 from dataclasses import replace
 
+from batchrun import objectstore
 from batchrun.errors import TransientSourceError
 from batchrun.model import Fingerprint
 
@@ -37,6 +42,16 @@ def fingerprint(path: str, stat: os.stat_result | None = None,
                        inode=stat.st_ino, device=stat.st_dev)
 
 
+ETAG = "etag:"
+"""How an object's ETag is kept in the `sha256` field of its fingerprint."""
+
+
+def object_fingerprint(path: str) -> Fingerprint:
+    """An object's size and ETag, now (one HEAD request)."""
+    found = objectstore.head(path)
+    return Fingerprint(size=found.size, sha256=f"{ETAG}{found.etag}")
+
+
 def content_hash(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -55,13 +70,19 @@ def difference(planned: Fingerprint, now: Fingerprint) -> str | None:
     if planned.mtime_ns is not None and planned.mtime_ns != now.mtime_ns:
         return "mtime changed"
     if planned.sha256 is not None and now.sha256 is not None and planned.sha256 != now.sha256:
-        return "content changed (sha256)"
+        return "content changed (ETag)" if planned.sha256.startswith(ETAG) else "content changed (sha256)"
     return None
 
 
 def change_since_planning(path: str, planned: Fingerprint) -> str | None:
     """Why the file is no longer the planned one, or None. A file that cannot be stat'ed
     is left to the reader, which names the problem (not found, permission denied)."""
+    if objectstore.is_object(path):
+        try:
+            change = difference(planned, object_fingerprint(path))
+        except objectstore.ObjectStoreError:
+            return None
+        return f"{CHANGED}: {change}" if change else None
     try:
         now = fingerprint(path)
         change = difference(planned, now)
@@ -75,6 +96,14 @@ def change_since_planning(path: str, planned: Fingerprint) -> str | None:
 def check_not_changed_while_read(path: str, planned: Fingerprint) -> None:
     """After reading: a size, mtime or inode that moved means the bytes read may be torn, so the
     attempt fails with a transient error (the retry finds the file changed since planning)."""
+    if objectstore.is_object(path):
+        try:
+            change = difference(planned, object_fingerprint(path))
+        except objectstore.ObjectStoreError:
+            return
+        if change:
+            raise TransientSourceError(path, f"changed while being read: {change}")
+        return
     try:
         now = fingerprint(path)
     except OSError:

@@ -11,8 +11,11 @@ actor, so the read side does not depend on the write side.
 - Every file is written under a hidden temporary name and renamed into place
   (`atomic_path`); the catalog's commit record is what makes it visible.
 
-`Storage` is the seam for where partitions live. `LocalStorage` (a folder) is the only
-implementation today; an object store plugs in here (see the cluster issue).
+`Storage` is the seam for where partitions live: `LocalStorage` (a folder) or
+`ObjectStorage` (an `s3://bucket/prefix`). An object store has no rename: there the commit
+is the write of a uniquely named final object, put-if-absent (`If-None-Match: *`), plus
+the driver's commit record; an attempt killed before it wrote leaves nothing, and one
+killed after leaves an orphan that resume removes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from batchrun import objectstore
 from batchrun.model import WrittenFile
 
 FILE = "_file"
@@ -136,8 +140,42 @@ class LocalStorage:
         return write_parquet_atomically(table, Path(location), durable)
 
 
-def storage_for(root: str | Path) -> Storage:
-    """The storage a staging location names (only local folders today)."""
+class ObjectStorage:
+    """Partitions as key prefixes under an `s3://bucket/prefix` root. A partition needs no
+    creating and an attempt leaves no temporary object: each output is one put-if-absent
+    PUT of the whole Parquet file (held in memory: one batch's output)."""
+
+    def __init__(self, root: str, settings: objectstore.Settings | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.settings = settings
+
+    def partition(self, table: str, partition: int) -> str:
+        return f"{self.root}/{table}/part-{partition:03d}"
+
+    def open_partition(self, table: str, partition: int, run_id: str) -> str:
+        return self.partition(table, partition)
+
+    def write_parquet(self, table: pa.Table, location: str, durable: bool = True) -> WrittenFile:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, row_group_size=1 << 20,
+                       write_statistics=_statistics_columns(table.schema))
+        data = memoryview(sink.getvalue())  # the writer's buffer itself, not a copy
+        try:
+            objectstore.client(self.settings).put_if_absent(objectstore.Location.of(location), data)
+        except objectstore.ObjectStoreError as exc:
+            if exc.status == 412:  # this very attempt delivered twice: retry under a new name
+                raise objectstore.TransientObjectStoreError(
+                    location, 412, exc.code, "already written by another delivery of this"
+                    " attempt") from None
+            raise
+        digest = xxhash.xxh3_128(data).hexdigest()
+        return WrittenFile(path=location, size=data.nbytes, checksum=f"{ALGORITHM}:{digest}")
+
+
+def storage_for(root: str | Path, settings: objectstore.Settings | None = None) -> Storage:
+    """The storage a staging location names: a folder, or an `s3://` prefix."""
+    if objectstore.is_object(root):
+        return ObjectStorage(str(root), settings)
     return LocalStorage(root)
 
 
@@ -149,8 +187,15 @@ _CHUNK = 1 << 20
 
 
 def file_checksum(path: str | Path) -> str:
-    """The checksum of a file's bytes, read in 1 MiB chunks into one reused buffer."""
+    """The checksum of a file's (or an object's) bytes, read in 1 MiB chunks into one
+    reused buffer."""
     digest = xxhash.xxh3_128()
+    if objectstore.is_object(path):
+        with objectstore.filesystem().open_input_stream(
+                objectstore.Location.of(str(path)).arrow_path) as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+        return f"{ALGORITHM}:{digest.hexdigest()}"
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:

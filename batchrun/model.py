@@ -208,6 +208,8 @@ class Committed:
     sizes: dict[str, int] = field(default_factory=dict)
     """The recorded size of each file that has one (older commits have none)."""
     run_id: str = ""
+    storage: dict[str, Any] | None = None
+    """The run's `[storage]` table, for outputs on object storage."""
 
     @property
     def paths(self) -> set[str]:

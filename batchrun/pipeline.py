@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 
+from batchrun import objectstore
 from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.fastcheck import CleanCheck
@@ -56,6 +57,9 @@ class PipelineSpec:
     """Folders put on the import path for custom steps (the job file's folder)."""
     hooks: Hooks = NO_HOOKS
     """Called at the batch's named points (fault injection in tests and drills)."""
+    storage: dict[str, Any] | None = None
+    """The job's `[storage]` table, for `s3://` sources and staging (no secrets: each worker
+    reads its credentials from its own environment)."""
 
 
 @dataclass(frozen=True)
@@ -131,10 +135,11 @@ class BatchPipeline:
         self.clean_check = CleanCheck(spec.columns, self.fast_typed)
         self.reader = resolve(spec.reader, spec.code_dirs) if spec.reader else None
         self.transform = resolve(spec.transform, spec.code_dirs) if spec.transform else None
+        objectstore.configure(spec.storage)  # clients are made in this process, on first use
         self.storage = storage_for(spec.staging_dir)
-        self.out_dir = Path(self.storage.open_partition(spec.table, partition, spec.run_id))
-        self.rejects_dir = Path(self.storage.open_partition(rejects_table_name(spec.table),
-                                                            partition, spec.run_id))
+        self.out_dir = _folder(self.storage.open_partition(spec.table, partition, spec.run_id))
+        self.rejects_dir = _folder(self.storage.open_partition(rejects_table_name(spec.table),
+                                                               partition, spec.run_id))
 
     def process(self, task: BatchTask) -> BatchResult:
         started = time.time()
@@ -155,8 +160,8 @@ class BatchPipeline:
             validated, outcomes = self._transformed(validated, outcomes)
         hooks.before_write(task)
         name = output_name(self.spec.run_id, task.batch_id, task.token)
-        output = self._write(validated.good, self.out_dir / name)
-        rejects = self._write(validated.rejects, self.rejects_dir / name)
+        output = self._write(validated.good, objectstore.join(str(self.out_dir), name))
+        rejects = self._write(validated.rejects, objectstore.join(str(self.rejects_dir), name))
         hooks.after_rename(task)
         log.debug("wrote {} rows, {} rejects", validated.good.num_rows, validated.rejects.num_rows)
         return BatchResult(
@@ -350,10 +355,15 @@ class BatchPipeline:
                     pc.invert(pc.is_in(validated.rejects["file"], keep))))
         return validated, outcomes
 
-    def _write(self, table: pa.Table, final: Path) -> WrittenFile | None:
+    def _write(self, table: pa.Table, final: str) -> WrittenFile | None:
         if not table.num_rows:
             return None
-        return self.storage.write_parquet(table, str(final))
+        return self.storage.write_parquet(table, final)
+
+
+def _folder(location: str) -> Path | str:
+    """A partition: a local folder as a Path, an `s3://` prefix as it is."""
+    return location if objectstore.is_object(location) else Path(location)
 
 
 LINEAGE_CHUNK_BYTES = 64 * 2**20

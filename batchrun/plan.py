@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import groupby
@@ -18,12 +19,13 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from batchrun import objectstore
 from batchrun.catalog import Catalog, stored_fingerprint
 from batchrun.config import Job, JobConfig, compile_group_by
 from batchrun.errors import ConfigError
-from batchrun.identity import CHANGED, content_hash, difference, may_recover
+from batchrun.identity import CHANGED, ETAG, content_hash, difference, may_recover, object_fingerprint
 from batchrun.model import FileState, Fingerprint, PlannedBatch, PlannedFile
-from batchrun.walk import iter_matching
+from batchrun.walk import iter_matching, object_pattern
 
 
 def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]:
@@ -34,17 +36,45 @@ def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]
     spelling, taking the patterns in the job's order and each pattern's matches sorted.
     A file whose real path lies in the job's staging dir or in `state_dir` is never
     planned: a run must not read its own output (or catalog) as input."""
-    own = OwnDirs([job.staging_dir, *([state_dir] if state_dir else [])])
-    found = _distinct_files(job.config.source.paths, job.base_dir, own)
-    if not found:
-        patterns = ", ".join(job.config.source.paths)
+    objectstore.configure(job.config.storage.model_dump())
+    if objectstore.is_object(job.staging_dir):
+        objectstore.client()  # no boto3 or no credentials: fail now, not in every worker
+    local_dirs = [Path(d) for d in (job.staging_dir, state_dir) if d and not objectstore.is_object(d)]
+    own = OwnDirs(local_dirs)
+    patterns = [p for p in job.config.source.paths if not objectstore.is_object(p)]
+    found = _distinct_files(patterns, job.base_dir, own) if patterns else {}
+    objects = matching_objects([p for p in job.config.source.paths if objectstore.is_object(p)],
+                               str(job.staging_dir))
+    if not found and not objects:
+        listed = ", ".join(job.config.source.paths)
         skipped = f"; {own.skipped} match(es) in its staging or state dir skipped" if own.skipped else ""
         raise ConfigError(str(job.path), "source.paths",
-                          f"no files match {patterns} (relative to {job.base_dir}{skipped})")
+                          f"no files match {listed} (relative to {job.base_dir}{skipped})")
     source_of = source_function(job.config.source.group_by, str(job.path))
     content = job.config.source.fingerprint == "sha256"
     # popped as planned: each compact stat is freed as its PlannedFile takes its place
-    return [_planned(name, found.pop(name), source_of, content) for name in sorted(found)]
+    planned = [_planned(name, found.pop(name), source_of, content) for name in sorted(found)]
+    return planned + [_planned_object(objects[uri], source_of) for uri in sorted(objects)]
+
+
+def matching_objects(patterns: list[str], staging: str) -> dict[str, objectstore.Listed]:
+    """uri → listing of each object the `s3://` patterns match, outside the staging prefix
+    (a run never reads its own output). One listing per pattern's literal prefix."""
+    found: dict[str, objectstore.Listed] = {}
+    own = staging.rstrip("/") + "/"
+    for pattern in patterns:
+        prefix, matcher = object_pattern(pattern)
+        for listed in objectstore.listing(prefix):
+            if matcher.match(listed.uri) and not listed.uri.startswith(own):
+                found.setdefault(listed.uri, listed)
+    return found
+
+
+def _planned_object(listed: objectstore.Listed, source_of: Callable[[str], str]) -> PlannedFile:
+    """An object's fingerprint is its size and ETag (no mtime_ns: a HEAD gives the time in
+    whole seconds, a listing in milliseconds); its mtime is only shown."""
+    return PlannedFile(path=listed.uri, size=listed.size, mtime=listed.mtime,
+                       source=source_of(listed.uri), sha256=f"{ETAG}{listed.etag}")
 
 
 class OwnDirs:
@@ -386,9 +416,23 @@ def _record_replan(catalog: Catalog, run_id: str, config: JobConfig, replan: _Re
 def _replanned(row: dict[str, Any], content: bool) -> tuple[PlannedFile | None, str]:
     """A quarantined file (a catalog row) fingerprinted again, and what changed."""
     source, reason = str(row["source"]), str(row["error"])[:200]
+    if objectstore.is_object(row["path"]):
+        return _replanned_object(row, source, reason)
     try:
         planned = _planned(row["path"], os.stat(row["path"]), lambda _: source, content)
     except OSError as exc:
         return None, f"not re-planned on resume: still {exc.strerror or exc} (quarantined for: {reason})"
     change = difference(stored_fingerprint(row), planned.fingerprint)
+    return planned, f"re-planned on resume: {change or 'unchanged'} (quarantined for: {reason})"
+
+
+def _replanned_object(row: dict[str, Any], source: str, reason: str
+                      ) -> tuple[PlannedFile | None, str]:
+    try:
+        now = object_fingerprint(row["path"])
+    except objectstore.ObjectStoreError as exc:
+        return None, f"not re-planned on resume: still {exc.reason} (quarantined for: {reason})"
+    planned = PlannedFile(path=row["path"], size=now.size, mtime=time.time(), source=source,
+                          sha256=now.sha256)
+    change = difference(stored_fingerprint(row), now)
     return planned, f"re-planned on resume: {change or 'unchanged'} (quarantined for: {reason})"

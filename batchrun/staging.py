@@ -4,6 +4,12 @@ A run's table is the union of the Parquet files its committed batches wrote, rea
 deterministic order (source file, line). Files that exist on disk but have no commit
 record (a batch killed between its rename and the driver's commit) are never listed,
 and `remove_orphans` deletes them when a run or resume finishes.
+
+Staging on object storage (`s3://`) is read offline: DuckDB's own S3 support (httpfs) is
+an extension it would download at run time, so the committed objects are opened through
+pyarrow's S3 file system and handed to DuckDB as registered Arrow datasets. Such views
+live only in the connection that registered them, so no `staging.duckdb` is published
+for object storage; `batchrun query` (or `query_connection`) builds them each time.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from batchrun import objectstore
 from batchrun.coltypes import duckdb_type
 from batchrun.errors import CommittedOutputError, EnvironmentProblem
 from batchrun.layout import BATCH, FILE, LINE, REJECT_SCHEMA, atomic_path, rejects_table_name
@@ -37,31 +44,40 @@ def sql_paths(paths: Iterable[str]) -> str:
     return "[" + ", ".join(quote_literal(p) for p in paths) + "]"
 
 
-def table_view_sql(columns: dict[str, str], paths: list[str], unique: str | None = None) -> str:
+def table_view_sql(columns: dict[str, str], paths: list[str], unique: str | None = None,
+                   registered: bool = False) -> str:
     if not paths:
         typed = [f"CAST(NULL AS {duckdb_type(t)}) AS {quote_identifier(n)}" for n, t in columns.items()]
         typed += [f"CAST(NULL AS VARCHAR) AS {FILE}", f"CAST(NULL AS BIGINT) AS {LINE}",
                   f"CAST(NULL AS VARCHAR) AS {BATCH}"]
         return f"SELECT {', '.join(typed)} WHERE false"
-    source = f"read_parquet({sql_paths(paths)}, union_by_name = true)"
+    source = OUTPUTS if registered else f"read_parquet({sql_paths(paths)}, union_by_name = true)"
     if unique:
-        source += (f" AS t ANTI JOIN read_parquet({sql_paths([unique])}) AS u"
+        hidden = UNIQUE if registered else f"read_parquet({sql_paths([unique])})"
+        source += (f" AS t ANTI JOIN {hidden} AS u"
                    f" ON t.{FILE} = u.file AND t.{LINE} = u.line")
     return f"SELECT * FROM {source} ORDER BY {FILE}, {LINE}"
 
 
-def rejects_view_sql(paths: list[str]) -> str:
+def rejects_view_sql(paths: list[str], registered: bool = False) -> str:
     if not paths:
         typed = [f"CAST(NULL AS {'BIGINT' if f.name == 'line' else 'VARCHAR'}) AS {quote_identifier(f.name)}"
                  for f in REJECT_SCHEMA]
         return f"SELECT {', '.join(typed)} WHERE false"
-    return f"SELECT * FROM read_parquet({sql_paths(paths)}) ORDER BY file, line"
+    source = REJECTS if registered else f"read_parquet({sql_paths(paths)})"
+    return f"SELECT * FROM {source} ORDER BY file, line"
 
 
 def check_committed_files(committed: Committed, paths: Iterable[str] | None = None) -> None:
     """Each committed file (of `paths`, default all) exists with its recorded size, one
-    stat each: a view over a lost or truncated file fails in DuckDB, or reads wrong rows."""
-    for path in [*committed.outputs, *committed.rejects] if paths is None else paths:
+    stat each: a view over a lost or truncated file fails in DuckDB, or reads wrong rows.
+    Objects: one listing per partition, not a request per object."""
+    paths = [*committed.outputs, *committed.rejects] if paths is None else list(paths)
+    listed = _object_sizes([p for p in paths if objectstore.is_object(p)], committed.storage)
+    for path in paths:
+        if objectstore.is_object(path):
+            _check_size(committed, path, listed.get(path))
+            continue
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:
@@ -75,16 +91,73 @@ def check_committed_files(committed: Committed, paths: Iterable[str] | None = No
                                        committed.run_id)
 
 
+def _check_size(committed: Committed, path: str, size: int | None) -> None:
+    if size is None:
+        raise CommittedOutputError(path, "missing", committed.run_id)
+    recorded = committed.sizes.get(path)
+    if recorded is not None and size != recorded:
+        raise CommittedOutputError(path, f"size {size} != recorded {recorded}", committed.run_id)
+
+
+def _object_sizes(paths: list[str], storage: dict[str, object] | None) -> dict[str, int]:
+    """uri → size of every object in the partitions that hold `paths`."""
+    settings = objectstore.Settings.of(storage)
+    sizes: dict[str, int] = {}
+    for prefix in sorted({path.rsplit("/", 1)[0] + "/" for path in paths}):
+        where = objectstore.Location.of(prefix)
+        sizes.update((o.uri, o.size) for o in objectstore.client(settings).list(where.bucket,
+                                                                                where.key))
+    return sizes
+
+
+OUTPUTS, REJECTS, UNIQUE = "__batchrun_outputs", "__batchrun_rejects", "__batchrun_unique"
+"""The names under which committed objects are registered, as Arrow datasets, in DuckDB."""
+
+
+def on_object_storage(committed: Committed) -> bool:
+    return any(objectstore.is_object(p) for p in committed.paths)
+
+
 def create_views(db: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str],
                  committed: Committed) -> None:
     check_committed_files(committed)
-    table_sql = table_view_sql(columns, committed.outputs, committed.unique)
+    registered = on_object_storage(committed)
+    if registered:
+        _register_objects(db, committed)
+    table_sql = table_view_sql(columns, committed.outputs, committed.unique, registered)
+    kind = "TEMP VIEW" if registered else "VIEW"
     try:
-        db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS {table_sql}")
-        db.execute(f"CREATE OR REPLACE VIEW {quote_identifier(rejects_table_name(table))} AS "
-                   f"{rejects_view_sql(committed.rejects)}")
+        db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(table)} AS {table_sql}")
+        db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(rejects_table_name(table))} AS "
+                   f"{rejects_view_sql(committed.rejects, registered)}")
     except duckdb.Error as exc:
         raise unreadable_output(committed, exc) from None
+
+
+def _register_objects(db: duckdb.DuckDBPyConnection, committed: Committed) -> None:
+    """Register the committed objects as Arrow datasets read through pyarrow's S3 file
+    system (see the module's docstring): no DuckDB extension, no download."""
+    system = objectstore.filesystem(objectstore.Settings.of(committed.storage))
+    for name, paths in ((OUTPUTS, committed.outputs), (REJECTS, committed.rejects),
+                        (UNIQUE, [committed.unique] if committed.unique else [])):
+        if paths:
+            try:
+                db.register(name, object_dataset(paths, system))
+            except OSError as exc:
+                raise unreadable_output(committed, exc) from None
+
+
+def object_dataset(paths: list[str], system: object) -> object:
+    """A pyarrow dataset over committed Parquet objects, its schema the union of theirs
+    (DuckDB's `union_by_name`: a transform may add a column to some files only)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    where = [objectstore.Location.of(p).arrow_path for p in paths]
+    found = ds.dataset(where, format="parquet", filesystem=system)
+    schema = pa.unify_schemas([f.physical_schema for f in found.get_fragments()],
+                              promote_options="permissive")
+    return ds.dataset(where, format="parquet", filesystem=system, schema=schema)
 
 
 def named_output_error(committed: Committed, exc: Exception) -> CommittedOutputError | None:
@@ -107,6 +180,8 @@ def unreadable_output(committed: Committed, exc: Exception) -> EnvironmentProble
         return named
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     for path in [*committed.outputs, *committed.rejects]:
+        if objectstore.is_object(path):
+            continue  # pyarrow's error above names the object it failed on
         try:
             pq.read_metadata(path)
         except (OSError, ValueError) as damaged:  # pyarrow's ArrowInvalid is a ValueError
@@ -172,13 +247,18 @@ def _reads_only(statement: duckdb.Statement) -> bool:
     return len(inner) == 1 and _reads_only(inner[0])
 
 
-def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
-                       committed: Committed) -> Path:
+def publish_staging_db(staging_dir: Path | str, table: str, columns: dict[str, str],
+                       committed: Committed) -> Path | None:
     """Write `staging.duckdb` (views with absolute paths) atomically, for any DuckDB client.
 
     Built under a temporary name and renamed over the old file, so a client holding the
-    old one open keeps a consistent (older) view and nothing waits on its lock.
+    old one open keeps a consistent (older) view and nothing waits on its lock. None for
+    staging on object storage (see the module's docstring).
     """
+    if objectstore.is_object(staging_dir):
+        check_committed_files(committed)
+        return None
+    staging_dir = Path(staging_dir)
     final = staging_dir / STAGING_DB
     temporary = staging_dir / f".{STAGING_DB}.{os.getpid()}.tmp"
     with atomic_path(final, durable=False, temporary=temporary):
@@ -190,8 +270,12 @@ def publish_staging_db(staging_dir: Path, table: str, columns: dict[str, str],
     return final
 
 
-def staged_files(staging_dir: Path, table: str, run_id: str) -> list[Path]:
-    """Every file a run's workers left in the table and rejects partitions."""
+def staged_files(staging_dir: Path | str, table: str, run_id: str,
+                 storage: dict[str, object] | None = None) -> list[Path] | list[str]:
+    """Every file (or object) a run's workers left in the table and rejects partitions."""
+    if objectstore.is_object(staging_dir):
+        return staged_objects(str(staging_dir), table, run_id, storage)
+    staging_dir = Path(staging_dir)
     found: list[Path] = []
     for name in (table, rejects_table_name(table)):
         root = staging_dir / name
@@ -200,11 +284,40 @@ def staged_files(staging_dir: Path, table: str, run_id: str) -> list[Path]:
     return found
 
 
-def remove_orphans(staging_dir: Path, table: str, run_id: str, committed: set[str]) -> int:
-    """Delete this run's uncommitted outputs and temporary files; return how many."""
+def staged_objects(root: str, table: str, run_id: str,
+                   storage: dict[str, object] | None = None) -> list[str]:
+    """Every object a run's workers (and its unique pass) left under `part-*/`."""
+    settings = objectstore.Settings.of(storage)
+    found: list[str] = []
+    for name in (table, rejects_table_name(table)):
+        where = objectstore.Location.of(objectstore.join(root, name) + "/")
+        for listed in objectstore.client(settings).list(where.bucket, where.key):
+            part, _, base = listed.uri[len(root) + len(name) + 2:].partition("/")
+            if part.startswith("part-") and "/" not in base and base.startswith(run_id):
+                found.append(listed.uri)
+    return found
+
+
+def remove_orphans(staging_dir: Path | str, table: str, run_id: str, committed: set[str],
+                   storage: dict[str, object] | None = None) -> int:
+    """Delete this run's uncommitted outputs and temporary files (or objects); return how
+    many."""
     removed = 0
-    for path in staged_files(staging_dir, table, run_id):
+    for path in staged_files(staging_dir, table, run_id, storage):
         if str(path) not in committed:
-            path.unlink(missing_ok=True)
+            delete_output(path, storage)
             removed += 1
     return removed
+
+
+def delete_output(path: Path | str, storage: dict[str, object] | None = None) -> None:
+    """Remove one staged file or object (gone already: nothing to do)."""
+    if objectstore.is_object(path):
+        where = objectstore.Location.of(str(path))
+        try:
+            objectstore.client(objectstore.Settings.of(storage)).delete(where)
+        except objectstore.ObjectStoreError as exc:
+            if not exc.missing:
+                raise
+    else:
+        Path(path).unlink(missing_ok=True)

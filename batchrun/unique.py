@@ -11,13 +11,13 @@ the result is the same whatever the worker count, batch size or completion order
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 
+from batchrun import objectstore
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.errors import SourceError
@@ -29,35 +29,46 @@ from batchrun.layout import (
     UNIQUE_PARTITION,
     partition_dir,
     rejects_table_name,
+    storage_for,
     write_parquet_atomically,
 )
 from batchrun.model import RunRecord, WrittenFile
 from batchrun.readers.source import read_file
-from batchrun.staging import quote_identifier, quote_literal, sql_paths
+from batchrun.staging import (
+    OUTPUTS,
+    delete_output,
+    object_dataset,
+    quote_identifier,
+    quote_literal,
+    sql_paths,
+)
 
 
 def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> int:
     """Recompute the run's unique-key rejects; return how many rows they hide."""
     keys = [name for name, spec in columns.items() if spec.unique]
+    objectstore.configure(record.config.get("storage"))  # the raw lines of s3:// sources
     previous = catalog.committed(record.run_id).unique
     outputs = catalog.committed(record.run_id).outputs
     if not keys or not outputs:
         if previous:
             catalog.record_unique(record.run_id, None, {})
         return 0
-    duplicates = _duplicates(outputs, keys, record.run_id)
+    duplicates = _duplicates(outputs, keys, record.run_id, record.config.get("storage"))
     written = _write(duplicates, record) if duplicates.num_rows else None
     catalog.record_unique(record.run_id, written, _per_file(duplicates))
     if previous and previous != (written and written.path):
-        Path(previous).unlink(missing_ok=True)
+        delete_output(previous, record.config.get("storage"))
     logger.bind(run_id=record.run_id).info("unique keys {}: {} later duplicate(s) rejected",
                                            keys, duplicates.num_rows)
     return duplicates.num_rows
 
 
-def _duplicates(outputs: list[str], keys: list[str], run_id: str) -> pa.Table:
+def _duplicates(outputs: list[str], keys: list[str], run_id: str,
+                storage: dict[str, object] | None = None) -> pa.Table:
     """One reject per duplicate row, for the first unique column (schema order) it repeats."""
-    source = f"read_parquet({sql_paths(outputs)})"
+    objects = any(objectstore.is_object(p) for p in outputs)
+    source = OUTPUTS if objects else f"read_parquet({sql_paths(outputs)})"
     branches = []
     for order, key in enumerate(keys):
         column = quote_identifier(key)
@@ -71,6 +82,9 @@ def _duplicates(outputs: list[str], keys: list[str], run_id: str) -> pa.Table:
            f"SELECT *, row_number() OVER (PARTITION BY {FILE}, {LINE} ORDER BY k) AS first"
            f" FROM ({' UNION ALL '.join(branches)})) WHERE first = 1 ORDER BY file, line")
     with duckdb.connect() as db:
+        if objects:
+            system = objectstore.filesystem(objectstore.Settings.of(storage))
+            db.register(OUTPUTS, object_dataset(outputs, system))
         return db.sql(sql).to_arrow_table()
 
 
@@ -90,11 +104,16 @@ def _with_raw_lines(duplicates: pa.Table, record: RunRecord) -> pa.Table:
 
 def _write(duplicates: pa.Table, record: RunRecord) -> WrittenFile:
     table = _with_raw_lines(duplicates, record).select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
+    name = f"{record.run_id}-unique-{uuid.uuid4().hex[:8]}.parquet"
+    if objectstore.is_object(record.staging_dir):
+        storage = storage_for(record.staging_dir,
+                              objectstore.Settings.of(record.config.get("storage")))
+        folder = objectstore.join(record.staging_dir, rejects_table_name(record.table))
+        return storage.write_parquet(table, objectstore.join(folder, f"{UNIQUE_PARTITION}/{name}"))
     directory = partition_dir(record.staging_dir, rejects_table_name(record.table), 0).parent
     directory = directory / UNIQUE_PARTITION
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{record.run_id}-unique-{uuid.uuid4().hex[:8]}.parquet"
-    return write_parquet_atomically(table, final)
+    return write_parquet_atomically(table, directory / name)
 
 
 def _per_file(duplicates: pa.Table) -> dict[str, int]:

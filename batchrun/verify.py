@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from batchrun import objectstore
 from batchrun.catalog import Catalog
 from batchrun.errors import CommittedOutputError, EnvironmentProblem
 from batchrun.layout import ALGORITHM, file_checksum
@@ -98,7 +99,7 @@ def check_file(file: CommittedFile, checksums: bool = True) -> Finding:
     """Exists, has its recorded size and (with `checksums`) its recorded checksum.
     Without checksums only a stat is needed: cheap enough for every query and resume."""
     try:
-        size = Path(file.path).stat().st_size
+        size = _size(file.path)
         if file.size is not None and size != file.size:
             return Finding(file, Problem.SIZE, size)
         if not checksums:
@@ -108,15 +109,27 @@ def check_file(file: CommittedFile, checksums: bool = True) -> Finding:
         same = file_checksum(file.path) == file.checksum
     except FileNotFoundError:
         return Finding(file, Problem.MISSING)
+    except objectstore.ObjectStoreError as exc:
+        if exc.missing:
+            return Finding(file, Problem.MISSING)
+        raise
     except OSError as exc:
         raise EnvironmentProblem(f"cannot read committed output {file.path}: "
                                  f"{exc.strerror or exc}") from None
     return Finding(file, None if same else Problem.CHECKSUM, size)
 
 
+def _size(path: str) -> int:
+    """A file's size from a stat, an object's from a HEAD (404: FileNotFoundError's part)."""
+    if objectstore.is_object(path):
+        return objectstore.head(path).size
+    return Path(path).stat().st_size
+
+
 def verify_run(catalog: Catalog, run_id: str, checksums: bool = True) -> VerifyReport:
     """Check every committed output of a run (batch outputs, rejects, unique-key rejects)."""
-    catalog.run(run_id)  # an unknown run is an error, not an empty report
+    record = catalog.run(run_id)  # an unknown run is an error, not an empty report
+    objectstore.configure(record.config.get("storage"))
     return VerifyReport(run_id, [check_file(f, checksums) for f in catalog.committed_files(run_id)])
 
 

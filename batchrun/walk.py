@@ -143,3 +143,45 @@ def _regular(path: str) -> os.stat_result | None:
     except OSError:
         return None
     return found if stat_mode.S_ISREG(found.st_mode) else None
+
+
+def object_pattern(pattern: str) -> tuple[str, re.Pattern[str]]:
+    """For an `s3://bucket/...` pattern: the longest literal prefix (what to list) and a
+    regular expression over whole URIs with the rules of `matching_files`: `*`, `?` and
+    `[...]` within one name, `**` alone as a name for zero or more folders, names starting
+    with "." only matched by a part that starts with "."."""
+    parts = pattern.split("/")
+    first_magic = next((i for i, p in enumerate(parts) if _MAGIC.search(p)), len(parts))
+    if first_magic == len(parts):
+        return pattern, re.compile(re.escape(pattern) + r"\Z")
+    prefix = "/".join(parts[:first_magic]) + "/"
+    regex = re.escape(prefix)
+    rest = parts[first_magic:]
+    for i, part in enumerate(rest):
+        last = i == len(rest) - 1
+        if part == "**":
+            regex += r"(?:(?!\.)[^/]+/)*" + (r"(?!\.)[^/]+" if last else "")
+        else:
+            regex += _name_regex(part) + ("" if last else "/")
+    return prefix, re.compile(regex + r"\Z")
+
+
+def _name_regex(part: str) -> str:
+    """One glob name as a regular expression that never crosses a "/"."""
+    out = "" if part.startswith(".") else r"(?!\.)"
+    i = 0
+    while i < len(part):
+        char = part[i]
+        if char == "*":
+            out += "[^/]*"
+        elif char == "?":
+            out += "[^/]"
+        elif char == "[" and (end := part.find("]", i + 2)) > 0:
+            inner = part[i + 1:end]
+            negate = inner.startswith("!")
+            out += "[" + ("^/" if negate else "") + re.escape(inner[negate:]).replace(r"\-", "-") + "]"
+            i = end
+        else:
+            out += re.escape(char)
+        i += 1
+    return out

@@ -67,8 +67,9 @@ def cli() -> None:
 @click.argument("job_file", type=click.Path(path_type=Path))
 @workers_option
 @address_option
-@click.option("--staging-dir", type=click.Path(file_okay=False, path_type=Path),
-              envvar="BATCHRUN_STAGING_DIR", help="Override staging.dir [env BATCHRUN_STAGING_DIR].")
+@click.option("--staging-dir", type=click.Path(file_okay=False, path_type=str),
+              envvar="BATCHRUN_STAGING_DIR",
+              help="Override staging.dir: a folder or s3://bucket/prefix [env BATCHRUN_STAGING_DIR].")
 @state_dir_option
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
@@ -76,7 +77,7 @@ def cli() -> None:
               help="Override source.group_by: parent_dir, none or a regex with a named group "
                    "[env BATCHRUN_GROUP_BY].")
 @control_options
-def run(job_file: Path, workers: int | None, address: str | None, staging_dir: Path | None,
+def run(job_file: Path, workers: int | None, address: str | None, staging_dir: str | None,
         state_dir: Path, as_json: bool, progress: bool | None, group_by: str | None,
         **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
@@ -84,7 +85,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: P
     from batchrun.execution.start import start_run
 
     overrides = {"execution.workers": workers, "execution.address": address,
-                 "staging.dir": str(staging_dir.resolve()) if staging_dir else None,
+                 "staging.dir": _staging_override(staging_dir),
                  "source.group_by": group_by, **control_overrides(controls)}
     job = load_job(job_file, overrides)
     check_job(job)  # before the state dir is touched: a bad job leaves nothing behind
@@ -377,6 +378,13 @@ def demo(out_dir: Path, suppliers: int, files_per_supplier: int, file_mb: float,
 
 
 # -- rendering ------------------------------------------------------------------------------
+
+
+def _staging_override(staging_dir: str | None) -> str | None:
+    """An s3:// prefix as given; a folder made absolute (against the current directory)."""
+    if staging_dir is None or staging_dir.startswith("s3://"):
+        return staging_dir
+    return str(Path(staging_dir).resolve())
 
 
 def _finish(outcome: RunOutcome, catalog: Catalog, as_json: bool) -> None:

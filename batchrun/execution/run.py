@@ -44,7 +44,7 @@ from batchrun.model import BatchState, RowCounts, RunRecord, RunState
 from batchrun.pipeline import PipelineSpec
 from batchrun.plan import Reach, replan_recoverable
 from batchrun.redact import redact, redact_message
-from batchrun.staging import check_committed_files, publish_staging_db, remove_orphans
+from batchrun.staging import check_committed_files, delete_output, publish_staging_db, remove_orphans
 from batchrun.unique import apply_unique_keys
 from batchrun.verify import VerifyReport, verify_run
 
@@ -106,7 +106,7 @@ def repair_run(catalog: Catalog, record: RunRecord) -> VerifyReport:
     if any(f.file.kind == "unique" for f in bad):
         catalog.record_unique(record.run_id, None, {})
     for finding in bad:
-        Path(finding.file.path).unlink(missing_ok=True)
+        delete_output(finding.file.path, record.config.get("storage"))
         logger.bind(run_id=record.run_id).warning("repair: {}", finding.line())
     return report
 
@@ -116,8 +116,8 @@ def reconcile(catalog: Catalog, record: RunRecord) -> None:
     --repair` stages its batch again); remove uncommitted outputs; put running and failed
     batches back to pending."""
     check_committed_files(catalog.committed(record.run_id))
-    removed = remove_orphans(Path(record.staging_dir), record.table, record.run_id,
-                             catalog.committed(record.run_id).paths)
+    removed = remove_orphans(record.staging_dir, record.table, record.run_id,
+                             catalog.committed(record.run_id).paths, record.config.get("storage"))
     reset = catalog.reset_unfinished_batches(record.run_id)
     logger.bind(run_id=record.run_id).info(
         "reconciled: removed {} uncommitted file(s), {} batch(es) back to pending", removed, reset)
@@ -234,13 +234,13 @@ def _limits(settings: ExecutionSettings) -> Limits:
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
     """The unique pass, orphan removal and `staging.duckdb`; a full staging dir or a DuckDB
     failure here becomes one error naming the staging dir."""
-    staging = Path(record.staging_dir)
+    staging = record.staging_dir
     committed = catalog.committed(record.run_id)
     check_committed_files(committed, committed.outputs)  # the unique pass reads them
     try:
         apply_unique_keys(catalog, record, columns)
         committed = catalog.committed(record.run_id)
-        remove_orphans(staging, record.table, record.run_id, committed.paths)
+        remove_orphans(staging, record.table, record.run_id, committed.paths, committed.storage)
         publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
                            committed)
     except (duckdb.Error, OSError) as exc:
@@ -267,4 +267,4 @@ def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, Column
         reader=config.source.reader,
         transform=config.transform.function if config.transform else None,
         code_dirs=(str(Path(record.job_file).parent),),
-        hooks=hooks)
+        hooks=hooks, storage=record.config.get("storage"))

@@ -170,7 +170,8 @@ def _refuse_masked_address(run_id: str, config: JobConfig) -> None:
                           "store; give it again with --address or BATCHRUN_ADDRESS")
 
 
-RESUME_REFUSES = ("job", "source", "batch", "staging", "schema", "validation", "transform")
+RESUME_REFUSES = ("job", "source", "batch", "staging", "storage", "schema", "validation",
+                  "transform")
 """Job sections a resume may not override: they decide what is staged and how, so a
 change mid-run would make one table out of two different jobs (a column with two types,
 files batched twice). Execution keys (workers, address, limits, retries) may change."""

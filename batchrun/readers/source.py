@@ -14,8 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchrun import objectstore
 from batchrun.config import CsvOptions
-from batchrun.errors import PermanentSourceError, TransientSourceError
+from batchrun.errors import PermanentSourceError, SourceError, TransientSourceError
 from batchrun.readers.csv import UTF8_BOM, read_csv
 from batchrun.readers.jsonl import read_jsonl
 from batchrun.readers.parquet import read_parquet
@@ -60,6 +61,10 @@ _READ_CHUNK = 8 * 2**20
 @contextmanager
 def open_stream(path: str) -> Iterator[Any]:
     """The file as a binary stream (decompressed by its suffix); errors as SourceErrors."""
+    if objectstore.is_object(path):
+        with _object_stream(path) as stream:
+            yield stream
+        return
     try:
         if not path.endswith(_COMPRESSED):
             with open(path, "rb") as handle:
@@ -77,13 +82,46 @@ def open_stream(path: str) -> Iterator[Any]:
         raise TransientSourceError(path, f"I/O error: {exc}") from None
 
 
+@contextmanager
+def _object_stream(path: str) -> Iterator[Any]:
+    """An object as a stream through pyarrow's S3 file system: a plain one random-access
+    (its size known before reading), a compressed one decompressed as it streams."""
+    where = objectstore.Location.of(path).arrow_path
+    try:
+        system = objectstore.filesystem()
+        if path.endswith(_COMPRESSED):
+            with system.open_input_stream(where, compression="detect") as stream:
+                yield stream
+        else:
+            with system.open_input_file(where) as stream:
+                yield stream
+    except (zlib.error, pa.ArrowInvalid) as exc:
+        raise PermanentSourceError(path, f"corrupt or truncated compression: {exc}") from None
+    except OSError as exc:
+        raise _source_error(path, objectstore.arrow_error(path, exc)) from None
+
+
+def _source_error(path: str, exc: objectstore.ObjectStoreError) -> SourceError:
+    if exc.status == 404:
+        return PermanentSourceError(path, "file not found (deleted after planning?)")
+    if exc.status == 403:
+        return PermanentSourceError(path, f"permission denied ({exc.reason})")
+    if _looks_like_corrupt_compression(exc):
+        return PermanentSourceError(path, f"corrupt or truncated compression: {exc.reason}")
+    return TransientSourceError(path, f"I/O error: {exc.reason}")
+
+
+def _stream_size(path: str, stream: Any) -> int:
+    return stream.size() if objectstore.is_object(path) else os.fstat(stream.fileno()).st_size
+
+
 def read_bytes(path: str, limit: int | None = None) -> bytes:
     """The whole (decompressed) file. Past `limit` bytes it is refused: a plain file by
     its size, before reading; a compressed one as soon as the stream passes the limit,
     so at most limit + one chunk is ever held."""
     with open_stream(path) as stream:
         if not path.endswith(_COMPRESSED):
-            if limit is not None and os.fstat(stream.fileno()).st_size > limit:
+            if limit is not None and _stream_size(path, stream) > limit:
                 raise PermanentSourceError(path, f"larger than max_file_bytes {_size(limit)}")
             return bytes(stream.read())
         return read_capped(path, stream, limit)
