@@ -68,21 +68,24 @@ def local_run(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def standing_head(cpus: int = 1, env: dict[str, str] | None = None
+def standing_head(cpus: int = 1, env: dict[str, str] | None = None,
+                  options: str = "--include-dashboard=false"
                   ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A real `ray start --head`, as a user starts one, in a network namespace of its own
-    with only `lo` (Ray's GCS listens on every interface; a test's servers stay on
-    loopback); stopped (its whole process group) on the way out, the machine's cluster
-    registration restored."""
+    """A real `ray start --head [options]`, as a user starts one, in a network namespace
+    of its own with only `lo` (Ray's GCS listens on every interface; a test's servers stay
+    on loopback); stopped (its whole process group) on the way out, the machine's cluster
+    registration restored. This interpreter's `bin` leads its PATH, so that a submitted
+    job's `batchrun` is this one."""
     port = free_port()
     ray_cli = Path(sys.executable).with_name("ray")
+    path = f"{ray_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with registration_restored():
         head = subprocess.Popen(
             ["unshare", "-n", "sh", "-c",
              f"ip link set lo up && exec {ray_cli} start --head --block --port={port}"
-             f" --num-cpus={cpus} --node-ip-address=127.0.0.1 --include-dashboard=false"
+             f" --num-cpus={cpus} --node-ip-address=127.0.0.1 {options}"
              " --disable-usage-stats"],
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {}), "PATH": path},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             wait_for(lambda: answers_in(head.pid, port), timeout=120)
@@ -133,8 +136,10 @@ def test_a_local_run_removes_the_ray_session_folder_it_created(
 
 
 def joined_run(tmp_path: Path, data: Path, head: subprocess.Popen[bytes], port: int,
-               env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`batchrun run --address 127.0.0.1:PORT` from inside the cluster's namespace."""
+               env: dict[str, str], address: str | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """`batchrun run --address ADDRESS` (default 127.0.0.1:PORT) from inside the
+    cluster's namespace."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     job = write_job(tmp_path, data)
     base = {k: v for k, v in os.environ.items()
@@ -143,7 +148,7 @@ def joined_run(tmp_path: Path, data: Path, head: subprocess.Popen[bytes], port: 
     return subprocess.run(
         ["nsenter", f"--net=/proc/{head.pid}/ns/net", sys.executable, "-m", "batchrun", "run",
          str(job), "--state-dir", str(tmp_path / "state"), "--no-progress",
-         "--address", f"127.0.0.1:{port}"],
+         "--address", address or f"127.0.0.1:{port}"],
         env={**base, **env}, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -166,3 +171,27 @@ def test_a_token_cluster_is_joined_with_its_token_and_refused_in_one_line_withou
             assert refused.stderr.strip().count("\n") == 0, (case, refused.stderr)
             assert "not authorised" in refused.stderr and "RAY_AUTH_TOKEN" in refused.stderr
             assert "InvalidAuthToken" not in refused.stderr
+
+
+def joined_address(state: Path) -> str:
+    """The cluster the run's log says it joined."""
+    log = next((state / "logs").glob("*.log")).read_text()
+    return re.search(r"connected to Ray at (\S+) ", log)[1]
+
+
+@pytest.mark.slow
+def test_a_cluster_without_auth_is_joined_by_address_and_by_auto_though_a_token_lies_on_disk(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    """`ray start --head` leaves ~/.ray/auth_token behind: a driver that took it as a reason
+    to use token auth connected, then saw every actor cancelled before it started."""
+    data, truth = demo_data
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    with standing_head(cpus=2, env={"RAY_AUTH_MODE": "disabled"}) as (head, port):
+        REGISTRATION.write_text(f"127.0.0.1:{port}")  # whatever another test registered since
+        for case, address in [("by-address", f"127.0.0.1:{port}"), ("auto", "auto")]:
+            done = joined_run(tmp_path / case, data, head, port, {"HOME": str(home)}, address)
+            assert done.returncode == EXIT_OK, (case, done.stderr)
+            assert_exactly_once(tmp_path / case / "state", truth.total_rows)
+            assert joined_address(tmp_path / case / "state") == f"127.0.0.1:{port}"

@@ -1,0 +1,115 @@
+"""batchrun the way clusters are used: `ray job submit ... -- batchrun run`, and Ray Client.
+
+One real `ray start --head` (token authentication on, as Ray 2.5x starts it; dashboard and
+job server on 127.0.0.1; Ray Client server) in a network namespace of its own is shared
+by the module. `ray job submit` runs the entrypoint on the head with RAY_ADDRESS set:
+batchrun joins that cluster. The catalog and staging are outside the cluster (tmp_path).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE, invoke
+from batchrun.tools.demo import DemoTruth
+from tests.conftest import assert_exactly_once, wait_for, write_job
+from tests.integration.test_registered_ray import (
+    answers_in,
+    free_port,
+    joined_address,
+    joined_run,
+    standing_head,
+)
+
+pytestmark = pytest.mark.slow
+
+
+class Head:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, dashboard: int,
+                 client: int, env: dict[str, str]) -> None:
+        self.process, self.port, self.dashboard, self.client = process, port, dashboard, client
+        self.env = env
+        """What a user of this cluster has: its token, a home of their own."""
+
+    def ray_job(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ray job ARGS --address http://127.0.0.1:DASHBOARD` inside the head's namespace."""
+        ray_cli = Path(sys.executable).with_name("ray")
+        return subprocess.run(
+            ["nsenter", f"--net=/proc/{self.process.pid}/ns/net", str(ray_cli), "job", args[0],
+             "--address", f"http://127.0.0.1:{self.dashboard}", *args[1:]],
+            env=self.env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
+    token = secrets.token_hex(32)
+    home = tmp_path_factory.mktemp("home")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))},
+           "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    dashboard, client = free_port(), free_port()
+    options = (f"--include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port={dashboard}"
+               f" --ray-client-server-port={client}")
+    with standing_head(cpus=2, env=env, options=options) as (process, port):
+        for server in (dashboard, client):
+            wait_for(lambda: answers_in(process.pid, server), timeout=120)  # noqa: B023
+        yield Head(process, port, dashboard, client, env)
+
+
+def test_a_submitted_run_joins_the_cluster_and_takes_the_submission_id_as_its_run_id(
+        head: Head, tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    job, state = write_job(tmp_path, data), tmp_path / "state"
+    submitted = head.ray_job("submit", "--submission-id", "nightly-0001", "--",
+                             "batchrun", "run", str(job), "--state-dir", str(state),
+                             "--run-id", "nightly-0001", "--no-progress")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "succeeded" in head.ray_job("status", "nightly-0001").stdout.lower()
+    assert assert_exactly_once(state, truth.total_rows) == "nightly-0001"
+    assert joined_address(state) == f"127.0.0.1:{head.port}"  # RAY_ADDRESS: not a new instance
+    again = invoke(["run", str(job), "--state-dir", str(state), "--run-id", "nightly-0001"])
+    assert again == EXIT_USAGE  # the retry of a submission is `batchrun resume nightly-0001`
+
+
+def test_a_submitted_run_of_a_bad_job_file_fails_with_batchrun_s_one_line(
+        head: Head, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-job.toml"
+    submitted = head.ray_job("submit", "--submission-id", "bad-0001", "--",
+                             "batchrun", "run", str(missing), "--state-dir", str(tmp_path / "s"))
+    assert submitted.returncode != 0
+    assert "failed" in head.ray_job("status", "bad-0001").stdout.lower()
+    logs = head.ray_job("logs", "bad-0001").stdout
+    assert f"error: {missing}: job file not found" in logs
+    assert "Traceback" not in logs
+
+
+def test_ray_client_joins_with_the_token_and_is_refused_in_one_line_without(
+        head: Head, tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    data, truth = demo_data
+    address = f"ray://127.0.0.1:{head.client}"
+    joined = joined_run(tmp_path / "right", data, head.process, head.port,
+                        {"HOME": head.env["HOME"], "RAY_AUTH_TOKEN": head.env["RAY_AUTH_TOKEN"]},
+                        address)
+    assert joined.returncode == EXIT_OK, joined.stderr
+    assert_exactly_once(tmp_path / "right" / "state", truth.total_rows)
+    started = time.monotonic()
+    refused = joined_run(tmp_path / "none", data, head.process, head.port,
+                         {"HOME": str(tmp_path / "home-without-a-token")}, address)
+    assert refused.returncode == EXIT_ENVIRONMENT, refused.stderr
+    assert time.monotonic() - started < 10 + 5  # + the interpreter's start
+    assert refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert "not authorised" in refused.stderr and "RAY_AUTH_TOKEN" in refused.stderr
+
+
+def test_a_chosen_run_id_must_be_a_plain_name(tmp_path: Path,
+                                              demo_data: tuple[Path, DemoTruth]) -> None:
+    job = write_job(tmp_path, demo_data[0])
+    assert invoke(["run", str(job), "--state-dir", str(tmp_path / "s"), "--run-id",
+                   "../elsewhere"]) == EXIT_USAGE
