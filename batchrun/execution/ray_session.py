@@ -15,7 +15,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from loguru import logger
 
 from batchrun.config import JobConfig
 from batchrun.errors import EnvironmentProblem
-from batchrun.execution import ray_join
+from batchrun.execution import leftovers, ray_join
 from batchrun.execution.settings import ExecutionSettings
 from batchrun.readers.custom import module_location
 from batchrun.redact import redact
@@ -65,11 +64,21 @@ def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -
                 # registered on this machine (nor a dead one's leftover registration)
                 ray.init(address="local", num_cpus=settings.local_cpus, **options)
             _stop_unused_helpers()
+            _tidy_local_sessions()
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EnvironmentProblem(redact(f"cannot reach Ray at {address or 'local'}: {exc}")) from None
     session = None if address else _session_dir()
     return RayReady(started=not address, address=address or f"a new local instance ({session})",
                     seconds=time.monotonic() - began)
+
+
+def _tidy_local_sessions() -> None:
+    """Mark the new instance's session folder as this driver's, and remove what killed
+    batchrun drivers left of theirs (leftovers.py)."""
+    session = _session_dir()
+    if session is not None:
+        leftovers.mark_session(session)
+        leftovers.reap(session.parent)
 
 
 def _join(address: str, config: JobConfig, job_dir: Path, options: dict[str, Any]) -> None:
@@ -160,15 +169,8 @@ def shutdown_local() -> None:
     internals leaves the folder, never fails the run."""
     session = _session_dir()
     ray.shutdown()
-    if session is None:
-        return
-    shutil.rmtree(session, ignore_errors=True)
-    latest = session.parent / "session_latest"
-    try:
-        if latest.is_symlink() and Path(os.readlink(latest)).name == session.name:
-            latest.unlink()
-    except OSError as exc:
-        logger.debug("left {}: {}", latest, exc)
+    if session is not None:
+        leftovers.remove_session(session)
 
 
 def _session_dir() -> Path | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -22,12 +23,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 from ray._common.utils import get_ray_address_file
 
 from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK
 from batchrun.tools.demo import DemoTruth
-from tests.conftest import assert_exactly_once, kill_group, wait_for, write_job
+from tests.conftest import (
+    assert_exactly_once,
+    committed_batches,
+    kill_group,
+    spawn_cli,
+    wait_for,
+    write_job,
+)
 
 REGISTRATION = Path(get_ray_address_file(None))
 
@@ -195,3 +204,44 @@ def test_a_cluster_without_auth_is_joined_by_address_and_by_auto_though_a_token_
             assert done.returncode == EXIT_OK, (case, done.stderr)
             assert_exactly_once(tmp_path / case / "state", truth.total_rows)
             assert joined_address(tmp_path / case / "state") == f"127.0.0.1:{port}"
+
+
+def holders(session: Path) -> list[int]:
+    """Processes with a file open in Ray session folder `session`."""
+    prefix = f"{session}{os.sep}"
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if any(f.path.startswith(prefix) for f in process.open_files()):
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_what_a_killed_driver_left_of_its_local_ray_is_removed_by_the_next_run(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    """A SIGKILLed driver's dashboard and runtime-env agents outlive it by a minute (they
+    report the raylet's death to the dead GCS, with a 60 s timeout); its session folder
+    stays. The resume that follows removes both, and stages every row once."""
+    data, truth = demo_data
+    job = write_job(tmp_path, data, batch="max_files = 1", extra="\n[faults]\nbatch_delay = 0.5\n")
+    state, no_cluster = tmp_path / "state", {"RAY_ADDRESS": "", "BATCHRUN_ADDRESS": ""}
+    driver = spawn_cli("run", job, "--state-dir", state, "--no-progress", env=no_cluster)
+    try:
+        wait_for(lambda: committed_batches(state) >= 1)
+        session = next(REGISTRATION.parent.glob(f"session_*_{driver.pid}"))
+        assert (session / "batchrun-driver").is_file()
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only, as `kill -9 PID` does
+        driver.wait(timeout=30)
+        wait_for(lambda: len(holders(session)) <= 2, timeout=30)  # gcs and raylet die at once
+        assert holders(session)  # the agents live on
+    finally:
+        kill_group(driver)
+    resumed = subprocess.run([sys.executable, "-m", "batchrun", "resume", "--state-dir",
+                              str(state), "--no-progress"], env={**os.environ, **no_cluster},
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == EXIT_OK, resumed.stderr
+    assert not holders(session) and not session.exists()
+    assert_exactly_once(state, truth.total_rows)
