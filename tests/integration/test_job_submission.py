@@ -22,6 +22,7 @@ from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE, invoke
 from batchrun.tools.demo import DemoTruth
 from tests.conftest import assert_exactly_once, wait_for, write_job
 from tests.integration.test_registered_ray import (
+    REGISTRATION,
     answers_in,
     free_port,
     joined_address,
@@ -46,6 +47,11 @@ class Head:
             ["nsenter", f"--net=/proc/{self.process.pid}/ns/net", str(ray_cli), "job", args[0],
              "--address", f"http://127.0.0.1:{self.dashboard}", *args[1:]],
             env=self.env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def head_session(head: Head) -> Path:
+    """The head's Ray session folder (named after its pid; the newest, pids are reused)."""
+    return max(REGISTRATION.parent.glob(f"session_*_{head.process.pid}"))
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +119,45 @@ def test_a_chosen_run_id_must_be_a_plain_name(tmp_path: Path,
     job = write_job(tmp_path, demo_data[0])
     assert invoke(["run", str(job), "--state-dir", str(tmp_path / "s"), "--run-id",
                    "../elsewhere"]) == EXIT_USAGE
+
+
+STEPS = """
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def read_pipes(path):
+    rows = [line.split("|") for line in open(path).read().splitlines()]
+    return pa.table({"id": [r[0] for r in rows], "amount": [r[1] for r in rows]})
+
+
+def add_cents(table):
+    return table.append_column("cents", pc.cast(pc.multiply(table["amount"], 100), pa.int64()))
+"""
+
+
+def test_batchrun_and_a_jobs_custom_steps_are_shipped_to_the_cluster_it_joins(
+        head: Head, tmp_path: Path) -> None:
+    """py_modules: batchrun's package folder (no __pycache__) and the job's step module,
+    unpacked by the cluster in its session's runtime_resources."""
+    (tmp_path / "steps.py").write_text(STEPS)
+    (tmp_path / "in" / "s1").mkdir(parents=True)
+    (tmp_path / "in" / "s1" / "a.pipe").write_text("1|2.50\n3|4\n")
+    (tmp_path / "in" / "s1" / "b.pipe").write_text("4|1\n5|2\n6|0.01\n")
+    job = tmp_path / "job.toml"
+    job.write_text('''[job]\nname = "pipes"\ntable = "amounts"\n[source]\npaths = ["in/*/*.pipe"]
+reader = "steps:read_pipes"\n[transform]\nfunction = "steps:add_cents"\n[schema.columns]
+id = { type = "int64", unique = true }\namount = { type = "decimal(10,2)" }\n''')
+    state = tmp_path / "state"
+    done = subprocess.run(
+        ["nsenter", f"--net=/proc/{head.process.pid}/ns/net", sys.executable, "-m", "batchrun",
+         "run", str(job), "--state-dir", str(state), "--no-progress", "--address",
+         f"127.0.0.1:{head.port}"], env=head.env, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert_exactly_once(state, 5, key="id")
+    unpacked = head_session(head) / "runtime_resources" / "py_modules_files"
+    packages = [p for p in unpacked.glob("_ray_pkg_*") if p.is_dir()]
+    assert any((p / "batchrun" / "pipeline.py").is_file() for p in packages), packages
+    assert any((p / "steps.py").is_file() for p in packages), packages
+    assert not list(unpacked.rglob("*.pyc"))

@@ -231,7 +231,7 @@ def test_what_a_killed_driver_left_of_its_local_ray_is_removed_by_the_next_run(
     driver = spawn_cli("run", job, "--state-dir", state, "--no-progress", env=no_cluster)
     try:
         wait_for(lambda: committed_batches(state) >= 1)
-        session = next(REGISTRATION.parent.glob(f"session_*_{driver.pid}"))
+        session = max(REGISTRATION.parent.glob(f"session_*_{driver.pid}"))  # pids are reused
         assert (session / "batchrun-driver").is_file()
         os.kill(driver.pid, signal.SIGKILL)  # the driver only, as `kill -9 PID` does
         driver.wait(timeout=30)
