@@ -28,7 +28,7 @@ from typing import Any
 import ray
 from loguru import logger
 
-from batchrun.errors import EnvironmentProblem
+from batchrun.errors import ConfigError, EnvironmentProblem
 from batchrun.redact import redact
 
 JOIN_WAIT_S = 5
@@ -39,10 +39,16 @@ _REFUSED = ("InvalidAuthToken", "Unauthenticated", "AuthenticationError")
 _AUTH_MODE = "RAY_AUTH_MODE"
 
 
-def resolve_auto(address: str) -> str:
-    """`auto`: the cluster `ray start` registered on this machine (never, as Ray's own
-    `auto` would, whatever GCS process happens to run here, such as another run's
-    private instance)."""
+def resolve_address(address: str) -> str:
+    """The address to join. `auto`: the cluster `ray start` registered on this machine
+    (never, as Ray's own `auto` would, whatever GCS process happens to run here, such as
+    another run's private instance). A dashboard's http(s):// address (RAY_ADDRESS for
+    `ray job` commands) is not one a driver can join: a usage error saying what to use."""
+    if address.startswith(("http://", "https://")):
+        raise ConfigError("--address", "", f"{redact(address)} is a Ray dashboard (job"
+                          " submission) address: submit with `ray job submit --address URL --"
+                          " batchrun run ...`, or join the cluster at HOST:6379 (its GCS) or"
+                          " ray://HOST:10001 (Ray Client)")
     if address != "auto":
         return address
     from ray._private.utils import read_ray_address

@@ -46,7 +46,7 @@ class RayReady:
 def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -> RayReady:
     """Join the cluster `settings` name, or start a local instance of their CPUs; `config`
     and `job_dir` say which custom-step modules a cluster's workers need."""
-    address = ray_join.resolve_auto(settings.address) if settings.address else None
+    address = ray_join.resolve_address(settings.address) if settings.address else None
     if address:
         _probe(address)  # even when this process already has Ray: the job asked for this one
     if ray.is_initialized():
