@@ -147,6 +147,10 @@ def _join_problem(address: str, exc: BaseException, ray_said: str, with_token: b
                       f" in: not authorised (set RAY_AUTH_TOKEN to the cluster's token) or"
                       f" not a Ray Client server (the head's --ray-client-server-port,"
                       f" 10001 by default; it needs ray[client] on the head)")
+    if is_client(address) and "Initialization failure from server" in said:
+        return redact(f"Ray Client at {address} could not start a server for batchrun on the"
+                      f" head (see its logs/ray_client_server*.err); try again, or join with"
+                      f" --address HEAD:6379 or submit with `ray job submit`")
     if not any(word in said for word in _REFUSED):
         first = (str(exc).strip().splitlines() or [""])[0]
         return redact(f"cannot reach Ray at {address}: {first}")

@@ -171,10 +171,12 @@ def test_a_token_cluster_is_joined_with_its_token_and_refused_in_one_line_withou
         joined = joined_run(tmp_path / "right", data, head, port, {"RAY_AUTH_TOKEN": token})
         assert joined.returncode == EXIT_OK, joined.stderr
         assert_exactly_once(tmp_path / "right" / "state", truth.total_rows)
-        for case, env in [("wrong", {"RAY_AUTH_TOKEN": secrets.token_hex(32)}),
-                          ("none", {"HOME": str(tmp_path / "home-without-a-token")})]:
+        no_token = {"HOME": str(tmp_path / "home-without-a-token")}
+        for case, env, address in [("wrong", {"RAY_AUTH_TOKEN": secrets.token_hex(32)}, None),
+                                   ("none", no_token, None),
+                                   ("client", no_token, "ray://127.0.0.1:10001")]:  # Ray Client
             started = time.monotonic()
-            refused = joined_run(tmp_path / case, data, head, port, env)
+            refused = joined_run(tmp_path / case, data, head, port, env, address)
             assert refused.returncode == EXIT_ENVIRONMENT, (case, refused.stderr)
             assert time.monotonic() - started < 10 + 5, case  # + the interpreter's start
             assert refused.stderr.strip().count("\n") == 0, (case, refused.stderr)
@@ -186,24 +188,6 @@ def joined_address(state: Path) -> str:
     """The cluster the run's log says it joined."""
     log = next((state / "logs").glob("*.log")).read_text()
     return re.search(r"connected to Ray at (\S+) ", log)[1]
-
-
-@pytest.mark.slow
-def test_a_cluster_without_auth_is_joined_by_address_and_by_auto_though_a_token_lies_on_disk(
-        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
-    """`ray start --head` leaves ~/.ray/auth_token behind: a driver that took it as a reason
-    to use token auth connected, then saw every actor cancelled before it started."""
-    data, truth = demo_data
-    home = tmp_path / "home"
-    (home / ".ray").mkdir(parents=True)
-    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
-    with standing_head(cpus=2, env={"RAY_AUTH_MODE": "disabled"}) as (head, port):
-        REGISTRATION.write_text(f"127.0.0.1:{port}")  # whatever another test registered since
-        for case, address in [("by-address", f"127.0.0.1:{port}"), ("auto", "auto")]:
-            done = joined_run(tmp_path / case, data, head, port, {"HOME": str(home)}, address)
-            assert done.returncode == EXIT_OK, (case, done.stderr)
-            assert_exactly_once(tmp_path / case / "state", truth.total_rows)
-            assert joined_address(tmp_path / case / "state") == f"127.0.0.1:{port}"
 
 
 def holders(session: Path) -> list[int]:

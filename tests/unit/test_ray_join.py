@@ -57,3 +57,9 @@ def test_a_token_is_found_where_ray_looks_for_one(monkeypatch: pytest.MonkeyPatc
     assert not _token_available()
     monkeypatch.setenv("RAY_AUTH_TOKEN", "t" * 64)
     assert _token_available()
+
+
+def test_a_ray_client_server_that_fails_to_start_says_what_to_use_instead() -> None:
+    line = _join_problem("ray://head:10001", ConnectionError(
+        "Initialization failure from server:\nTraceback ..."), "", False)
+    assert "--address HEAD:6379" in line and "ray job submit" in line and "\n" not in line
