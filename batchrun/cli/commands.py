@@ -28,6 +28,7 @@ from batchrun.cli.options import (
     invocation,
     json_option,
     out,
+    run_id_option,
     state_dir_option,
     workers_option,
 )
@@ -76,10 +77,11 @@ def cli() -> None:
 @click.option("--group-by", envvar="BATCHRUN_GROUP_BY",
               help="Override source.group_by: parent_dir, none or a regex with a named group "
                    "[env BATCHRUN_GROUP_BY].")
+@run_id_option
 @control_options
 def run(job_file: Path, workers: int | None, address: str | None, staging_dir: str | None,
         state_dir: Path, as_json: bool, progress: bool | None, group_by: str | None,
-        **controls: Any) -> None:
+        run_id: str | None, **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
     from batchrun.execution.prepare import check_job
     from batchrun.execution.start import start_run
@@ -98,7 +100,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
         with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, \
                 _stdout_for_results():
             outcome = start_run(job, catalog, stop=StopToken(), on_progress=view.advance,
-                                on_planned=planned)
+                                on_planned=planned, run_id=run_id)
         _finish(outcome, catalog, as_json)
 
 

@@ -47,6 +47,13 @@ address_option = click.option("--address", envvar="BATCHRUN_ADDRESS",
                                    "[env BATCHRUN_ADDRESS].")
 
 
+run_id_option = click.option(
+    "--run-id", envvar="BATCHRUN_RUN_ID",
+    help="The new run's id instead of a generated one (letters, digits, . _ -), e.g. the "
+         "Ray job's --submission-id; its retry is `batchrun resume RUN_ID` "
+         "[env BATCHRUN_RUN_ID].")
+
+
 _CONTROL_FLAGS = [
     # (flag, job key, click type, help)
     ("--mode", "execution.mode", click.Choice(["parallel", "sequential"]),

@@ -15,10 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import shutil
 import socket
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +29,7 @@ from loguru import logger
 
 from batchrun.config import JobConfig
 from batchrun.errors import EnvironmentProblem
+from batchrun.execution import leftovers, ray_join
 from batchrun.execution.settings import HEALTH_CHECK, ExecutionSettings
 from batchrun.readers.custom import module_location
 from batchrun.redact import redact
@@ -48,7 +46,7 @@ class RayReady:
 def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -> RayReady:
     """Join the cluster `settings` name, or start a local instance of their CPUs; `config`
     and `job_dir` say which custom-step modules a cluster's workers need."""
-    address = settings.address
+    address = ray_join.resolve_address(settings.address) if settings.address else None
     if address:
         _probe(address)  # even when this process already has Ray: the job asked for this one
     if ray.is_initialized():
@@ -67,6 +65,7 @@ def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -
                 ray.init(address="local", num_cpus=settings.local_cpus,
                          _system_config=HEALTH_CHECK, **options)
             _stop_unused_helpers()
+            _tidy_local_sessions()
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EnvironmentProblem(redact(f"cannot reach Ray at {address or 'local'}: {exc}")) from None
     session = None if address else _session_dir()
@@ -74,97 +73,22 @@ def connect_ray(settings: ExecutionSettings, config: JobConfig, job_dir: Path) -
                     seconds=time.monotonic() - began)
 
 
-JOIN_WAIT_S = 5
-"""Seconds Ray's driver keeps retrying a cluster's GCS that does not let it in (Ray's
-default is ~20, printing a warning each second): together with the TCP probe, an
-unreachable or unauthorised cluster is reported within 10 s."""
-_REFUSED = ("InvalidAuthToken", "Unauthenticated")
+def _tidy_local_sessions() -> None:
+    """Mark the new instance's session folder as this driver's, and remove what killed
+    batchrun drivers left of theirs (leftovers.py)."""
+    session = _session_dir()
+    if session is not None:
+        leftovers.mark_session(session)
+        leftovers.reap(session.parent)
 
 
 def _join(address: str, config: JobConfig, job_dir: Path, options: dict[str, Any]) -> None:
-    """Join the cluster at `address`, shipping batchrun and the job's custom modules.
-
-    Token authentication (on by default for `ray start --head` since Ray 2.5x) is used the
-    way Ray's own CLI does: when RAY_AUTH_MODE is unset and a token is found (RAY_AUTH_TOKEN,
-    RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token). Ray's connection warnings are kept out of
-    the terminal: they go to the run log, and a refusal becomes one line naming its cause."""
+    """Join the cluster at `address` (ray_join.py), shipping batchrun's package and the
+    job's custom modules so that its nodes need only Ray and batchrun's dependencies."""
     import batchrun
 
-    modules = [str(Path(batchrun.__file__).parent), *_custom_modules(config, job_dir)]
-    with _gcs_wait(JOIN_WAIT_S), _stderr_to_text() as captured:
-        with_token = _use_token_auth()
-        try:
-            ray.init(address=address, runtime_env={"py_modules": modules}, **options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            failure: BaseException | None = exc
-        else:
-            failure = None
-    if captured.text.strip():
-        logger.debug("Ray while connecting: {}", redact(captured.text.strip()[-4000:]))
-    if failure is not None:
-        raise EnvironmentProblem(_join_problem(address, failure, captured.text, with_token))
-
-
-def _join_problem(address: str, exc: BaseException, ray_said: str, with_token: bool) -> str:
-    if not any(word in ray_said or word in str(exc) for word in _REFUSED):
-        return redact(f"cannot reach Ray at {address}: {exc}")
-    fix = ("set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on its head node)"
-           " or copy the head node's ~/.ray/auth_token to this machine")
-    if with_token:
-        return redact(f"Ray at {address} is reachable but refused batchrun's authentication"
-                      f" token (not authorised): {fix}")
-    return redact(f"Ray at {address} is reachable but requires token authentication and"
-                  f" batchrun found no token (not authorised): {fix}")
-
-
-def _use_token_auth() -> bool:
-    """Turn on Ray's token authentication for this process when a token is available and
-    RAY_AUTH_MODE does not say otherwise, as Ray's CLI does; True when it is on."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token authentication
-        return False
-    return bool(maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
-
-
-@contextmanager
-def _gcs_wait(seconds: int) -> Iterator[None]:
-    """Ray's driver-side GCS connection budget (RAY_gcs_server_port_wait_time_s), for the
-    one `ray.init`, unless the user set it."""
-    name = "RAY_gcs_server_port_wait_time_s"
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = str(seconds)
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
-
-
-class _Captured:
-    text = ""
-
-
-@contextmanager
-def _stderr_to_text() -> Iterator[_Captured]:
-    """Everything written to file descriptor 2 (Ray's C++ core logs there) while the
-    block runs, as text; the terminal sees none of it."""
-    captured = _Captured()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured.text = sink.read().decode("utf-8", "replace")
+    ray_join.join(address, [str(Path(batchrun.__file__).parent), *_custom_modules(config, job_dir)],
+                  options)
 
 
 _UNUSED_HELPERS = ("monitor", "log_monitor")
@@ -194,9 +118,31 @@ def _lean_local_start() -> Iterator[None]:
 
     parameter.RayParams = lean_params  # type: ignore[misc,assignment]
     try:
-        yield
+        with _minimal_agents():
+            yield
     finally:
         parameter.RayParams = original  # type: ignore[misc]
+
+
+@contextmanager
+def _minimal_agents() -> Iterator[None]:
+    """Ray's node agents started as they are where ray[default] is not installed
+    (`--minimal`): with it installed (a cluster's head needs it for `ray job submit`),
+    the dashboard agent loads its HTTP, metrics and event modules, ~0.6 s more CPU per
+    local start, which a local run never uses. Ray decides this by asking
+    `get_dashboard_dependency_error`, so for the one call it hears one."""
+    try:
+        import ray._private.utils as utils
+
+        original = utils.get_dashboard_dependency_error
+    except (ImportError, AttributeError):
+        yield
+        return
+    utils.get_dashboard_dependency_error = lambda: ImportError("batchrun: a local run needs no dashboard")
+    try:
+        yield
+    finally:
+        utils.get_dashboard_dependency_error = original
 
 
 def _stop_unused_helpers() -> None:
@@ -246,15 +192,8 @@ def shutdown_local() -> None:
     internals leaves the folder, never fails the run."""
     session = _session_dir()
     ray.shutdown()
-    if session is None:
-        return
-    shutil.rmtree(session, ignore_errors=True)
-    latest = session.parent / "session_latest"
-    try:
-        if latest.is_symlink() and Path(os.readlink(latest)).name == session.name:
-            latest.unlink()
-    except OSError as exc:
-        logger.debug("left {}: {}", latest, exc)
+    if session is not None:
+        leftovers.remove_session(session)
 
 
 def _session_dir() -> Path | None:

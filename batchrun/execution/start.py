@@ -20,6 +20,7 @@ hands it on and never closes it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
@@ -32,7 +33,7 @@ import ray
 
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotted, validate_config
-from batchrun.errors import ConfigError
+from batchrun.errors import ConfigError, RunNotFoundError
 from batchrun.execution.prepare import check_config, check_job
 from batchrun.execution.ray_session import RayReady, connect_ray, shutdown_local
 from batchrun.execution.run import RunOutcome, execute_run, resume_planned
@@ -51,10 +52,33 @@ def new_run_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
+"""A run id chosen with `--run-id` (e.g. a Ray job's submission id): it names files and
+folders, so letters, digits, '.', '_' and '-' only."""
+
+
+def _chosen_run_id(catalog: Catalog, run_id: str | None) -> str:
+    """A new run id, or the one the caller chose, which must be new to the catalog: its
+    retry is `batchrun resume RUN_ID`."""
+    if run_id is None:
+        return new_run_id()
+    if not re.fullmatch(RUN_ID_PATTERN, run_id):
+        raise ConfigError("--run-id", "", f"{run_id!r} is not a run id: letters, digits,"
+                          " '.', '_' and '-', at most 80")
+    try:
+        catalog.run(run_id)
+    except RunNotFoundError:
+        return run_id
+    raise ConfigError("--run-id", "", f"run {run_id} already exists in"
+                          f" {catalog.path.parent}: resume it with `batchrun resume {run_id}`")
+
+
 def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
               on_progress: ProgressCallback | None = None,
-              on_planned: ProgressCallback | None = None) -> RunOutcome:
-    """Plan the job and write the plan to the catalog, then execute it.
+              on_planned: ProgressCallback | None = None, run_id: str | None = None
+              ) -> RunOutcome:
+    """Plan the job and write the plan to the catalog, then execute it; `run_id` chooses
+    the run's id (see `_chosen_run_id`).
 
     Planning (listing and fingerprinting the files, the catalog's plan transaction) runs
     in a helper thread while this thread starts Ray, whose start-up is mostly waiting on
@@ -65,7 +89,7 @@ def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
     settings = resolve_settings(job.config)
     state_dir = catalog.path.parent
     with JobLock(state_dir, job.name).acquire() as lock:
-        run_id = new_run_id()
+        run_id = _chosen_run_id(catalog, run_id)
         lock.describe(run_id)
         record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, settings,
                                                                      run_id)
