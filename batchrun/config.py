@@ -119,6 +119,7 @@ class SourceSection(_Section):
         for path in value:
             if "\0" in path:
                 raise ValueError(f"a path cannot hold a NUL byte (got {bounded(repr(path), 80)})")
+            check_object_uri(path)
         return value
 
     @field_validator("group_by")
@@ -239,6 +240,32 @@ class ExecutionSection(_Section):
 class StagingSection(_Section):
     dir: str = "staging"
     """Staging root, relative to the job file's folder."""
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, value: str) -> str:
+        check_object_uri(value)
+        return value
+
+
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
+"""What botocore accepts as a bucket name (S3 itself asks for less: 3-63, lower case)."""
+
+
+def check_object_uri(path: str) -> None:
+    """A ValueError for a path that is meant as an object URI but is not one: `S3://`,
+    `s3:/bucket` (read as a local folder named "s3:" otherwise), no bucket, or a bucket
+    that is a wildcard (a pattern lists one bucket's keys)."""
+    if path[:3].lower() == "s3:" and not path.startswith("s3://"):
+        raise ValueError(f"expected s3://bucket/... (lower case, two slashes), got"
+                         f" {bounded(repr(path), 80)}")
+    if path.startswith("s3://"):
+        bucket = path.removeprefix("s3://").partition("/")[0]
+        if not bucket:
+            raise ValueError(f"expected s3://bucket/..., got {bounded(repr(path), 80)} (no bucket)")
+        if not _BUCKET.fullmatch(bucket):
+            raise ValueError(f"expected a bucket name without wildcards (letters, digits, '.',"
+                             f" '-', '_'), got {bounded(repr(bucket), 80)} in {bounded(repr(path), 80)}")
 
 
 class StorageSection(_Section):

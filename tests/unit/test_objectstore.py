@@ -84,6 +84,30 @@ def test_a_bad_endpoint_is_a_config_error_naming_the_key(endpoint: str, expected
     assert "pw" not in str(raised.value) or "credentials" in str(raised.value)
 
 
+@pytest.mark.parametrize(("key", "path", "expected"), [
+    ("staging.dir", "s3://", "(no bucket)"),
+    ("staging.dir", "s3:///prefix", "(no bucket)"),
+    ("staging.dir", "s3:/lake/staging", "expected s3://bucket/... (lower case, two slashes)"),
+    ("staging.dir", "S3://lake/staging", "expected s3://bucket/... (lower case, two slashes)"),
+    ("source.paths", "S3://landing/*.csv", "expected s3://bucket/... (lower case, two slashes)"),
+    ("source.paths", "s3:landing/*.csv", "expected s3://bucket/... (lower case, two slashes)"),
+    ("source.paths", "s3://", "(no bucket)"),
+    ("source.paths", "s3://land*/x.csv", "a bucket name without wildcards"),
+])
+def test_a_malformed_object_uri_is_a_config_error_naming_the_key(key: str, path: str,
+                                                                 expected: str) -> None:
+    """Before, `s3:/x` and `S3://x` were local folders named "s3:"/"S3:", and an `s3://`
+    staging dir with no bucket skipped every source object as "in the staging dir"."""
+    raw = storage()
+    if key == "staging.dir":
+        raw["staging"] = {"dir": path}
+    else:
+        raw["source"] = {"paths": ["s3://b/ok/*.csv", path]}
+    with pytest.raises(ConfigError) as raised:
+        validate_config(raw, "job.toml")
+    assert raised.value.key == key and expected in str(raised.value)
+
+
 def test_the_storage_table_refuses_a_secret_key() -> None:
     with pytest.raises(ConfigError) as raised:
         validate_config(storage(secret_key="x"), "job.toml")
