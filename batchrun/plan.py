@@ -38,7 +38,9 @@ def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]
     planned: a run must not read its own output (or catalog) as input."""
     objectstore.configure(job.config.storage.model_dump())
     if objectstore.is_object(job.staging_dir):
-        objectstore.client()  # no boto3 or no credentials: fail now, not in every worker
+        # no boto3, no credentials, no such bucket: fail now, not in every worker
+        staging = objectstore.Location.of(objectstore.join(str(job.staging_dir), ""))
+        objectstore.client().probe(staging.bucket, staging.key)
     local_dirs = [Path(d) for d in (job.staging_dir, state_dir) if d and not objectstore.is_object(d)]
     own = OwnDirs(local_dirs)
     patterns = [p for p in job.config.source.paths if not objectstore.is_object(p)]

@@ -14,13 +14,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.cli import EXIT_OK
+from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK
 from batchrun.tools.demo import DemoTruth
 from tests.integration import test_object_storage as base
 from tests.integration.test_object_storage import (
     BUCKET,
     S3_PORT,
     Server,
+    assert_secret_nowhere,
+    objects,
+    s3_job,
 )
 
 pytestmark = pytest.mark.slow
@@ -77,3 +80,21 @@ def test_parquet_objects_under_odd_keys_are_inferred_through_the_storage_endpoin
     status = server.cli("status", "--state-dir", state, env=env).stdout
     assert "marker/" not in status  # a folder marker ends in "/": no glob name matches it
 
+
+def test_staging_into_a_missing_bucket_stops_while_planning_with_one_line_and_exit_4(
+        server: Server, demo_data: tuple[Path, DemoTruth], tmp_path: Path) -> None:
+    """Before, the run staged anyway: SeaweedFS creates a missing bucket on the first PUT
+    (AWS refuses every PUT instead, failing each batch)."""
+    data, _ = demo_data
+    plain = min(p for p in data.rglob("*.csv"))
+    put(server, f"s3://{BUCKET}/one/s/{plain.name}", plain.read_bytes())
+    job = s3_job(tmp_path, f"s3://{BUCKET}/one", "s3://no-such-staging-bucket/staging")
+    done = server.cli("run", job, "--state-dir", tmp_path / "state", "--no-progress")
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert lines == ["error: s3://no-such-staging-bucket/staging/: bucket does not exist"
+                     f" (HTTP 404 NoSuchBucket from endpoint http://127.0.0.1:{S3_PORT})"]
+    assert "Traceback" not in done.stderr
+    assert_secret_nowhere(tmp_path / "state", done.stdout + done.stderr)
+    with pytest.raises(AssertionError, match="NoSuchBucket|bucket does not exist"):
+        objects(server, "s3://no-such-staging-bucket/")  # not made by a PUT
