@@ -254,8 +254,10 @@ _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 def check_object_uri(path: str) -> None:
     """A ValueError for a path that is meant as an object URI but is not one: `S3://`,
-    `s3:/bucket` (read as a local folder named "s3:" otherwise), no bucket, or a bucket
-    that is a wildcard (a pattern lists one bucket's keys)."""
+    `s3:/bucket` (read as a local folder named "s3:" otherwise), no bucket, a bucket
+    that is a wildcard (a pattern lists one bucket's keys), or a key with an empty, "."
+    or ".." folder name (`s3://b/a//x`: SeaweedFS stores it as `a/x`, so the run would
+    not find what it wrote; pyarrow's S3 file system refuses such a path)."""
     if path[:3].lower() == "s3:" and not path.startswith("s3://"):
         raise ValueError(f"expected s3://bucket/... (lower case, two slashes), got"
                          f" {bounded(repr(path), 80)}")
@@ -266,6 +268,10 @@ def check_object_uri(path: str) -> None:
         if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"expected a bucket name without wildcards (letters, digits, '.',"
                              f" '-', '_'), got {bounded(repr(bucket), 80)} in {bounded(repr(path), 80)}")
+        names = path.removeprefix("s3://").rstrip("/").split("/")[1:]
+        if any(name in ("", ".", "..") for name in names):
+            raise ValueError(f"expected s3://bucket/key without empty, '.' or '..' folder names"
+                             f" (stores fold them, pyarrow refuses them), got {bounded(repr(path), 80)}")
 
 
 class StorageSection(_Section):

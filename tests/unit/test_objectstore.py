@@ -93,6 +93,9 @@ def test_a_bad_endpoint_is_a_config_error_naming_the_key(endpoint: str, expected
     ("source.paths", "s3:landing/*.csv", "expected s3://bucket/... (lower case, two slashes)"),
     ("source.paths", "s3://", "(no bucket)"),
     ("source.paths", "s3://land*/x.csv", "a bucket name without wildcards"),
+    ("staging.dir", "s3://lake//staging", "without empty, '.' or '..' folder names"),
+    ("staging.dir", "s3://lake/a/../staging/", "without empty, '.' or '..' folder names"),
+    ("source.paths", "s3://landing/in//*.csv", "without empty, '.' or '..' folder names"),
 ])
 def test_a_malformed_object_uri_is_a_config_error_naming_the_key(key: str, path: str,
                                                                  expected: str) -> None:
