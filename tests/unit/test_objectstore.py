@@ -31,6 +31,10 @@ from tests.conftest import write_job
     ("s3://b/in/f?.csv", "s3://b/in/f/.csv", False),
     ("s3://b/in/exact.csv", "s3://b/in/exact.csv", True),
     ("s3://b/in/exact.csv", "s3://b/in/exact.csv.gz", False),
+    ("s3://b/in/*/*.csv", "s3://b/in//a.csv", False),
+    ("s3://b/in/**", "s3://b/in/x//a.csv", False),
+    ("s3://b/in/.*/*.csv", "s3://b/in/../a.csv", False),
+    ("s3://b/in/.*/*.csv", "s3://b/in/.x/a.csv", True),
 ])
 def test_object_globs_follow_the_rules_of_local_globs(pattern: str, uri: str, matches: bool) -> None:
     prefix, matcher = object_pattern(pattern)
