@@ -98,3 +98,31 @@ def test_staging_into_a_missing_bucket_stops_while_planning_with_one_line_and_ex
     assert_secret_nowhere(tmp_path / "state", done.stdout + done.stderr)
     with pytest.raises(AssertionError, match="NoSuchBucket|bucket does not exist"):
         objects(server, "s3://no-such-staging-bucket/")  # not made by a PUT
+
+
+PLAN = """
+import sys
+from batchrun.config import load_job
+from batchrun.errors import ConfigError
+from batchrun.plan import expand_sources
+try:
+    print(len(expand_sources(load_job(sys.argv[1]))))
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+def test_objects_matched_only_inside_the_staging_prefix_are_counted_in_the_no_match_error(
+        server: Server, demo_data: tuple[Path, DemoTruth], tmp_path: Path) -> None:
+    """The run never reads its own output; before, the line did not say why nothing matched
+    (a local staging dir's matches were counted, an s3:// one's were not)."""
+    data, _ = demo_data
+    plain = sorted(data.rglob("*.csv"))[:2]
+    for path in plain:
+        put(server, f"s3://{BUCKET}/lake/s/{path.name}", path.read_bytes())
+    job = s3_job(tmp_path, f"s3://{BUCKET}/lake", f"s3://{BUCKET}/lake")
+    planned = server.python(PLAN, str(job))
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.strip().endswith("; 2 match(es) in its staging or state dir skipped)")
+    elsewhere = s3_job(tmp_path / "other", f"s3://{BUCKET}/lake", f"s3://{BUCKET}/lake-staged")
+    assert server.python(PLAN, str(elsewhere)).stdout.strip() == "2"
