@@ -16,6 +16,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -304,9 +305,18 @@ class StorageSection(_Section):
         if "@" in value:
             raise ValueError("credentials do not belong in the endpoint: set them in the"
                              " environment (access_key_env, secret_key_env)")
-        if not match:
+        if not match or not _valid_port(value):
             raise ValueError(f"expected http(s)://host[:port], got {bounded(repr(value), 80)}")
         return value
+
+
+def _valid_port(url: str) -> bool:
+    """A port, if given, is a number from 1 to 65535 (`host:99999` or `host:x` is not)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return False
+    return port != 0 and urlsplit(url).hostname is not None
 
 
 class ValidationSection(_Section):

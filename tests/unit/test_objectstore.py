@@ -80,6 +80,9 @@ def storage(**keys: object) -> dict[str, object]:
     ("http://user:pw@host:9000", "credentials do not belong in the endpoint"),
     ("ftp://host", "expected http(s)://host[:port]"),
     ("http://host/path", "expected http(s)://host[:port]"),
+    ("http://host:99999", "expected http(s)://host[:port]"),
+    ("http://host:port", "expected http(s)://host[:port]"),
+    ("http://:9000", "expected http(s)://host[:port]"),
 ])
 def test_a_bad_endpoint_is_a_config_error_naming_the_key(endpoint: str, expected: str) -> None:
     with pytest.raises(ConfigError) as raised:
