@@ -16,6 +16,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -119,6 +120,7 @@ class SourceSection(_Section):
         for path in value:
             if "\0" in path:
                 raise ValueError(f"a path cannot hold a NUL byte (got {bounded(repr(path), 80)})")
+            check_object_uri(path)
         return value
 
     @field_validator("group_by")
@@ -240,6 +242,38 @@ class StagingSection(_Section):
     dir: str = "staging"
     """Staging root, relative to the job file's folder."""
 
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, value: str) -> str:
+        check_object_uri(value)
+        return value
+
+
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
+"""What botocore accepts as a bucket name (S3 itself asks for less: 3-63, lower case)."""
+
+
+def check_object_uri(path: str) -> None:
+    """A ValueError for a path that is meant as an object URI but is not one: `S3://`,
+    `s3:/bucket` (read as a local folder named "s3:" otherwise), no bucket, a bucket
+    that is a wildcard (a pattern lists one bucket's keys), or a key with an empty, "."
+    or ".." folder name (`s3://b/a//x`: SeaweedFS stores it as `a/x`, so the run would
+    not find what it wrote; pyarrow's S3 file system refuses such a path)."""
+    if path[:3].lower() == "s3:" and not path.startswith("s3://"):
+        raise ValueError(f"expected s3://bucket/... (lower case, two slashes), got"
+                         f" {bounded(repr(path), 80)}")
+    if path.startswith("s3://"):
+        bucket = path.removeprefix("s3://").partition("/")[0]
+        if not bucket:
+            raise ValueError(f"expected s3://bucket/..., got {bounded(repr(path), 80)} (no bucket)")
+        if not _BUCKET.fullmatch(bucket):
+            raise ValueError(f"expected a bucket name without wildcards (letters, digits, '.',"
+                             f" '-', '_'), got {bounded(repr(bucket), 80)} in {bounded(repr(path), 80)}")
+        names = path.removeprefix("s3://").rstrip("/").split("/")[1:]
+        if any(name in ("", ".", "..") for name in names):
+            raise ValueError(f"expected s3://bucket/key without empty, '.' or '..' folder names"
+                             f" (stores fold them, pyarrow refuses them), got {bounded(repr(path), 80)}")
+
 
 class StorageSection(_Section):
     """Where `s3://` paths (sources, staging) are served. Every key is optional: by default
@@ -271,9 +305,18 @@ class StorageSection(_Section):
         if "@" in value:
             raise ValueError("credentials do not belong in the endpoint: set them in the"
                              " environment (access_key_env, secret_key_env)")
-        if not match:
+        if not match or not _valid_port(value):
             raise ValueError(f"expected http(s)://host[:port], got {bounded(repr(value), 80)}")
         return value
+
+
+def _valid_port(url: str) -> bool:
+    """A port, if given, is a number from 1 to 65535 (`host:99999` or `host:x` is not)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return False
+    return port != 0 and urlsplit(url).hostname is not None
 
 
 class ValidationSection(_Section):

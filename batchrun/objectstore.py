@@ -198,6 +198,13 @@ class S3Client:
                                  etag=str(item.get("ETag", "")).strip('"'),
                                  mtime=item["LastModified"].timestamp())
 
+    def probe(self, bucket: str, prefix: str) -> None:
+        """One listing request of at most one key: the bucket exists, and the endpoint and
+        credentials answer for it (SeaweedFS would create a missing bucket on the first PUT;
+        AWS would refuse every PUT)."""
+        with self._answering(f"{SCHEME}{bucket}/{prefix}"):
+            self.api.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+
     def head(self, location: Location) -> Head:
         with self._answering(location.uri):
             answer = self.api.head_object(Bucket=location.bucket, Key=location.key)

@@ -38,13 +38,15 @@ def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]
     planned: a run must not read its own output (or catalog) as input."""
     objectstore.configure(job.config.storage.model_dump())
     if objectstore.is_object(job.staging_dir):
-        objectstore.client()  # no boto3 or no credentials: fail now, not in every worker
+        # no boto3, no credentials, no such bucket: fail now, not in every worker
+        staging = objectstore.Location.of(objectstore.join(str(job.staging_dir), ""))
+        objectstore.client().probe(staging.bucket, staging.key)
     local_dirs = [Path(d) for d in (job.staging_dir, state_dir) if d and not objectstore.is_object(d)]
     own = OwnDirs(local_dirs)
     patterns = [p for p in job.config.source.paths if not objectstore.is_object(p)]
     found = _distinct_files(patterns, job.base_dir, own) if patterns else {}
     objects = matching_objects([p for p in job.config.source.paths if objectstore.is_object(p)],
-                               str(job.staging_dir))
+                               str(job.staging_dir), own)
     if not found and not objects:
         listed = ", ".join(job.config.source.paths)
         skipped = f"; {own.skipped} match(es) in its staging or state dir skipped" if own.skipped else ""
@@ -57,16 +59,25 @@ def expand_sources(job: Job, state_dir: Path | None = None) -> list[PlannedFile]
     return planned + [_planned_object(objects[uri], source_of) for uri in sorted(objects)]
 
 
-def matching_objects(patterns: list[str], staging: str) -> dict[str, objectstore.Listed]:
+def matching_objects(patterns: list[str], staging: str, own: OwnDirs | None = None
+                     ) -> dict[str, objectstore.Listed]:
     """uri → listing of each object the `s3://` patterns match, outside the staging prefix
-    (a run never reads its own output). One listing per pattern's literal prefix."""
+    (a run never reads its own output; `own.skipped` counts those left out). One listing
+    per pattern's literal prefix."""
     found: dict[str, objectstore.Listed] = {}
-    own = staging.rstrip("/") + "/"
+    inside = staging.rstrip("/") + "/"
+    skipped: set[str] = set()
     for pattern in patterns:
         prefix, matcher = object_pattern(pattern)
         for listed in objectstore.listing(prefix):
-            if matcher.match(listed.uri) and not listed.uri.startswith(own):
+            if not matcher.match(listed.uri):
+                continue
+            if listed.uri.startswith(inside):
+                skipped.add(listed.uri)
+            else:
                 found.setdefault(listed.uri, listed)
+    if own is not None:
+        own.skipped += len(skipped)
     return found
 
 

@@ -155,7 +155,7 @@ def object_pattern(pattern: str) -> tuple[str, re.Pattern[str]]:
     if first_magic == len(parts):
         return pattern, re.compile(re.escape(pattern) + r"\Z")
     prefix = "/".join(parts[:first_magic]) + "/"
-    regex = re.escape(prefix)
+    regex = re.escape(prefix) + _REAL_NAMES
     rest = parts[first_magic:]
     for i, part in enumerate(rest):
         last = i == len(rest) - 1
@@ -164,6 +164,12 @@ def object_pattern(pattern: str) -> tuple[str, re.Pattern[str]]:
         else:
             regex += _name_regex(part) + ("" if last else "/")
     return prefix, re.compile(regex + r"\Z")
+
+
+_REAL_NAMES = r"(?!/)(?!\.\.?(?:/|\Z))(?!.*//)(?!.*/\.\.?(?:/|\Z))"
+"""After the literal prefix (which ends in "/"): no empty, "." or ".." name in the key
+(`in//a.csv`: a `*` could match the empty name). A local folder never lists such names,
+and pyarrow's S3 file system cannot open them (ArrowInvalid: "Empty path component")."""
 
 
 def _name_regex(part: str) -> str:

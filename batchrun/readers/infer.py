@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batchrun import objectstore
 from batchrun.coltypes import arrow_type, name_of_arrow
 from batchrun.config import CsvOptions
 from batchrun.errors import BatchrunError, SourceError
@@ -112,10 +113,18 @@ def _sample(path: str, fmt: str, options: CsvOptions) -> dict[str, str | None]:
 
 
 def _parquet_types(path: str) -> dict[str, str | None]:
+    """An object is read through batchrun's S3 file system: given a bare `s3://` URI,
+    pyarrow would make its own, which ignores `[storage]` and may ask AWS for the region."""
     try:
-        schema = pq.read_schema(path)
+        if objectstore.is_object(path):
+            schema = pq.read_schema(objectstore.Location.of(path).arrow_path,
+                                    filesystem=objectstore.filesystem())
+        else:
+            schema = pq.read_schema(path)
     except (OSError, pa.ArrowInvalid) as exc:
-        raise SourceError(path, f"cannot read as Parquet: {exc}") from None
+        reason = objectstore.arrow_error(path, exc).reason \
+            if objectstore.is_object(path) and isinstance(exc, OSError) else str(exc)
+        raise SourceError(path, f"cannot read as Parquet: {reason}") from None
     return dict(zip(header_names(schema.names), (name_of_arrow(t) for t in schema.types)))
 
 

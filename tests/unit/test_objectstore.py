@@ -31,6 +31,10 @@ from tests.conftest import write_job
     ("s3://b/in/f?.csv", "s3://b/in/f/.csv", False),
     ("s3://b/in/exact.csv", "s3://b/in/exact.csv", True),
     ("s3://b/in/exact.csv", "s3://b/in/exact.csv.gz", False),
+    ("s3://b/in/*/*.csv", "s3://b/in//a.csv", False),
+    ("s3://b/in/**", "s3://b/in/x//a.csv", False),
+    ("s3://b/in/.*/*.csv", "s3://b/in/../a.csv", False),
+    ("s3://b/in/.*/*.csv", "s3://b/in/.x/a.csv", True),
 ])
 def test_object_globs_follow_the_rules_of_local_globs(pattern: str, uri: str, matches: bool) -> None:
     prefix, matcher = object_pattern(pattern)
@@ -76,12 +80,42 @@ def storage(**keys: object) -> dict[str, object]:
     ("http://user:pw@host:9000", "credentials do not belong in the endpoint"),
     ("ftp://host", "expected http(s)://host[:port]"),
     ("http://host/path", "expected http(s)://host[:port]"),
+    ("http://host:99999", "expected http(s)://host[:port]"),
+    ("http://host:port", "expected http(s)://host[:port]"),
+    ("http://:9000", "expected http(s)://host[:port]"),
 ])
 def test_a_bad_endpoint_is_a_config_error_naming_the_key(endpoint: str, expected: str) -> None:
     with pytest.raises(ConfigError) as raised:
         validate_config(storage(endpoint=endpoint), "job.toml")
     assert raised.value.key == "storage.endpoint" and expected in str(raised.value)
     assert "pw" not in str(raised.value) or "credentials" in str(raised.value)
+
+
+@pytest.mark.parametrize(("key", "path", "expected"), [
+    ("staging.dir", "s3://", "(no bucket)"),
+    ("staging.dir", "s3:///prefix", "(no bucket)"),
+    ("staging.dir", "s3:/lake/staging", "expected s3://bucket/... (lower case, two slashes)"),
+    ("staging.dir", "S3://lake/staging", "expected s3://bucket/... (lower case, two slashes)"),
+    ("source.paths", "S3://landing/*.csv", "expected s3://bucket/... (lower case, two slashes)"),
+    ("source.paths", "s3:landing/*.csv", "expected s3://bucket/... (lower case, two slashes)"),
+    ("source.paths", "s3://", "(no bucket)"),
+    ("source.paths", "s3://land*/x.csv", "a bucket name without wildcards"),
+    ("staging.dir", "s3://lake//staging", "without empty, '.' or '..' folder names"),
+    ("staging.dir", "s3://lake/a/../staging/", "without empty, '.' or '..' folder names"),
+    ("source.paths", "s3://landing/in//*.csv", "without empty, '.' or '..' folder names"),
+])
+def test_a_malformed_object_uri_is_a_config_error_naming_the_key(key: str, path: str,
+                                                                 expected: str) -> None:
+    """Before, `s3:/x` and `S3://x` were local folders named "s3:"/"S3:", and an `s3://`
+    staging dir with no bucket skipped every source object as "in the staging dir"."""
+    raw = storage()
+    if key == "staging.dir":
+        raw["staging"] = {"dir": path}
+    else:
+        raw["source"] = {"paths": ["s3://b/ok/*.csv", path]}
+    with pytest.raises(ConfigError) as raised:
+        validate_config(raw, "job.toml")
+    assert raised.value.key == key and expected in str(raised.value)
 
 
 def test_the_storage_table_refuses_a_secret_key() -> None:
