@@ -31,11 +31,11 @@ from tests.integration.test_object_storage import (
     S3_PORT,
     SECRET,
     UPLOAD,
-    WEED,
     Server,
     answers,
     assert_staged_once,
     s3_job,
+    weed_mini,
 )
 
 pytestmark = pytest.mark.slow
@@ -68,11 +68,8 @@ def bucket_beside(cluster: LoopbackCluster, home: Path) -> Iterator[Server]:
         '{"identities": [{"name": "batchrun", "actions": ["Admin", "Read", "Write", "List"],'
         f' "credentials": [{{"accessKey": "{ACCESS_KEY}", "secretKey": "{SECRET}"}}]}}]}}')
     weed = subprocess.Popen(
-        cluster.inside(WEED, "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                       "-master.telemetry=false", "-admin.ui=false", "-webdav.port=0",
-                       f"-s3.port={S3_PORT}", f"-dir={home / 'data'}",
-                       f"-s3.config={home / 's3.json'}", f"-bucket={BUCKET}"),
-        cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cluster.inside(*weed_mini(home)), cwd=home, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
     env = {**cluster.env, **S3_ENV}
     try:
         wait_for(lambda: answers(weed.pid, env), timeout=60, every=0.3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -86,6 +87,23 @@ for f in sorted(folder.rglob("*")):
 """
 
 
+def weed_mini(home: Path) -> list[str]:
+    """`weed mini` on loopback, no telemetry, its data and config in `home`.
+
+    SeaweedFS keeps Unix sockets at /tmp/seaweedfs-<component>-<port>.sock whatever
+    TMPDIR says, and a network namespace does not separate them: two servers at once
+    (test modules on two xdist workers) would take over each other's sockets. So the two
+    that have a flag live in `home`, and the master and volume ports, which name the
+    others, are drawn at random (each server is in a namespace of its own: only the
+    socket names must differ)."""
+    master, volume = random.sample(range(20000, 45000, 2), 2)
+    return [str(WEED), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            "-admin.ui=false", "-webdav.port=0", f"-s3.port={S3_PORT}",
+            f"-master.port={master}", f"-volume.port={volume}",
+            f"-s3.localSocket={home / 's3.sock'}", f"-filer.localSocket={home / 'filer.sock'}",
+            f"-dir={home / 'data'}", f"-s3.config={home / 's3.json'}", f"-bucket={BUCKET}"]
+
+
 def answers(server_pid: int, env: dict[str, str]) -> bool:
     probe = Server(server_pid, env).python(OBJECTS, f"s3://{BUCKET}/")
     return probe.returncode == 0
@@ -99,9 +117,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                                   "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET}]}]}
     (home / "s3.json").write_text(json.dumps(identities))
     (home / "data").mkdir()
-    command = (f"ip link set lo up && exec {WEED} mini -ip=127.0.0.1 -ip.bind=127.0.0.1"
-               f" -master.telemetry=false -admin.ui=false -webdav.port=0 -s3.port={S3_PORT}"
-               f" -dir={home / 'data'} -s3.config={home / 's3.json'} -bucket={BUCKET}")
+    command = f"ip link set lo up && exec {' '.join(weed_mini(home))}"
     process = subprocess.Popen(["unshare", "-n", "sh", "-c", command], cwd=home,
                                stdout=open(home / "weed.log", "wb"),  # noqa: SIM115
                                stderr=subprocess.STDOUT, start_new_session=True)
