@@ -23,6 +23,7 @@ import pytest
 import ray
 
 from batchrun.catalog import Catalog
+from batchrun.execution.ray_session import _lean_local_start
 from batchrun.staging import query_connection, staged_files
 from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 
@@ -60,8 +61,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def ray_session() -> Iterator[None]:
     """One private local Ray instance for every in-process test (start-up costs ~3 s), never
     a cluster that happens to be registered on the machine or named by RAY_ADDRESS."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
+    with _lean_local_start():  # as a run's own instance: no monitor or log monitor polling
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
     yield
     ray.shutdown()
 
