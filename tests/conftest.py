@@ -30,6 +30,9 @@ from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 REPO = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO / "configs" / "demo.toml"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no Ray started by a test phones home
+for _name in ("RAY_ADDRESS", "BATCHRUN_ADDRESS"):
+    # a test names the cluster it means (or sets these itself): a shell's cluster is not it
+    os.environ.pop(_name, None)
 
 
 REGISTRATION_GROUP = "ray_registration"
