@@ -1,5 +1,10 @@
 """Shared fixtures: one real Ray instance per session, generated data with a known truth,
-job files in tmp_path, and helpers that check staged rows against that truth."""
+job files in tmp_path, and helpers that check staged rows against that truth.
+
+scripts/test.sh runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): each
+worker has its own session fixtures (its own in-process Ray, its own demo data). Tests
+that start a Ray cluster registering itself in the machine's /tmp/ray (see
+`registers_ray_cluster`) all go to one worker, one at a time."""
 
 from __future__ import annotations
 
@@ -18,20 +23,50 @@ import pytest
 import ray
 
 from batchrun.catalog import Catalog
+from batchrun.execution.ray_session import _lean_local_start
 from batchrun.staging import query_connection, staged_files
 from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO / "configs" / "demo.toml"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no Ray started by a test phones home
+for _name in ("RAY_ADDRESS", "BATCHRUN_ADDRESS"):
+    # a test names the cluster it means (or sets these itself): a shell's cluster is not it
+    os.environ.pop(_name, None)
+
+
+REGISTRATION_GROUP = "ray_registration"
+_STARTS_REGISTERED_CLUSTERS = ("standing_head", "registration_restored", "Cluster")
+"""Names a test module has when it starts clusters registered in /tmp/ray: `ray start`
+(test_registered_ray.py's `standing_head`, or anything saving the registration with its
+`registration_restored`) and ray.cluster_utils' `Cluster` both write
+/tmp/ray/ray_current_cluster, which two such tests at once would overwrite and restore
+under each other."""
+
+
+def registers_ray_cluster(item: pytest.Item) -> bool:
+    """Whether `item` starts (or fakes) a Ray cluster registered in /tmp/ray: marked so, or
+    in a module that uses one of `_STARTS_REGISTERED_CLUSTERS`."""
+    module = getattr(item, "module", None)
+    return (item.get_closest_marker(REGISTRATION_GROUP) is not None
+            or any(hasattr(module, name) for name in _STARTS_REGISTERED_CLUSTERS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist's `--dist loadgroup`, every test that registers a Ray cluster runs on
+    the same worker, one after another (the other worker goes on with the rest)."""
+    for item in items:
+        if registers_ray_cluster(item):
+            item.add_marker(pytest.mark.xdist_group(REGISTRATION_GROUP))
 
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """One private local Ray instance for every in-process test (start-up costs ~3 s), never
     a cluster that happens to be registered on the machine or named by RAY_ADDRESS."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
+    with _lean_local_start():  # as a run's own instance: no monitor or log monitor polling
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
     yield
     ray.shutdown()
 
