@@ -93,13 +93,14 @@ def weed_mini(home: Path) -> list[str]:
     SeaweedFS keeps Unix sockets at /tmp/seaweedfs-<component>-<port>.sock whatever
     TMPDIR says, and a network namespace does not separate them: two servers at once
     (test modules on two xdist workers) would take over each other's sockets. So the two
-    that have a flag live in `home`, and the master and volume ports, which name the
-    others, are drawn at random (each server is in a namespace of its own: only the
-    socket names must differ)."""
-    master, volume = random.sample(range(20000, 45000, 2), 2)
-    return [str(WEED), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            "-admin.ui=false", "-webdav.port=0", f"-s3.port={S3_PORT}",
-            f"-master.port={master}", f"-volume.port={volume}",
+    that have a flag live in `home`, and the ports that name the others (master, volume,
+    filer, admin, the S3 gateway's gRPC) are drawn at random (each server is in a
+    namespace of its own: only the socket names must differ)."""
+    master, volume, filer, admin, s3_grpc = random.sample(range(20000, 45000, 2), 5)
+    return [str(WEED), f"-logdir={home}", "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", "-admin.ui=false", "-webdav.port=0",
+            f"-s3.port={S3_PORT}", f"-s3.port.grpc={s3_grpc}", f"-master.port={master}",
+            f"-volume.port={volume}", f"-filer.port={filer}", f"-admin.port={admin}",
             f"-s3.localSocket={home / 's3.sock'}", f"-filer.localSocket={home / 'filer.sock'}",
             f"-dir={home / 'data'}", f"-s3.config={home / 's3.json'}", f"-bucket={BUCKET}"]
 
