@@ -230,6 +230,7 @@ class Scheduler:
     def _dispatch(self, current: RoundRecord) -> None:
         while (worker := self._free_worker()) is not None and (
                 batch := self.admission.next_batch(time.monotonic())) is not None:
+            admitted = time.time()  # the dispatch time admission decided on, before submit's cost
             attempt = self.attempts.get(batch.batch_id, 0) + 1
             self.attempts[batch.batch_id] = attempt
             task = BatchTask(batch_id=batch.batch_id, files=batch.files, seq=batch.seq,
@@ -238,7 +239,7 @@ class Scheduler:
                 self.head_since[worker] = time.monotonic()
             handle = self.pool.submit(worker, task)
             dispatch = Dispatch(batch.batch_id, attempt, worker, batch.source, batch.bytes,
-                                len(batch.files), time.time())
+                                len(batch.files), admitted)
             self.flights[handle] = _Flight(batch, dispatch)
             self.queues.add(worker, handle)
             current.dispatched.append(dispatch)

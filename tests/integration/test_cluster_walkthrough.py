@@ -25,6 +25,7 @@ from batchrun.cli import EXIT_OK
 from batchrun.tools.demo import DemoTruth
 from tests.conftest import wait_for
 from tests.integration.cluster import LoopbackCluster, kill_session, loopback_cluster
+from tests.integration.test_cluster import committed_nodes
 from tests.integration.test_object_storage import (
     ACCESS_KEY,
     BUCKET,
@@ -32,9 +33,10 @@ from tests.integration.test_object_storage import (
     SECRET,
     UPLOAD,
     Server,
-    answers,
     assert_staged_once,
     s3_job,
+    seaweed_home,
+    serving,
     weed_mini,
 )
 
@@ -63,29 +65,11 @@ def credentials_on_every_node() -> Iterator[None]:
 @contextmanager
 def bucket_beside(cluster: LoopbackCluster, home: Path) -> Iterator[Server]:
     """A SeaweedFS with one identity and BUCKET, in the cluster's network namespace."""
-    (home / "data").mkdir(parents=True)
-    (home / "s3.json").write_text(
-        '{"identities": [{"name": "batchrun", "actions": ["Admin", "Read", "Write", "List"],'
-        f' "credentials": [{{"accessKey": "{ACCESS_KEY}", "secretKey": "{SECRET}"}}]}}]}}')
     weed = subprocess.Popen(
-        cluster.inside(*weed_mini(home)), cwd=home, stdout=subprocess.DEVNULL,
+        cluster.inside(*weed_mini(seaweed_home(home))), cwd=home, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True)
-    env = {**cluster.env, **S3_ENV}
-    try:
-        wait_for(lambda: answers(weed.pid, env), timeout=60, every=0.3)
-        yield Server(weed.pid, env)
-    finally:
-        kill_session(weed)
-        weed.wait(timeout=30)
-
-
-def nodes_of(state: Path) -> set[str]:
-    """The node ids that committed batches of the run so far."""
-    if not (state / "catalog.sqlite").exists():
-        return set()
-    with Catalog(state) as catalog:
-        runs = catalog.run_ids()
-        return {b["node"] for b in catalog.batches(runs[0]) if b["node"]} if runs else set()
+    with serving(weed, {**cluster.env, **S3_ENV}, kill_session) as server:
+        yield server
 
 
 def test_the_readme_cluster_walkthrough_stages_every_row_once_on_s3_through_a_node_loss(
@@ -101,7 +85,7 @@ def test_the_readme_cluster_walkthrough_stages_every_row_once_on_s3_through_a_no
             job = s3_job(tmp_path / "job", f"s3://{BUCKET}/in", staging, batch="max_files = 1")
             run = cluster.batchrun("run", job, "--state-dir", state, "--no-progress",
                                    cwd=tmp_path, env={**S3_ENV, "BATCHRUN_FAULTS": "batch_delay = 1.0"})
-            wait_for(lambda: len(nodes_of(state)) == 2, timeout=180)
+            wait_for(lambda: len(committed_nodes(state)) == 2, timeout=180)
             cluster.kill_node(node)
             killed_at = time.time()
             _, stderr = run.communicate(timeout=300)

@@ -17,7 +17,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,15 @@ for f in sorted(folder.rglob("*")):
 """
 
 
+def seaweed_home(home: Path) -> Path:
+    """`home` made ready for `weed_mini`: a data folder and one identity (ACCESS_KEY)."""
+    identities = {"identities": [{"name": "batchrun", "actions": ["Admin", "Read", "Write", "List"],
+                                  "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET}]}]}
+    (home / "data").mkdir(parents=True)
+    (home / "s3.json").write_text(json.dumps(identities))
+    return home
+
+
 def weed_mini(home: Path) -> list[str]:
     """`weed mini` on loopback, no telemetry, its data and config in `home`.
 
@@ -113,11 +123,7 @@ def answers(server_pid: int, env: dict[str, str]) -> bool:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One SeaweedFS for the module: loopback only, no telemetry, one identity."""
-    home = tmp_path_factory.mktemp("seaweed")
-    identities = {"identities": [{"name": "batchrun", "actions": ["Admin", "Read", "Write", "List"],
-                                  "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET}]}]}
-    (home / "s3.json").write_text(json.dumps(identities))
-    (home / "data").mkdir()
+    home = seaweed_home(tmp_path_factory.mktemp("seaweed"))
     command = f"ip link set lo up && exec {' '.join(weed_mini(home))}"
     process = subprocess.Popen(["unshare", "-n", "sh", "-c", command], cwd=home,
                                stdout=open(home / "weed.log", "wb"),  # noqa: SIM115
@@ -126,11 +132,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "RAY_USAGE_STATS_ENABLED": "0"}
     for name in ("RAY_ADDRESS", "BATCHRUN_ADDRESS", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
         env.pop(name, None)
+    with serving(process, env, kill_group) as running:
+        yield running
+
+
+@contextmanager
+def serving(process: subprocess.Popen[bytes], env: dict[str, str],
+            stop: Callable[[subprocess.Popen[bytes]], None]) -> Iterator[Server]:
+    """The SeaweedFS `process` once it answers, as a `Server`; stopped with `stop`."""
     try:
         wait_for(lambda: answers(process.pid, env), timeout=60, every=0.3)
         yield Server(process.pid, env)
     finally:
-        kill_group(process)
+        stop(process)
         process.wait(timeout=30)
 
 
