@@ -90,10 +90,16 @@ def write_parquet_atomically(table: pa.Table, final: Path, durable: bool = True)
     """Write to a hidden temporary name, checksum the bytes written (still in the page
     cache), fsync, then rename into place. The size and checksum go into the commit record."""
     with atomic_path(final, durable) as temporary:
-        pq.write_table(table, temporary, row_group_size=1 << 20,
-                       write_statistics=_statistics_columns(table.schema))
+        _write_table(table, temporary)
         written = describe_written(temporary)
     return WrittenFile(path=str(final), size=written.size, checksum=written.checksum)
+
+
+def _write_table(table: pa.Table, where: Path | pa.NativeFile) -> None:
+    """The one Parquet encoding of staged files (row groups, statistics), whatever the
+    storage."""
+    pq.write_table(table, where, row_group_size=1 << 20,
+                   write_statistics=_statistics_columns(table.schema))
 
 
 def _statistics_columns(schema: pa.Schema) -> list[str]:
@@ -157,8 +163,7 @@ class ObjectStorage:
 
     def write_parquet(self, table: pa.Table, location: str, durable: bool = True) -> WrittenFile:
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, row_group_size=1 << 20,
-                       write_statistics=_statistics_columns(table.schema))
+        _write_table(table, sink)
         data = memoryview(sink.getvalue())  # the writer's buffer itself, not a copy
         try:
             objectstore.client(self.settings).put_if_absent(objectstore.Location.of(location), data)
@@ -168,8 +173,8 @@ class ObjectStorage:
                     location, 412, exc.code, "already written by another delivery of this"
                     " attempt") from None
             raise
-        digest = xxhash.xxh3_128(data).hexdigest()
-        return WrittenFile(path=location, size=data.nbytes, checksum=f"{ALGORITHM}:{digest}")
+        return WrittenFile(path=location, size=data.nbytes,
+                           checksum=_named(xxhash.xxh3_128(data)))
 
 
 def storage_for(root: str | Path, settings: objectstore.Settings | None = None) -> Storage:
@@ -195,12 +200,17 @@ def file_checksum(path: str | Path) -> str:
                 objectstore.Location.of(str(path)).arrow_path) as stream:
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
-        return f"{ALGORITHM}:{digest.hexdigest()}"
+        return _named(digest)
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
         while count := handle.readinto(buffer):
             digest.update(view[:count])
+    return _named(digest)
+
+
+def _named(digest: xxhash.xxh3_128) -> str:
+    """A checksum as the commit record holds it: the algorithm, then the digest."""
     return f"{ALGORITHM}:{digest.hexdigest()}"
 
 

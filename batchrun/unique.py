@@ -47,18 +47,19 @@ from batchrun.staging import (
 def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> int:
     """Recompute the run's unique-key rejects; return how many rows they hide."""
     keys = [name for name, spec in columns.items() if spec.unique]
-    objectstore.configure(record.config.get("storage"))  # the raw lines of s3:// sources
-    previous = catalog.committed(record.run_id).unique
-    outputs = catalog.committed(record.run_id).outputs
+    storage = record.config.get("storage")
+    objectstore.configure(storage)  # the raw lines of s3:// sources
+    committed = catalog.committed(record.run_id)
+    previous, outputs = committed.unique, committed.outputs
     if not keys or not outputs:
         if previous:
             catalog.record_unique(record.run_id, None, {})
         return 0
-    duplicates = _duplicates(outputs, keys, record.run_id, record.config.get("storage"))
+    duplicates = _duplicates(outputs, keys, record.run_id, storage)
     written = _write(duplicates, record) if duplicates.num_rows else None
     catalog.record_unique(record.run_id, written, _per_file(duplicates))
     if previous and previous != (written and written.path):
-        delete_output(previous, record.config.get("storage"))
+        delete_output(previous, storage)
     logger.bind(run_id=record.run_id).info("unique keys {}: {} later duplicate(s) rejected",
                                            keys, duplicates.num_rows)
     return duplicates.num_rows
