@@ -49,6 +49,7 @@ from batchrun.model import (
     RunCounts,
     RunRecord,
     RunState,
+    ServedFile,
     SkippedFile,
     WarnedFile,
     WrittenFile,
@@ -493,6 +494,20 @@ class Catalog:
         for row in self.rows("SELECT * FROM runs " + _NEWEST_FIRST):
             latest.setdefault(row["job"], _run_record(row))
         return list(latest.values())
+
+    def served_files(self, job: str) -> list[ServedFile]:
+        """Every source file the job's table serves, by path: for each path, the version
+        committed by the job's latest run (insertion order) that committed it."""
+        rows = self.rows(
+            "SELECT * FROM (SELECT f.*, b.output_path, ROW_NUMBER() OVER (PARTITION BY f.path"
+            " ORDER BY r.run_seq DESC, r.rowid DESC) AS newest FROM files f"
+            " JOIN runs r ON r.run_id = f.run_id"
+            " JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
+            " WHERE r.job=? AND f.state=? AND b.state=?) WHERE newest = 1 ORDER BY path",
+            (job, FileState.COMMITTED.value, BatchState.COMMITTED.value))
+        return [ServedFile(r["path"], r["run_id"], r["batch_id"], stored_fingerprint(r),
+                           r["output_path"], r["rows_staged"], r["rows_rejected"])
+                for r in rows]
 
     def batches(self, run_id: str, state: BatchState | None = None) -> list[dict[str, Any]]:
         if state is None:

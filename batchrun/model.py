@@ -322,6 +322,21 @@ class RunCounts:
 
 
 @dataclass(frozen=True)
+class ServedFile:
+    """The version of one source file that a job's table serves: the file as committed by
+    the job's most recent run (in run order) that committed it. An earlier run's rows of
+    the same path are superseded, never served beside it."""
+
+    path: str
+    run_id: str
+    batch_id: str
+    fingerprint: Fingerprint
+    output_path: str | None
+    rows_staged: int | None
+    rows_rejected: int | None
+
+
+@dataclass(frozen=True)
 class FailedFile:
     path: str
     batch_id: str
