@@ -28,8 +28,10 @@ from batchrun.cli.options import (
     invocation,
     json_option,
     out,
+    resolve_state_dir,
     run_id_option,
     state_dir_option,
+    state_options,
     workers_option,
 )
 from batchrun.cli.render import (
@@ -80,7 +82,7 @@ def cli() -> None:
 @run_id_option
 @control_options
 def run(job_file: Path, workers: int | None, address: str | None, staging_dir: str | None,
-        state_dir: Path, as_json: bool, progress: bool | None, group_by: str | None,
+        state_dir: Path | None, as_json: bool, progress: bool | None, group_by: str | None,
         run_id: str | None, **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
     from batchrun.execution.prepare import check_job
@@ -96,7 +98,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
         invocation["run_id"] = event["run_id"]
         view.planned(event)
 
-    with Catalog(state_dir) as catalog:
+    with Catalog(resolve_state_dir(state_dir, job_file)) as catalog:
         with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, \
                 _stdout_for_results():
             outcome = start_run(job, catalog, stop=StopToken(), on_progress=view.advance,
@@ -108,7 +110,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
 @click.argument("run_id", default="latest")
 @workers_option
 @address_option
-@state_dir_option
+@state_options
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
 @click.option("--repair", is_flag=True,
@@ -154,7 +156,7 @@ def _report_resume(outcome: RunOutcome, run_id: str, repair: bool, as_json: bool
 
 @cli.command()
 @click.argument("run_id", default="latest")
-@state_dir_option
+@state_options
 @json_option
 def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Check every committed output of a run (default: the latest) against its commit
@@ -174,7 +176,7 @@ def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_id", default="latest")
-@state_dir_option
+@state_options
 @json_option
 def status(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Show one run (default: the latest); works while the run is going."""
@@ -188,7 +190,7 @@ def status(run_id: str, state_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_id", default="latest")
-@state_dir_option
+@state_options
 @json_option
 def report(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Throughput, batch latency, errors, retries and concurrency per source of a run."""
@@ -253,13 +255,13 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
 
 
 @cli.command()
-@state_dir_option
+@state_options
 @json_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N runs.")
 def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
     """Run history, the run recorded last first."""
     with Catalog(state_dir, create=False) as catalog:
-        history = runs_status(catalog, limit)
+        history = runs_status(catalog, limit, invocation.get("job"))
     if not history:
         raise RunNotFoundError(f"no runs yet in {state_dir}")
     if as_json:
@@ -271,7 +273,7 @@ def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
 @cli.command()
 @click.argument("sql")
 @click.option("--run", "run_id", default="latest", help="Run whose staged table to query.")
-@state_dir_option
+@state_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
 @click.option("--unsafe", is_flag=True,
               help="Lift query's limits: let the SQL write files, read any file or URL and "
@@ -307,7 +309,7 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
 @click.option("--file", "file_filter", help="Only rejects of files whose path contains this text.")
 @click.option("--rule", help="Only this rule, e.g. required, type:int32, unique, ragged_row.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N rejects.")
-@state_dir_option
+@state_options
 @json_option
 def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
             state_dir: Path, as_json: bool) -> None:
@@ -435,8 +437,10 @@ def _resume_command(run_id: str, state_dir: Path) -> str:
 
 
 def _resolve_run(catalog: Catalog, run_id: str) -> str:
-    """`latest` is the run recorded last."""
-    return catalog.latest_run_id() if run_id == "latest" else catalog.run(run_id).run_id
+    """`latest` is the run recorded last (of the --job's job, when given)."""
+    if run_id == "latest":
+        return catalog.latest_run_id(invocation.get("job"))
+    return catalog.run(run_id).run_id
 
 
 def _existing_catalog(state_dir: Path, run_id: str) -> Catalog:
@@ -454,7 +458,8 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     ("nothing to resume"), several list themselves and exit 2 asking for a run id."""
     if run_id != "latest":
         return catalog.run(run_id).run_id
-    candidates = resumable_runs(catalog)
+    job = invocation.get("job")
+    candidates = [r for r in resumable_runs(catalog) if job is None or r.job == job]
     if not candidates:
         err.print(f"nothing to resume: no failed or interrupted run in {state_dir}")
         sys.exit(EXIT_OK)
