@@ -123,7 +123,7 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     --repair, those whose committed output is missing or damaged). Without RUN_ID: the
     latest failed or interrupted run of the state dir (each job's latest run counts); with
     --repair, the latest run whatever its state."""
-    from batchrun.execution.start import refuse_staging_changes, resume_run
+    from batchrun.execution.start import refuse_staging_changes
 
     overrides = {"execution.workers": workers, "execution.address": address,
                  **control_overrides(controls)}
@@ -131,17 +131,47 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     with _existing_catalog(state_dir, run_id) as catalog:
         run_id = (_resolve_run(catalog, run_id) if repair
                   else _resolve_resume_run(catalog, state_dir, run_id))
-        invocation["run_id"] = run_id
-        with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
-            status = run_status(catalog, run_id)
-            view.planned({"run_id": run_id, "batches": status.counts.batches.total})
-            view.advance({"committed": status.counts.batches.committed,
-                          "rows": status.counts.rows.staged})
-            with _stdout_for_results():
-                outcome = resume_run(run_id, catalog, overrides, stop=StopToken(),
-                                     on_progress=view.advance, repair=repair)
-        _report_resume(outcome, run_id, repair, as_json)
-        _finish(outcome, catalog, as_json)
+        _resume_and_finish(catalog, run_id, overrides, progress, as_json, repair=repair)
+
+
+@cli.command("retry-failed")
+@click.argument("run_id", default="latest")
+@workers_option
+@address_option
+@state_options
+@json_option
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+def retry_failed(run_id: str, workers: int | None, address: str | None, state_dir: Path,
+                 as_json: bool, progress: bool | None) -> None:
+    """Stage again the quarantined files of a run (default: the latest), whatever they were
+    quarantined for, e.g. after a supplier re-sent them; the run's committed batches are
+    never redone. It ends succeeded when every file now stages."""
+    overrides = {"execution.workers": workers, "execution.address": address}
+    with _existing_catalog(state_dir, run_id) as catalog:
+        run_id = _resolve_run(catalog, run_id)
+        if not catalog.quarantined_files(run_id):
+            err.print(f"nothing to retry: run {run_id} has no quarantined files")
+            sys.exit(EXIT_OK)
+        _resume_and_finish(catalog, run_id, overrides, progress, as_json, retry=True)
+
+
+def _resume_and_finish(catalog: Catalog, run_id: str, overrides: dict[str, Any],
+                       progress: bool | None, as_json: bool, *, repair: bool = False,
+                       retry: bool = False) -> None:
+    from batchrun.execution.start import resume_run
+
+    invocation["run_id"] = run_id
+    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
+        status = run_status(catalog, run_id)
+        view.planned({"run_id": run_id, "batches": status.counts.batches.total})
+        view.advance({"committed": status.counts.batches.committed,
+                      "rows": status.counts.rows.staged})
+        with _stdout_for_results():
+            outcome = resume_run(run_id, catalog, overrides, stop=StopToken(),
+                                 on_progress=view.advance, repair=repair,
+                                 retry_quarantined=retry)
+    _report_resume(outcome, run_id, repair, as_json)
+    _finish(outcome, catalog, as_json)
 
 
 def _report_resume(outcome: RunOutcome, run_id: str, repair: bool, as_json: bool) -> None:
@@ -403,7 +433,8 @@ def _finish(outcome: RunOutcome, catalog: Catalog, as_json: bool) -> None:
         err.print(f"resume with: {_resume_command(outcome.run_id, state_dir)}")
     elif code != EXIT_OK and report.counts.files.failed:
         err.print("nothing a resume can retry: the quarantined files are bad in themselves;"
-                  " fix or replace them and run the job again")
+                  f" replace them, then: {_retry_command(outcome.run_id, state_dir)}",
+                  markup=False)
     sys.exit(code)
 
 
@@ -427,6 +458,10 @@ def _exit_code(outcome: RunOutcome) -> int:
     if stopped is not None:
         return EXIT_SIGINT
     return EXIT_PARTIAL
+
+
+def _retry_command(run_id: str, state_dir: Path) -> str:
+    return _resume_command(run_id, state_dir).replace(" resume ", " retry-failed ", 1)
 
 
 def _resume_command(run_id: str, state_dir: Path) -> str:

@@ -67,8 +67,9 @@ def state_options(command: Any) -> Any:
 
     resolved = click.option(
         "--job", "job_file", type=click.Path(dir_okay=False, path_type=Path),
+        envvar="BATCHRUN_JOB",
         help="The job file whose state to use (.batchrun beside it) and whose latest run "
-             "`latest` means.")(resolved)
+             "`latest` means [env BATCHRUN_JOB].")(resolved)
     return state_dir_option(resolved)
 
 
