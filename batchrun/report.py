@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrun.catalog import Catalog
 from batchrun.lock import process_alive
@@ -24,6 +24,10 @@ from batchrun.model import (
     SkippedFile,
     WarnedFile,
 )
+
+if TYPE_CHECKING:
+    from batchrun.metrics import RunMetrics
+    from batchrun.rejects import RejectReason
 
 
 def iso(ts: float | None) -> str | None:
@@ -169,3 +173,34 @@ def resumable_runs(catalog: Catalog) -> list[RunRecord]:
     superseded by its latest one. The run recorded last comes first."""
     unfinished = (RunState.FAILED, RunState.INTERRUPTED)
     return [run for run in catalog.latest_run_of_each_job() if effective_state(run) in unfinished]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What `batchrun report` shows: the run's metrics, why rows were rejected (the top
+    rule and column pairs, with example lines), which files were quarantined and why, and
+    for `report --html` the committed batches' latencies and commit times."""
+
+    metrics: RunMetrics
+    reject_reasons: tuple[RejectReason, ...]
+    quarantined: tuple[FailedFile, ...]
+    latencies: tuple[float, ...] = ()
+    """Seconds from dispatch to commit of every committed batch."""
+    commits: tuple[tuple[float, int, int], ...] = ()
+    """(seconds since the first dispatch, input bytes, rows staged) of every commit."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.metrics.as_json(),
+                "reject_reasons": [r.as_json() for r in self.reject_reasons],
+                "quarantined_files": [asdict(f) for f in self.quarantined]}
+
+
+def run_report(catalog: Catalog, run_id: str, top: int = 10) -> RunReport:
+    from batchrun.metrics import commit_series, run_metrics
+    from batchrun.rejects import RunRejects
+
+    metrics = run_metrics(catalog, run_id)
+    reasons = RunRejects(catalog, run_id).reasons(top) if metrics.rows.rejected else []
+    latencies, commits = commit_series(catalog.attempt_rows(run_id))
+    return RunReport(metrics, tuple(reasons), tuple(catalog.failed_files(run_id)),
+                     latencies, commits)
