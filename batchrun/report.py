@@ -188,19 +188,32 @@ class RunReport:
     """Seconds from dispatch to commit of every committed batch."""
     commits: tuple[tuple[float, int, int], ...] = ()
     """(seconds since the first dispatch, input bytes, rows staged) of every commit."""
+    reasons_error: str | None = None
+    """Why the reject reasons could not be read (a committed rejects file missing or
+    damaged): the rest of the report still shows."""
 
     def as_json(self) -> dict[str, Any]:
         return {**self.metrics.as_json(),
                 "reject_reasons": [r.as_json() for r in self.reject_reasons],
+                "reject_reasons_error": self.reasons_error,
                 "quarantined_files": [asdict(f) for f in self.quarantined]}
 
 
 def run_report(catalog: Catalog, run_id: str, top: int = 10) -> RunReport:
     from batchrun.metrics import commit_series, run_metrics
-    from batchrun.rejects import RunRejects
 
     metrics = run_metrics(catalog, run_id)
-    reasons = RunRejects(catalog, run_id).reasons(top) if metrics.rows.rejected else []
+    reasons, problem = _reject_reasons(catalog, run_id, top) if metrics.rows.rejected else ([], None)
     latencies, commits = commit_series(catalog.attempt_rows(run_id))
     return RunReport(metrics, tuple(reasons), tuple(catalog.failed_files(run_id)),
-                     latencies, commits)
+                     latencies, commits, problem)
+
+
+def _reject_reasons(catalog: Catalog, run_id: str, top: int) -> tuple[list[RejectReason], str | None]:
+    from batchrun.errors import EnvironmentProblem
+    from batchrun.rejects import RunRejects
+
+    try:
+        return RunRejects(catalog, run_id).reasons(top), None
+    except EnvironmentProblem as exc:
+        return [], str(exc)

@@ -172,6 +172,8 @@ def _render_run_report(report: RunReport) -> None:
     """`batchrun report`: the metrics, then why rows were rejected and which files were
     quarantined (every path, value and line escaped: a `[...]` in them is text)."""
     _render_report(report.metrics)
+    if report.reasons_error:
+        out.print(f"[yellow]reject reasons unavailable[/]: {escape(report.reasons_error)}")
     if report.reject_reasons:
         table = Table("rejects", "rule", "column", "example (file:line value: raw line)",
                       title=f"top reject reasons ({report.metrics.rows.rejected:,} rows rejected)",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import EnvironmentProblem
-from batchrun.tools.compare import CompareResult, ShapeResult, verdict
+from batchrun.tools.compare import CompareResult, ShapeResult, Spread, verdict
 from batchrun.tools.numbers import number
 from batchrun.tools.svg import esc, figure, hbars, page, table
 
@@ -28,8 +28,7 @@ def _metric(name: str, default: Any) -> Callable[[ShapeResult], Any]:
 
 COLUMNS: list[tuple[str, Callable[[ShapeResult], Any]]] = [
     ("shape", lambda s: s.name), ("exit", lambda s: s.exit_code), ("wall s", lambda s: s.wall_s),
-    ("MB/s", lambda s: s.spread("mb_per_s").median),
-    ("MB/s range", lambda s: s.spread("mb_per_s").text()), ("rows/s", lambda s: s.rows_per_s),
+    ("MB/s", lambda s: _median_and_range(s.spread("mb_per_s"))), ("rows/s", lambda s: s.rows_per_s),
     ("p50 s", lambda s: s.latency.p50), ("p95 s", lambda s: s.latency.p95),
     ("p99 s", lambda s: s.latency.p99), ("peak MB", lambda s: s.peak_rss_mb),
     ("driver MB", lambda s: s.peak_driver_mb), ("workers MB", lambda s: s.peak_workers_mb),
@@ -38,7 +37,12 @@ COLUMNS: list[tuple[str, Callable[[ShapeResult], Any]]] = [
     ("identical", lambda s: s.identical),
 ]
 """The compare table's columns: (heading, the cell's value of a shape). MB/s is the median
-over the shape's rounds, next to their range; the other columns are its median round's."""
+over the shape's rounds with their range (`18 (16–21)`); the other columns are its median
+round's."""
+
+
+def _median_and_range(spread: Spread) -> str | float:
+    return spread.median if spread.low == spread.high else f"{number(spread.median)} ({spread.text()})"
 
 
 def cells(shape: ShapeResult) -> list[str]:
@@ -103,8 +107,10 @@ def _plotly_figures(result: CompareResult) -> list[str]:
                                         line_shape="hv") for s in shapes])
     concurrency.update_layout(title="Batches in flight over time", xaxis_title="seconds",
                               yaxis_title="batches in flight")
-    return ["<h2>Interactive charts</h2>"] + [
-        f"<figure>{pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0))}</figure>"
+    return ["<h2>Interactive charts (plotly)</h2>"] + [
+        "<figure>" + pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0),
+                                 default_width="100%", default_height="420px",
+                                 config={"responsive": True, "displaylogo": False}) + "</figure>"
         for i, fig in enumerate((latency, concurrency))]
 
 

@@ -27,8 +27,8 @@ def number(value: float | int | None) -> str:
 
 
 def ratio(value: float) -> str:
-    """A factor: `1.8×`, `12×`, `0.55×`."""
-    return f"{number(round(value, 2) if value < 10 else round(value))}×"
+    """A factor, to two significant digits: `1.9×`, `12×`, `0.55×`."""
+    return f"{number(round(value) if value >= 10 else round(value, 1) if value >= 1 else value)}×"
 
 
 def signed_mb(value: float) -> str:

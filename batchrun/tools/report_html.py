@@ -121,6 +121,8 @@ def _rejects_figure(report: RunReport) -> str:
 
 
 def _reasons_section(report: RunReport) -> str:
+    if report.reasons_error:
+        return f'<h2>Top reject reasons</h2><p class="bad">unavailable: {esc(report.reasons_error)}</p>'
     if not report.reject_reasons:
         return ""
     rows = [[esc(number(r.count)), esc(r.rule), esc(r.column or "-"),
@@ -136,8 +138,8 @@ def _reasons_section(report: RunReport) -> str:
 def _quarantine_section(report: RunReport) -> str:
     if not report.quarantined:
         return '<h2>Quarantined files</h2><p class="empty">none</p>'
-    rows = [[f'<code class="bad">{esc(f.path)}</code>', esc(f.batch_id), esc(f.error or "")]
-            for f in report.quarantined]
+    rows = [[f'<code class="bad">{esc(f.path)}</code>', f'<span class="id">{esc(f.batch_id)}</span>',
+             esc(f.error or "")] for f in report.quarantined]
     return (f"<h2>Quarantined files ({len(rows)})</h2>"
             + table(["file", "batch", "reason"], rows))
 

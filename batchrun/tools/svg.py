@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from batchrun.tools.numbers import number
 
-WIDTH = 720
-LABEL_W = 190
+WIDTH = 560
+LABEL_W = 150
 ROW_H = 26
 PLOT_H = 220
 PAD = 40
@@ -31,7 +31,7 @@ def figure(title: str, svg: str, note: str = "") -> str:
 
 
 def _svg(height: float, body: str, label: str) -> str:
-    return (f'<svg viewBox="0 0 {WIDTH} {height:.0f}" width="100%"'
+    return (f'<svg class="chart" viewBox="0 0 {WIDTH} {height:.0f}" width="100%"'
             f' role="img" aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg">'
             f"{body}</svg>")
 
@@ -41,12 +41,12 @@ def hbars(labels: Sequence[str], values: Sequence[float], label: str, unit: str 
     """Horizontal bars, one row per label, the value written at the bar's end; `spans`
     (min, max) per row draws a whisker over each bar (spread over repeated rounds)."""
     top = max([*values, *(hi for _, hi in spans or ())], default=0) or 1
-    scale = (WIDTH - LABEL_W - 110) / top
+    scale = (WIDTH - LABEL_W - 90) / top
     rows = []
     for i, (name, value) in enumerate(zip(labels, values)):
         y = 6 + i * ROW_H
         rows.append(f'<text class="label" x="{LABEL_W - 8}" y="{y + 16}" text-anchor="end">'
-                    f"{esc(_short(name, 28))}<title>{esc(name)}</title></text>"
+                    f"{esc(_short(name, 24))}<title>{esc(name)}</title></text>"
                     f'<rect class="bar" x="{LABEL_W}" y="{y + 3}" width="{max(value * scale, 1):.1f}"'
                     f' height="{ROW_H - 8}"><title>{esc(name)}: {esc(number(value))} {esc(unit)}'
                     f"</title></rect>")
@@ -138,21 +138,23 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 .card b{display:block;font-size:20px}.card span{color:#52606d;font-size:12px}
 .verdict{background:#fff;border-left:6px solid #2f80ed;border-radius:6px;padding:12px 16px;font-size:16px}
 .state-succeeded{border-left-color:#27ae60}.state-failed,.state-interrupted{border-left-color:#d64545}
+.scroll{overflow-x:auto}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px}
 figure{background:#fff;border:1px solid #d9e2ec;border-radius:8px;margin:0;padding:12px 16px;min-width:0}
-svg{display:block;max-width:760px}
+svg.chart{display:block;max-width:640px}
 figcaption{font-weight:600;margin-bottom:6px}.note{color:#52606d;font-size:12px;margin:4px 0 0}
-svg text{font:12px system-ui,sans-serif;fill:#1f2933}svg .tick{fill:#7b8794;font-size:11px}
-svg .bar{fill:#2f80ed}svg .bar:hover{fill:#1c5fbf}svg .whisker{stroke:#1f2933;stroke-width:1.5;fill:none}
-svg .line{fill:none;stroke:#2f80ed;stroke-width:2}svg .fill{fill:#2f80ed;opacity:.15}
-svg .grid{stroke:#e4e7eb}
+svg.chart text{font:12px system-ui,sans-serif;fill:#1f2933}svg.chart .tick{fill:#7b8794;font-size:11px}
+svg.chart .bar{fill:#2f80ed}svg.chart .bar:hover{fill:#1c5fbf}
+svg.chart .whisker{stroke:#1f2933;stroke-width:1.5;fill:none}
+svg.chart .line{fill:none;stroke:#2f80ed;stroke-width:2}svg.chart .fill{fill:#2f80ed;opacity:.15}
+svg.chart .grid{stroke:#e4e7eb}
 table{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
-td,th{border:1px solid #d9e2ec;padding:4px 8px;text-align:left;vertical-align:top}
+td,th{border:1px solid #d9e2ec;padding:4px 8px;text-align:left;vertical-align:top}th{white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
 code.raw{color:#52606d}td div+div{margin-top:6px}
 code.bad{word-break:normal;overflow-wrap:anywhere}td:has(code.bad){min-width:340px}
-.bad{color:#d64545}.empty{color:#52606d}
+.bad{color:#d64545}.id{white-space:nowrap}.empty{color:#52606d}
 """
 
 
@@ -173,7 +175,7 @@ def table(headings: Sequence[str], rows: Sequence[Sequence[str]], numeric: Seque
     head = "".join(f"<th{kind[i]}>{esc(h)}</th>" for i, h in enumerate(headings))
     body = "".join("<tr>" + "".join(f"<td{kind[i]}>{c}</td>" for i, c in enumerate(row)) + "</tr>"
                    for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def card(value: str, caption: str) -> str:
