@@ -252,3 +252,17 @@ def _union_length(spans: list[tuple[float, float]]) -> float:
         total += end - max(start, reach)
         reach = end
     return total
+
+
+def commit_series(attempts: list[dict[str, Any]]
+                  ) -> tuple[tuple[float, ...], tuple[tuple[float, int, int], ...]]:
+    """The committed attempts' latencies (dispatch to commit, seconds) and their commits as
+    (seconds since the run's first dispatch, input bytes, rows staged), in commit order."""
+    ended = [a for a in attempts if a["ended_at"] is not None]
+    if not ended:
+        return (), ()
+    origin = min(a["queued_at"] for a in ended)
+    committed = sorted((a for a in ended if a["outcome"] == COMMITTED), key=lambda a: a["ended_at"])
+    return (tuple(round(a["ended_at"] - a["queued_at"], 3) for a in committed),
+            tuple((round(a["ended_at"] - origin, 3), a["bytes"] or 0, a["rows_staged"] or 0)
+                  for a in committed))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrun.catalog import Catalog
 from batchrun.lock import process_alive
@@ -24,6 +24,10 @@ from batchrun.model import (
     SkippedFile,
     WarnedFile,
 )
+
+if TYPE_CHECKING:
+    from batchrun.metrics import RunMetrics
+    from batchrun.rejects import RejectReason
 
 
 def iso(ts: float | None) -> str | None:
@@ -170,3 +174,47 @@ def resumable_runs(catalog: Catalog) -> list[RunRecord]:
     superseded by its latest one. The run recorded last comes first."""
     unfinished = (RunState.FAILED, RunState.INTERRUPTED)
     return [run for run in catalog.latest_run_of_each_job() if effective_state(run) in unfinished]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What `batchrun report` shows: the run's metrics, why rows were rejected (the top
+    rule and column pairs, with example lines), which files were quarantined and why, and
+    for `report --html` the committed batches' latencies and commit times."""
+
+    metrics: RunMetrics
+    reject_reasons: tuple[RejectReason, ...]
+    quarantined: tuple[FailedFile, ...]
+    latencies: tuple[float, ...] = ()
+    """Seconds from dispatch to commit of every committed batch."""
+    commits: tuple[tuple[float, int, int], ...] = ()
+    """(seconds since the first dispatch, input bytes, rows staged) of every commit."""
+    reasons_error: str | None = None
+    """Why the reject reasons could not be read (a committed rejects file missing or
+    damaged): the rest of the report still shows."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.metrics.as_json(),
+                "reject_reasons": [r.as_json() for r in self.reject_reasons],
+                "reject_reasons_error": self.reasons_error,
+                "quarantined_files": [asdict(f) for f in self.quarantined]}
+
+
+def run_report(catalog: Catalog, run_id: str, top: int = 10) -> RunReport:
+    from batchrun.metrics import commit_series, run_metrics
+
+    metrics = run_metrics(catalog, run_id)
+    reasons, problem = _reject_reasons(catalog, run_id, top) if metrics.rows.rejected else ([], None)
+    latencies, commits = commit_series(catalog.attempt_rows(run_id))
+    return RunReport(metrics, tuple(reasons), tuple(catalog.failed_files(run_id)),
+                     latencies, commits, problem)
+
+
+def _reject_reasons(catalog: Catalog, run_id: str, top: int) -> tuple[list[RejectReason], str | None]:
+    from batchrun.errors import EnvironmentProblem
+    from batchrun.rejects import RunRejects
+
+    try:
+        return RunRejects(catalog, run_id).reasons(top), None
+    except EnvironmentProblem as exc:
+        return [], str(exc)

@@ -38,8 +38,8 @@ from batchrun.cli.render import (
     _progress_enabled,
     _ProgressView,
     _render_compare,
-    _render_report,
     _render_rows,
+    _render_run_report,
     _render_runs,
     _render_status,
     _render_summary,
@@ -50,7 +50,7 @@ from batchrun.errors import (
     RunNotFoundError,
 )
 from batchrun.execution.stopping import StopToken
-from batchrun.model import Committed, RunRecord, RunState
+from batchrun.model import RunState
 from batchrun.report import RunStatus, effective_state, resumable_runs, run_status, runs_status
 
 if TYPE_CHECKING:
@@ -222,16 +222,31 @@ def status(run_id: str, state_dir: Path, as_json: bool) -> None:
 @click.argument("run_id", default="latest")
 @state_options
 @json_option
-def report(run_id: str, state_dir: Path, as_json: bool) -> None:
-    """Throughput, batch latency, errors, retries and concurrency per source of a run."""
-    from batchrun.metrics import run_metrics
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write one self-contained HTML page (no network) with the run's charts.")
+def report(run_id: str, state_dir: Path, as_json: bool, html_file: Path | None) -> None:
+    """Throughput, batch latency, errors, retries and concurrency per source of a run; the
+    top reject reasons with example lines and the quarantined files with their reasons."""
+    from batchrun.report import run_report
 
+    _check_output_folder(html_file, "--html")
     with _existing_catalog(state_dir, run_id) as catalog:
-        metrics = run_metrics(catalog, _resolve_run(catalog, run_id))
+        found = run_report(catalog, _resolve_run(catalog, run_id))
+    if html_file:
+        from batchrun.tools.report_html import write_report_html
+
+        err.print(f"wrote {write_report_html(found, html_file)}", markup=False)
     if as_json:
-        out.print_json(json.dumps(metrics.as_json()))
+        out.print_json(json.dumps(found.as_json()))
         return
-    _render_report(metrics)
+    _render_run_report(found)
+
+
+def _check_output_folder(path: Path | None, option: str) -> None:
+    """An output file's folder must exist: one usage line (exit 2) before any work."""
+    if path is not None and not path.absolute().parent.is_dir():
+        raise click.BadParameter(f"folder {path.absolute().parent} does not exist",
+                                 param_hint=option)
 
 
 @cli.command(name="compare")
@@ -249,15 +264,21 @@ def report(run_id: str, state_dir: Path, as_json: bool) -> None:
 @click.option("--scratch", type=click.Path(file_okay=False, path_type=Path),
               help="Where the shapes' state and staging go [default: a temporary folder].")
 @click.option("--keep", is_flag=True, help="Keep the scratch state and staging of every shape.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              envvar="BATCHRUN_COMPARE_ROUNDS",
+              help="Run every shape N times, the shapes interleaved; report each shape's median "
+                   "and min–max [env BATCHRUN_COMPARE_ROUNDS].")
 @json_option
 def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults: str | None,
-                    html_file: Path | None, scratch: Path | None, keep: bool, as_json: bool) -> None:
+                    html_file: Path | None, scratch: Path | None, keep: bool, rounds: int,
+                    as_json: bool) -> None:
     """Run JOB_FILE under several shapes (sequential, parallel, the job's own limits) into
     scratch staging areas and compare time, throughput, latency, memory, retries and output."""
 
     from batchrun.execution.prepare import check_job
     from batchrun.tools.compare import DEFAULT_FAULTS, compare, parse_shapes
 
+    _check_output_folder(html_file, "--html")
     if html_file:
         from batchrun.tools.charts import require_plotly
 
@@ -271,7 +292,8 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
         load_faults_text(faults)
     scratch = scratch or Path(tempfile.mkdtemp(prefix="batchrun-compare-"))
     result = compare(job_file.resolve(), shapes, scratch.resolve(), faults, keep,
-                     on_shape=lambda text: err.print(f"compare {text}", markup=False))
+                     on_shape=lambda text: err.print(f"compare {text}", markup=False),
+                     rounds=rounds)
     if html_file:
         from batchrun.tools.charts import write_html
 
@@ -332,52 +354,6 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
             raise _damaged_output(catalog, run_id, exc) or click.ClickException(
                 f"query failed: {str(exc).splitlines()[0]}{hint}") from None
     _render_rows(names, rows, fmt)
-
-
-@cli.command()
-@click.argument("run_id", default="latest")
-@click.option("--file", "file_filter", help="Only rejects of files whose path contains this text.")
-@click.option("--rule", help="Only this rule, e.g. required, type:int32, unique, ragged_row.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N rejects.")
-@state_options
-@json_option
-def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
-            state_dir: Path, as_json: bool) -> None:
-    """Rejected rows of a run, with file, line, column, rule, value and the raw line."""
-    with _existing_catalog(state_dir, run_id) as catalog:
-        run_id = _resolve_run(catalog, run_id)
-        record = catalog.run(run_id)
-        committed = catalog.committed(run_id)
-        rows = _rejects_rows(catalog, run_id, record, committed, file_filter, rule, limit)
-    _render_rows(*rows, "json" if as_json else "table")
-
-
-def _rejects_rows(catalog: Catalog, run_id: str, record: RunRecord, committed: Committed,
-                  file_filter: str | None, rule: str | None, limit: int | None
-                  ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The rejects view's rows for `batchrun rejects` (column names, rows)."""
-    import duckdb
-
-    from batchrun.staging import query_connection, quote_identifier, unreadable_output
-
-    db = query_connection(record.table, record.schema or {}, committed)
-    conditions, params = ["true"], []
-    if file_filter:
-        conditions.append("contains(file, ?)")
-        params.append(file_filter)
-    if rule:
-        conditions.append("rule = ?")
-        params.append(rule)
-    sql = (f'SELECT run_id, batch_id, file, line, "column", rule, value, raw_line'
-           f' FROM {quote_identifier(record.table + "__rejects")} WHERE {" AND ".join(conditions)}'
-           f' ORDER BY file, line' + (f" LIMIT {limit}" if limit else ""))
-    try:
-        cursor = db.execute(sql, params)
-        names = [column[0] for column in cursor.description or []]
-        rows = cursor.fetchall()
-    except duckdb.Error as exc:  # our own SQL: only a damaged committed file fails it
-        raise _damaged_output(catalog, run_id, exc) or unreadable_output(committed, exc) from None
-    return names, rows
 
 
 def _damaged_output(catalog: Catalog, run_id: str, exc: Exception) -> Exception | None:
@@ -507,3 +483,6 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     return candidates[0].run_id
 
 
+from batchrun.cli.rejects_command import rejects  # noqa: E402 - its own module, registered here
+
+cli.add_command(rejects)

@@ -14,10 +14,11 @@ from rich.table import Table
 
 from batchrun.cli.options import err, out
 from batchrun.model import RunState
-from batchrun.report import RunStatus, StatusDetail, iso
+from batchrun.report import RunReport, RunStatus, StatusDetail, iso
 
 if TYPE_CHECKING:
     from batchrun.metrics import Percentiles, RunMetrics
+    from batchrun.rejects import RejectReason
     from batchrun.tools.compare import CompareResult
 
 
@@ -167,6 +168,50 @@ def _render_report(m: RunMetrics) -> None:
         _render_nodes(m)
 
 
+def _render_run_report(report: RunReport) -> None:
+    """`batchrun report`: the metrics, then why rows were rejected and which files were
+    quarantined (every path, value and line escaped: a `[...]` in them is text)."""
+    _render_report(report.metrics)
+    if report.reasons_error:
+        out.print(f"[yellow]reject reasons unavailable[/]: {escape(report.reasons_error)}")
+    if report.reject_reasons:
+        table = Table("rejects", "rule", "column", "example (file:line value: raw line)",
+                      title=f"top reject reasons ({report.metrics.rows.rejected:,} rows rejected)",
+                      title_justify="left")
+        for reason in report.reject_reasons:
+            table.add_row(f"{reason.count:,}", escape(reason.rule), escape(reason.column or "-"),
+                          _examples_text(reason))
+        out.print(table)
+    if report.quarantined:
+        out.print(f"[bold]quarantined files[/] ({len(report.quarantined)}):")
+        for failed in report.quarantined:
+            out.print(f"  [red]{escape(tail(failed.path))}[/]: {escape(failed.error or '')}")
+
+
+def _examples_text(reason: RejectReason) -> str:
+    return "\n".join(escape(f"{tail(e.file)}:{e.line} {e.value!r}: {clip(e.raw_line or '', 80)}")
+                     for e in reason.examples)
+
+
+def tail(path: str, width: int = 48) -> str:
+    """A path cut at its head, never its tail: `…/supplier_07/orders_0012.csv`."""
+    if len(path) <= width:
+        return path
+    parts = path.split("/")
+    kept = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + len(kept) + 3 > width:
+            break
+        kept = f"{part}/{kept}"
+    return "…/" + kept if len(kept) + 2 <= width else "…" + kept[-(width - 1):]
+
+
+def clip(text: str, width: int) -> str:
+    """`text` on one line, at most `width` characters (cut at its end, with an ellipsis)."""
+    text = text.replace("\r", " ").replace("\n", "⏎")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def _render_nodes(m: RunMetrics) -> None:
     table = Table("node", "batches", "rows", "MB", "busy s", "MB/s")
     for n in m.nodes:
@@ -177,11 +222,13 @@ def _render_nodes(m: RunMetrics) -> None:
 
 def _render_compare(result: CompareResult) -> None:
     from batchrun.tools.charts import COLUMNS, cells
+    from batchrun.tools.compare import verdict
 
     table = Table(*(heading for heading, _ in COLUMNS), title=f"compare {result.job}")
     for shape in result.shapes:
-        table.add_row(*cells(shape))
+        table.add_row(*(escape(cell) for cell in cells(shape)))
     out.print(table)
+    out.print(verdict(result), markup=False)
     for shape in result.shapes:
         if shape.error:
             err.print(f"shape {shape.name} failed: {shape.error}", markup=False)

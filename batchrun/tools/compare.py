@@ -13,6 +13,13 @@ Shapes: `sequential` (one batch at a time, plan order), `parallel` (no per-sourc
 stagger, byte or rate limit), `hybrid` (the job's own limits), or `KEY=V1,V2,...` giving
 one shape per value on top of the job's limits (KEY is an `[execution]` key or a dotted
 job key). The sequential baseline always runs first.
+
+Rounds: with `rounds=N` every shape runs N times, the shapes interleaved (round 1 runs
+each shape once, then round 2, its order rotated by one, ...), so a machine that gets
+busier or quieter halfway weighs on every shape alike. Each shape reports the median and
+the min–max of its rounds (`Spread`); its other figures are its median round's. The
+verdict compares the fastest shape with sequential by their medians and says when their
+ranges overlap: a difference inside the noise is not a ranking.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from batchrun.layout import BATCH, rejects_table_name
 from batchrun.metrics import Percentiles, RunMetrics, run_metrics
 from batchrun.staging import query_connection, quote_identifier
 from batchrun.tools.faults import FAULTS_ENV
+from batchrun.tools.numbers import number, ratio, signed_mb
 from batchrun.tools.sampler import TreeWatcher
 from batchrun.tools.tomltext import toml_value
 
@@ -49,6 +57,33 @@ UNCAPPED: dict[str, Any] = {"execution.mode": "parallel", "execution.per_source_
 NAMED: dict[str, dict[str, Any]] = {"sequential": {"execution.mode": "sequential"}, "parallel": UNCAPPED,
          "hybrid": {"execution.mode": "parallel"}}
 DEFAULT_SHAPES = ("sequential", "parallel", "hybrid")
+DEFAULT_ROUNDS = 3
+SPREAD_METRICS = ("wall_s", "mb_per_s", "rows_per_s", "peak_rss_mb")
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One figure over a shape's rounds."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        return cls(round(median, 3), ordered[0], ordered[-1])
+
+    def overlaps(self, other: Spread) -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+    def text(self) -> str:
+        return number(self.low) if self.low == self.high else f"{number(self.low)}–{number(self.high)}"
+
+    def as_json(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high}
 
 
 @dataclass(frozen=True)
@@ -79,7 +114,13 @@ class ShapeResult:
     error: str | None = None
     """The last line of the run's output when it left no run id."""
     identical: bool = False
-    """Whether both checksums equal the sequential baseline's."""
+    """Whether both checksums equal the sequential baseline's (in every round)."""
+    rounds: tuple[ShapeResult, ...] = ()
+    """Every round of the shape (this result is its median round); empty for one run."""
+
+    def spread(self, figure: str) -> Spread:
+        """`figure` (a SPREAD_METRICS name) over the rounds: median, min and max."""
+        return Spread.of([getattr(r, figure) for r in self.rounds or (self,)])
 
     @property
     def mb_per_s(self) -> float:
@@ -102,9 +143,20 @@ class ShapeResult:
                     "exit_code": self.exit_code, "wall_s": self.wall_s,
                     "peak_rss_mb": self.peak_rss_mb, "peak_driver_mb": self.peak_driver_mb,
                     "peak_workers_mb": self.peak_workers_mb}
+        varied = {"rounds": [r.round_json() for r in self.rounds or (self,)],
+                  "spread": {f: self.spread(f).as_json() for f in SPREAD_METRICS}}
         if self.metrics is None:
-            return {**measured, **_EMPTY, "error": self.error, "identical": self.identical}
+            return {**measured, **_EMPTY, "error": self.error, "identical": self.identical,
+                    **varied}
         return {**measured, **_from_metrics(self.metrics), "checksum": self.checksum,
+                "identical": self.identical, **varied}
+
+    def round_json(self) -> dict[str, Any]:
+        """This run's own figures, as one entry of a shape's `rounds`."""
+        return {"run_id": self.metrics.run_id if self.metrics else None,
+                "exit_code": self.exit_code, "wall_s": self.wall_s, "mb_per_s": self.mb_per_s,
+                "rows_per_s": self.rows_per_s, "peak_rss_mb": self.peak_rss_mb,
+                "latency_p50_s": self.latency.p50, "checksum": self.checksum,
                 "identical": self.identical}
 
 
@@ -113,14 +165,52 @@ class CompareResult:
     job: str
     scratch: str
     shapes: list[ShapeResult] = field(default_factory=list)
+    rounds: int = 1
 
     @property
     def all_identical(self) -> bool:
         return all(s.identical for s in self.shapes)
 
     def as_json(self) -> dict[str, Any]:
-        return {"job": self.job, "scratch": self.scratch, "all_identical": self.all_identical,
+        return {"job": self.job, "scratch": self.scratch, "rounds": self.rounds,
+                "verdict": verdict(self), "all_identical": self.all_identical,
                 "shapes": [s.as_json() for s in self.shapes]}
+
+
+def verdict(result: CompareResult) -> str:
+    """One sentence: the fastest shape against sequential (or, when sequential is the
+    fastest, against the runner-up) by their median throughput, within noise when their
+    ranges overlap, its memory cost, and whether every shape staged the same rows."""
+    ran = [s for s in result.shapes if s.metrics is not None]
+    base = next((s for s in ran if s.name == "sequential"), None)
+    failed = [s.name for s in result.shapes if s.metrics is None]
+    tail = "; ".join([_sameness(result), *(f"{name} did not run" for name in failed)])
+    if base is None:
+        return f"no comparison: the sequential baseline did not run; {tail}"
+    best = max(ran, key=lambda s: s.spread("mb_per_s").median)
+    rival = base if best is not base else max(
+        (s for s in ran if s is not base), key=lambda s: s.spread("mb_per_s").median, default=None)
+    of = f"medians of {result.rounds} rounds" if result.rounds > 1 else "one round, no spread"
+    if rival is None:
+        return f"on this data, only sequential ran ({number(base.spread('mb_per_s').median)} MB/s); {tail}"
+    fast, slow = best.spread("mb_per_s"), rival.spread("mb_per_s")
+    if result.rounds > 1 and fast.overlaps(slow):
+        return (f"on this data, {best.name} and {rival.name} are within noise of each other"
+                f" ({fast.text()} vs {slow.text()} MB/s over {result.rounds} rounds); {tail}")
+    memory = best.spread("peak_rss_mb").median - rival.spread("peak_rss_mb").median
+    times = ratio(fast.median / slow.median) if slow.median else "faster than"
+    close = [s.name for s in ran if s not in (best, rival) and result.rounds > 1
+             and s.spread("mb_per_s").overlaps(fast)]
+    tie = f", {' and '.join(close)} within noise of it" if close else ""
+    return (f"on this data, {best.name} is {times} {rival.name}'s throughput at"
+            f" {signed_mb(memory)} ({of}{tie}); {tail}")
+
+
+def _sameness(result: CompareResult) -> str:
+    if result.all_identical:
+        return "all shapes identical"
+    different = ", ".join(s.name for s in result.shapes if not s.identical)
+    return f"NOT identical: {different} staged other rows than sequential"
 
 
 def parse_shapes(specs: list[str] | tuple[str, ...]) -> list[Shape]:
@@ -146,27 +236,52 @@ def parse_shapes(specs: list[str] | tuple[str, ...]) -> list[Shape]:
 
 
 def compare(job_file: Path, shapes: list[Shape], scratch: Path, inject_faults: str | None = None,
-            keep: bool = False, on_shape: Callable[[str], None] | None = None) -> CompareResult:
-    """Run every shape (then every shape again with faults, if asked); return the table."""
+            keep: bool = False, on_shape: Callable[[str], None] | None = None,
+            rounds: int = 1) -> CompareResult:
+    """Run every shape (then every shape again with faults, if asked), `rounds` times,
+    interleaved; return the table (each shape's median round, with all its rounds)."""
     for shape in shapes:  # a bad override fails here, before anything runs
         _checked(job_file, shape)
     plan = shapes + ([s.with_faults(inject_faults) for s in shapes] if inject_faults else [])
     scratch.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="compare-", dir=scratch))  # only this is deleted
-    result = CompareResult(job=str(job_file), scratch=str(scratch))
+    runs: dict[str, list[ShapeResult]] = {shape.name: [] for shape in plan}
     baseline: ShapeResult | None = None
     try:
-        for index, shape in enumerate(plan):
+        for done, (turn, index, shape) in enumerate(_schedule(plan, rounds)):
             if on_shape:
-                on_shape(f"[{index + 1}/{len(plan)}] {shape.name}")
-            measured = run_shape(job_file, shape, scratch / f"{index:02d}-{_slug(shape.name)}")
+                on_shape(f"[{done + 1}/{len(plan) * rounds}] {shape.name}"
+                         + (f" (round {turn + 1}/{rounds})" if rounds > 1 else ""))
+            workdir = scratch / f"{turn + 1:02d}-{index:02d}-{_slug(shape.name)}"
+            measured = run_shape(job_file, shape, workdir)
             baseline = baseline or measured
             same = measured.checksum is not None and measured.checksum == baseline.checksum
-            result.shapes.append(replace(measured, identical=same))
+            runs[shape.name].append(replace(measured, identical=same))
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    return result
+    return CompareResult(job=str(job_file), scratch=str(scratch), rounds=rounds,
+                         shapes=[_median_round(runs[shape.name]) for shape in plan])
+
+
+def _schedule(plan: list[Shape], rounds: int) -> list[tuple[int, int, Shape]]:
+    """(round, index in plan, shape) in running order: round by round, each round's order
+    rotated by one, the first round starting with the sequential baseline."""
+    order = []
+    for turn in range(rounds):
+        shift = turn % len(plan)
+        order += [(turn, i, plan[i]) for i in [*range(shift, len(plan)), *range(shift)]]
+    return order
+
+
+def _median_round(runs: list[ShapeResult]) -> ShapeResult:
+    """The shape's round with the median throughput (the lower one of an even count),
+    carrying every round; identical only if every round was."""
+    ordered = sorted(runs, key=lambda r: r.mb_per_s)
+    middle = ordered[(len(ordered) - 1) // 2]
+    if len(runs) == 1:
+        return middle
+    return replace(middle, identical=all(r.identical for r in runs), rounds=tuple(runs))
 
 
 def _checked(job_file: Path, shape: Shape) -> None:

@@ -22,7 +22,7 @@ def test_default_shapes_stage_identical_rows_and_report_every_figure(
     data, truth = demo_data
     job = write_job(tmp_path, data, batch="max_files = 1")
     html = tmp_path / "compare.html"
-    code = invoke(["compare", str(job), "--json", "--html", str(html),
+    code = invoke(["compare", str(job), "--json", "--html", str(html), "--rounds", "1",
                    "--scratch", str(tmp_path / "scratch")])
     report = parse_json(capsys.readouterr().out)
     assert code == EXIT_OK and report["all_identical"]
@@ -45,7 +45,7 @@ def test_custom_shapes_with_faults_print_the_table(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth], capsys: pytest.CaptureFixture[str]) -> None:
     data, _ = demo_data
     job = write_job(tmp_path, data, batch="max_files = 1")
-    code = invoke(["compare", str(job), "--shapes", "per_source_concurrency=1",
+    code = invoke(["compare", str(job), "--shapes", "per_source_concurrency=1", "--rounds", "1",
                    "--inject-faults", "seed = 2, read_error_rate = 0.25"])
     captured = capsys.readouterr()
     assert code == EXIT_OK, captured.err
