@@ -153,8 +153,10 @@ def _size(count: int) -> str:
 def gzip_size_estimate(path: str) -> int:
     """A gzip's decompressed size from its trailer (ISIZE: the size mod 2**32 of its last
     member), for budgets such as max_bytes_in_flight; the file's own size when it is not
-    a gzip or the trailer is clearly wrong (smaller than the file: a multi-member gzip or
-    one past 4 GiB). An estimate: never trusted for the per-file cap, which is counted."""
+    a gzip or the trailer is clearly wrong: smaller than the file (a multi-member gzip or
+    one past 4 GiB), or more than deflate's 1032:1 can expand it (a truncated gzip, whose
+    last four bytes are whatever the cut left: it counted 3.3 GB for a 7 kB file). An
+    estimate: never trusted for the per-file cap, which is counted."""
     size = os.path.getsize(path)
     if not path.endswith(".gz") or size < 18:
         return size
@@ -163,7 +165,10 @@ def gzip_size_estimate(path: str) -> int:
             return size
         handle.seek(-4, os.SEEK_END)
         isize = int.from_bytes(handle.read(4), "little")
-    return isize if isize >= size else size
+    return isize if size <= isize <= size * _DEFLATE_MAX_RATIO else size
+
+
+_DEFLATE_MAX_RATIO = 1032
 
 
 def _looks_like_corrupt_compression(exc: Exception) -> bool:

@@ -115,3 +115,10 @@ def test_a_table_with_more_than_2_gib_of_file_names_sorts_without_overflow() -> 
     assert ordered["_line"][0].as_py() == 1 and ordered["v"][0].as_py() == rows - 1
     assert ordered[FILE].num_chunks > 1 and len(ordered) == rows
     assert time.monotonic() - started < 60  # generous: a shared 2-core machine
+
+
+def test_a_truncated_gzip_is_estimated_at_its_own_size_not_its_cut_trailer(tmp_path: Path) -> None:
+    path = tmp_path / "cut.csv.gz"
+    whole = gzip.compress(b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(5000)))
+    path.write_bytes(whole[:40] + b"\xff\xff\xff\x7f")  # a trailer claiming ~2 GB
+    assert gzip_size_estimate(str(path)) == 44
