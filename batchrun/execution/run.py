@@ -107,7 +107,8 @@ def repair_run(catalog: Catalog, record: RunRecord) -> VerifyReport:
         catalog.record_unique(record.run_id, None, {})
     for finding in bad:
         delete_output(finding.file.path, record.config.get("storage"))
-        logger.bind(run_id=record.run_id).warning("repair: {}", finding.line())
+        logger.bind(run_id=record.run_id, batch_id=finding.file.batch_id or "-",
+                    file=finding.file.path).warning("repair: {}", finding.line())
     return report
 
 
@@ -140,8 +141,13 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
                  record.job_file)
         if ray_ready is None:
             ray_ready = connect_ray(settings, config, Path(record.job_file).parent)
-        log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address,
-                 ray.cluster_resources().get("CPU", 0), ray_ready.seconds)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address, cpus,
+                 ray_ready.seconds)
+        if on_progress:
+            on_progress({"stage": "ray", "address": redact(str(ray_ready.address)),
+                         "cpus": cpus, "seconds": ray_ready.seconds,
+                         "started": ray_ready.started})
         stop.install()
         pending = pending_batches(catalog, record.run_id)
         pool = RayActorPool(_worker_spec(record, config, columns, settings, hooks),
