@@ -28,15 +28,27 @@ _JSON_FORMAT = "{extra[_json]}\n"
 FORMATS = ("text", "json")
 
 logger.configure(extra={"run_id": "-", "batch_id": "-", "file": "-"})
-_chosen = {"format": "text"}
+_chosen: dict[str, str | None] = {"format": None}
 
 
-def use_format(name: str) -> None:
+def use_format(name: str | None) -> None:
     """The format of the run logs opened from now on: "text" or "json" (the CLI's
-    --log-format)."""
-    if name not in FORMATS:
+    --log-format); None: the format a run's log already has (a resume goes on as its run
+    began), else text."""
+    if name is not None and name not in FORMATS:
         raise ValueError(f"log format {name!r}: expected one of {', '.join(FORMATS)}")
     _chosen["format"] = name
+
+
+def _format_of(path: Path) -> str:
+    chosen = _chosen["format"]
+    if chosen is not None:
+        return chosen
+    try:
+        with path.open("rb") as handle:
+            return "json" if handle.read(1) == b"{" else "text"
+    except OSError:
+        return "text"
 
 
 def run_log_path(state_dir: Path, run_id: str) -> Path:
@@ -67,6 +79,7 @@ class _RunLogFile:
 def open_run_log(state_dir: Path, run_id: str) -> int:
     """Start appending to the run's log file; returns the sink id to close it with."""
     path = run_log_path(state_dir, run_id)
+    chosen = _json_format if _format_of(path) == "json" else _redacted_format
     try:
         sink = _RunLogFile(path)
     except OSError as exc:
@@ -74,7 +87,6 @@ def open_run_log(state_dir: Path, run_id: str) -> int:
         if reason:
             raise DiskFullError("state dir", str(state_dir), reason) from None
         raise EnvironmentProblem(f"cannot write the run log {path}: {exc.strerror or exc}") from None
-    chosen = _json_format if _chosen["format"] == "json" else _redacted_format
     return logger.add(sink, format=chosen, level="DEBUG", enqueue=False, catch=False,
                       backtrace=False, diagnose=False)
 

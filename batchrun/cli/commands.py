@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING
 def cli() -> None:
     """Stage large, messy file sets into one clean table, exactly once, resumably."""
     logs.silence_default_sink()
-    logs.use_format("text")
+    logs.use_format(None)
 
 
 cli.add_command(logs_command)

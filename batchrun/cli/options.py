@@ -123,7 +123,8 @@ class RunOutput:
     progress: bool | None = None
     interval: float = 60.0
     quiet: bool = False
-    log_format: str = "text"
+    log_format: str | None = None
+    """None: as the run's log began (a resume), else text."""
     metrics_file: Path | None = None
 
 

@@ -353,7 +353,8 @@ class Scheduler:
     def _retry_or_fail(self, flight: _Flight, error: str, kind: ErrorKind,
                        current: RoundRecord) -> None:
         batch_id, attempt = flight.dispatch.batch_id, flight.dispatch.attempt
-        log = self.log.bind(batch_id=batch_id)
+        files = flight.batch.files
+        log = self.log.bind(batch_id=batch_id, file=files[0] if len(files) == 1 else "-")
         now = time.monotonic()
         if self.stop.requested and kind is ErrorKind.TRANSIENT:
             log.warning("abandoned while stopping ({}); left pending", error)
