@@ -25,6 +25,9 @@ from batchrun.report import effective_state
 
 FOLLOW_EVERY = 0.25
 """Seconds between two looks at a followed log (and at its run's state)."""
+FOLLOW_GRACE = 1.0
+"""Seconds a followed log is still read once its run ended: the driver records the run's
+final state a moment before it writes its last lines."""
 
 
 @click.command(name="logs")
@@ -68,7 +71,7 @@ def _active(state_dir: Path, run_id: str) -> bool:
 def _lines(handle: IO[str], follow: bool, active: Callable[[], bool]) -> Iterator[str]:
     """The file's complete lines; with `follow`, then the lines written later, until
     `active()` says the run ended (and what it wrote before ending is read)."""
-    partial, ending = "", not follow
+    partial, ends_at = "", None if follow else 0.0
     while True:
         chunk = handle.readline()
         if chunk:
@@ -77,11 +80,10 @@ def _lines(handle: IO[str], follow: bool, active: Callable[[], bool]) -> Iterato
                 yield partial
                 partial = ""
             continue
-        if ending:
+        if ends_at is None and not active():
+            ends_at = time.monotonic() + FOLLOW_GRACE
+        if ends_at is not None and time.monotonic() >= ends_at:
             break
-        if not active():
-            ending = True  # one more pass reads what the run wrote before it ended
-            continue
         time.sleep(FOLLOW_EVERY)
     if partial:
         yield partial
