@@ -5,10 +5,12 @@
   ETA, batches in flight per worker, rejected rows and quarantined files so far; its bar
   turns red when the run fails;
 - without one (cron, a pipe): one plain line every `interval` seconds, no control
-  characters at all;
-- `--quiet` or `--json`: nothing (the summary and errors only);
+  characters at all; the start-up notes wait for the first dispatched batch, so a run
+  that fails before it starts still ends in its one error line;
+- `--no-progress`: only the drain note on Ctrl-C; `--quiet` or `--json`: nothing (the
+  summary and errors only);
 
-and the notes a person needs at once (the plan, Ray ready, the drain on Ctrl-C).
+and the notes a person needs (the plan, Ray ready, the log's path, the drain on Ctrl-C).
 Rates count only the work done by this process (a resume's earlier batches are in the
 totals, not in the rates).
 """
@@ -126,7 +128,7 @@ def event_note(event: dict[str, Any]) -> str | None:
 
 
 class ProgressView:
-    """No display: the notes only (`--no-progress`), or nothing at all (`quiet`).
+    """No display: the drain note only (`--no-progress`), or nothing at all (`quiet`).
     Used as the run's `on_progress` callback."""
 
     def __init__(self, console: Console, opening: str = "", quiet: bool = False) -> None:
@@ -145,8 +147,9 @@ class ProgressView:
     def __exit__(self, *exc: object) -> None:
         self.close(failed=exc[0] is not None or not self.succeeded)
 
-    def note(self, text: str) -> None:
-        if not self.quiet:
+    def note(self, text: str, urgent: bool = False) -> None:
+        """Print a note: here only an urgent one (the drain on Ctrl-C)."""
+        if urgent and not self.quiet:
             self.console.print(text, markup=False, highlight=False)
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -158,7 +161,7 @@ class ProgressView:
             self.update()
         text = event_note(event)
         if text:
-            self.note(text)
+            self.note(text, urgent=stage == "stopping")
 
     def planned(self, event: dict[str, Any]) -> None:
         """The run's totals (a resume also passes what is done already)."""
@@ -193,7 +196,7 @@ class LiveView(ProgressView):
         self.progress.start()
         return self
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, urgent: bool = False) -> None:
         self.progress.console.print(text, markup=False, highlight=False)
 
     def update(self) -> None:
@@ -218,12 +221,25 @@ class PlainView(ProgressView):
         super().__init__(console, opening)
         self.interval = interval
         self._stop = threading.Event()
+        self._held: list[str] = []
+        """Notes printed once the first batch is dispatched."""
         self._timer = threading.Thread(target=self._tick, name="batchrun-progress", daemon=True)
 
     def __enter__(self) -> PlainView:
         super().__enter__()
         self._timer.start()
         return self
+
+    def note(self, text: str, urgent: bool = False) -> None:
+        if self.tally.began is None and not urgent:
+            self._held.append(text)
+        else:
+            self.console.print(text, markup=False, highlight=False)
+
+    def update(self) -> None:
+        held, self._held = self._held, []
+        for text in held:
+            self.note(text)
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):

@@ -121,8 +121,7 @@ class _WorkerQueues:
 
 @dataclass
 class _Done:
-    """Files and planned input bytes of the batches finished (committed, failed or
-    skipped) in one round, and the files quarantined with failed batches."""
+    """Files and input bytes of a round's finished batches; files of its failed ones."""
 
     files: int = 0
     bytes: int = 0
@@ -194,8 +193,7 @@ class Scheduler:
         self.no_worker_since: float | None = None
         """Since when no worker could take a batch (lost nodes, replacements unplaced)."""
         self.log = logger.bind(run_id=run_id, batch_id="-")
-        self.done = _Done()
-        """Files and input bytes of the batches this round finished (for `on_progress`)."""
+        self.done = _Done()  # this round's, for `on_progress`
 
     # -- the loop ----------------------------------------------------------------------
 
