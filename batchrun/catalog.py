@@ -148,8 +148,9 @@ class Catalog:
     def __init__(self, state_dir: Path, create: bool = True) -> None:
         self.path = Path(state_dir) / "catalog.sqlite"
         if not create and not self.path.is_file():
-            raise RunNotFoundError(f"no runs in {state_dir}: it holds no catalog"
-                                   " (check --state-dir or BATCHRUN_STATE_DIR)")
+            raise RunNotFoundError(f"no runs in {state_dir}: it holds no catalog (a job's runs"
+                                   " live in .batchrun beside its job file: pass --job"
+                                   " JOB_FILE, or --state-dir DIR)")
         _make_state_dir(self.path.parent)
         self._lock = threading.RLock()
         with self._guard("open"):
@@ -488,10 +489,10 @@ class Catalog:
                           + _NEWEST_FIRST + " LIMIT 1", (job, RunState.SUCCEEDED.value))
         return found[0]["finished_at"] if found else None
 
-    def run_ids(self, limit: int | None = None) -> list[str]:
-        """Run ids, the run recorded last first."""
-        sql = "SELECT run_id FROM runs " + _NEWEST_FIRST
-        rows = self.rows(sql + (f" LIMIT {int(limit)}" if limit else ""))
+    def run_ids(self, limit: int | None = None, job: str | None = None) -> list[str]:
+        """Run ids (of one job, or all), the run recorded last first."""
+        sql = "SELECT run_id FROM runs " + ("WHERE job=? " if job else "") + _NEWEST_FIRST
+        rows = self.rows(sql + (f" LIMIT {int(limit)}" if limit else ""), (job,) if job else ())
         return [str(row["run_id"]) for row in rows]
 
     def latest_run_of_each_job(self) -> list[RunRecord]:

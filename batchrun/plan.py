@@ -293,7 +293,7 @@ def _batch(seq: int, source: str, files: list[PlannedFile]) -> PlannedBatch:
 
 
 def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig,
-                       reach: Reach | None = None) -> list[str]:
+                       reach: Reach | None = None, every: bool = False) -> list[str]:
     """On resume: plan again, as new batches of the run, the files quarantined for a reason
     that may have gone away (missing, permission denied, I/O error, changed since
     planning), with their fingerprints taken now. Committed batches are never redone: a
@@ -304,9 +304,11 @@ def replan_recoverable(catalog: Catalog, run_id: str, config: JobConfig,
     not planned again; it stays quarantined, saying which. And a file that a path reached
     when planned, no longer reached by it, is planned under another spelling the source
     globs match now (`reach`), if the run has it under none. Returns one line per file,
-    for the run log."""
+    for the run log. `every` (retry-failed): every quarantined file, whatever its reason
+    (a supplier re-sent it)."""
     content = config.source.fingerprint == "sha256"
-    rows = [row for row in catalog.quarantined_files(run_id) if may_recover(row["error"])]
+    rows = [row for row in catalog.quarantined_files(run_id)
+            if every or may_recover(row["error"])]
     again = {row["path"] for row in rows}
     known = catalog.identities(run_id)
     owners = {key: path for path, _, key in known if key is not None and path not in again}

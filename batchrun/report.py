@@ -159,8 +159,9 @@ def _duration(run: RunRecord, state: RunState) -> float | None:
     return round((end or time.time()) - run.started_at, 3)
 
 
-def runs_status(catalog: Catalog, limit: int | None = None) -> list[RunStatus]:
-    return [run_status(catalog, run_id) for run_id in catalog.run_ids(limit)]
+def runs_status(catalog: Catalog, limit: int | None = None, job: str | None = None
+                ) -> list[RunStatus]:
+    return [run_status(catalog, run_id) for run_id in catalog.run_ids(limit, job)]
 
 
 def resumable_runs(catalog: Catalog) -> list[RunRecord]:

@@ -8,4 +8,4 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e .
 .venv/bin/batchrun demo configs/data/suppliers "$@"
 .venv/bin/batchrun run configs/demo.toml
-.venv/bin/batchrun query "SELECT currency, count(*) AS orders, sum(quantity * unit_price) AS revenue FROM orders GROUP BY currency ORDER BY currency"
+.venv/bin/batchrun query --job configs/demo.toml "SELECT currency, count(*) AS orders, sum(quantity * unit_price) AS revenue FROM orders GROUP BY currency ORDER BY currency"

@@ -12,4 +12,4 @@ python3 -m venv .venv
 .venv/bin/python -m ruff check batchrun tests scripts
 .venv/bin/python -m mypy batchrun
 export RAY_USAGE_STATS_ENABLED=0  # Ray's usage reporting would be traffic off this machine
-exec .venv/bin/python -m pytest -q -n "${BATCHRUN_TEST_WORKERS:-2}" --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -q -n "${BATCHRUN_TEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"

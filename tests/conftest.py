@@ -30,7 +30,7 @@ from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 REPO = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO / "configs" / "demo.toml"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no Ray started by a test phones home
-for _name in ("RAY_ADDRESS", "BATCHRUN_ADDRESS"):
+for _name in ("RAY_ADDRESS", "BATCHRUN_ADDRESS", "BATCHRUN_STATE_DIR"):
     # a test names the cluster it means (or sets these itself): a shell's cluster is not it
     os.environ.pop(_name, None)
 
@@ -115,11 +115,11 @@ def parse_json(stdout: str) -> Any:
 
 
 def spawn_cli(*args: str | Path, env: dict[str, str] | None = None,
-              log: Path | None = None) -> subprocess.Popen[bytes]:
+              log: Path | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start `python -m batchrun ...` in its own process group (so it can be killed whole)."""
     output = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", "batchrun", *map(str, args)],
-                            env={**os.environ, **(env or {})}, stdout=output,
+                            env={**os.environ, **(env or {})}, stdout=output, cwd=cwd,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 

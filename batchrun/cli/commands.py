@@ -28,9 +28,11 @@ from batchrun.cli.options import (
     invocation,
     json_option,
     out,
+    resolve_state_dir,
     run_id_option,
     run_output_options,
     state_dir_option,
+    state_options,
     workers_option,
 )
 from batchrun.cli.render import (
@@ -84,7 +86,7 @@ cli.add_command(logs_command)
 @run_id_option
 @control_options
 def run(job_file: Path, workers: int | None, address: str | None, staging_dir: str | None,
-        state_dir: Path, as_json: bool, group_by: str | None,
+        state_dir: Path | None, as_json: bool, group_by: str | None,
         run_id: str | None, **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
     from batchrun.execution.prepare import check_job
@@ -96,11 +98,13 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
     job = load_job(job_file, overrides)
     check_job(job)  # before the state dir is touched: a bad job leaves nothing behind
 
+    state = resolve_state_dir(state_dir, job_file)
+
     def planned(event: dict[str, Any]) -> None:
         invocation["run_id"] = event["run_id"]
-        log_note(view, state_dir, event["run_id"])
+        log_note(view, state, event["run_id"])
 
-    with Catalog(state_dir) as catalog, metrics_on_exit(catalog, job.name):
+    with Catalog(state) as catalog, metrics_on_exit(catalog, job.name):
         with run_display(f"{job.name}: planning files and starting Ray...", as_json) as view, \
                 _stdout_for_results():
             outcome = start_run(job, catalog, stop=StopToken(), on_progress=view,
@@ -113,7 +117,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
 @click.argument("run_id", default="latest")
 @workers_option
 @address_option
-@state_dir_option
+@state_options
 @json_option
 @run_output_options
 @click.option("--repair", is_flag=True,
@@ -126,7 +130,7 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     --repair, those whose committed output is missing or damaged). Without RUN_ID: the
     latest failed or interrupted run of the state dir (each job's latest run counts); with
     --repair, the latest run whatever its state."""
-    from batchrun.execution.start import refuse_staging_changes, resume_run
+    from batchrun.execution.start import refuse_staging_changes
 
     overrides = {"execution.workers": workers, "execution.address": address,
                  **control_overrides(controls)}
@@ -134,16 +138,45 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     with _existing_catalog(state_dir, run_id) as catalog, metrics_on_exit(catalog):
         run_id = (_resolve_run(catalog, run_id) if repair
                   else _resolve_resume_run(catalog, state_dir, run_id))
-        invocation["run_id"] = run_id
-        with run_display(f"resuming {run_id}: starting Ray...", as_json) as view:
-            log_note(view, state_dir, run_id)
-            view(resume_totals(catalog, run_id))
-            with _stdout_for_results():
-                outcome = resume_run(run_id, catalog, overrides, stop=StopToken(),
-                                     on_progress=view, repair=repair)
-            view.succeeded = outcome.state is RunState.SUCCEEDED
-        _report_resume(outcome, run_id, repair, as_json)
-        _finish(outcome, catalog, as_json)
+        _resume_and_finish(catalog, run_id, overrides, as_json, repair=repair)
+
+
+@cli.command("retry-failed")
+@click.argument("run_id", default="latest")
+@workers_option
+@address_option
+@state_options
+@json_option
+@run_output_options
+def retry_failed(run_id: str, workers: int | None, address: str | None, state_dir: Path,
+                 as_json: bool) -> None:
+    """Stage again the quarantined files of a run (default: the latest), whatever they were
+    quarantined for, e.g. after a supplier re-sent them; the run's committed batches are
+    never redone. It ends succeeded when every file now stages."""
+    overrides = {"execution.workers": workers, "execution.address": address}
+    with _existing_catalog(state_dir, run_id) as catalog, metrics_on_exit(catalog):
+        run_id = _resolve_run(catalog, run_id)
+        if not catalog.quarantined_files(run_id):
+            err.print(f"nothing to retry: run {run_id} has no quarantined files")
+            sys.exit(EXIT_OK)
+        _resume_and_finish(catalog, run_id, overrides, as_json, retry=True)
+
+
+def _resume_and_finish(catalog: Catalog, run_id: str, overrides: dict[str, Any],
+                       as_json: bool, *, repair: bool = False, retry: bool = False) -> None:
+    from batchrun.execution.start import resume_run
+
+    invocation["run_id"] = run_id
+    opening = f"{'retrying' if retry else 'resuming'} {run_id}: starting Ray..."
+    with run_display(opening, as_json) as view:
+        log_note(view, catalog.path.parent, run_id)
+        view(resume_totals(catalog, run_id))
+        with _stdout_for_results():
+            outcome = resume_run(run_id, catalog, overrides, stop=StopToken(),
+                                 on_progress=view, repair=repair, retry_quarantined=retry)
+        view.succeeded = outcome.state is RunState.SUCCEEDED
+    _report_resume(outcome, run_id, repair, as_json)
+    _finish(outcome, catalog, as_json)
 
 
 def _report_resume(outcome: RunOutcome, run_id: str, repair: bool, as_json: bool) -> None:
@@ -158,7 +191,7 @@ def _report_resume(outcome: RunOutcome, run_id: str, repair: bool, as_json: bool
 
 @cli.command()
 @click.argument("run_id", default="latest")
-@state_dir_option
+@state_options
 @json_option
 def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Check every committed output of a run (default: the latest) against its commit
@@ -178,7 +211,7 @@ def verify(run_id: str, state_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_id", default="latest")
-@state_dir_option
+@state_options
 @json_option
 def status(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Show one run (default: the latest); works while the run is going."""
@@ -192,7 +225,7 @@ def status(run_id: str, state_dir: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_id", default="latest")
-@state_dir_option
+@state_options
 @json_option
 def report(run_id: str, state_dir: Path, as_json: bool) -> None:
     """Throughput, batch latency, errors, retries and concurrency per source of a run."""
@@ -257,13 +290,13 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
 
 
 @cli.command()
-@state_dir_option
+@state_options
 @json_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N runs.")
 def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
     """Run history, the run recorded last first."""
     with Catalog(state_dir, create=False) as catalog:
-        history = runs_status(catalog, limit)
+        history = runs_status(catalog, limit, invocation.get("job"))
     if not history:
         raise RunNotFoundError(f"no runs yet in {state_dir}")
     if as_json:
@@ -275,7 +308,7 @@ def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
 @cli.command()
 @click.argument("sql")
 @click.option("--run", "run_id", default="latest", help="Run whose staged table to query.")
-@state_dir_option
+@state_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
 @click.option("--unsafe", is_flag=True,
               help="Lift query's limits: let the SQL write files, read any file or URL and "
@@ -311,7 +344,7 @@ def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> Non
 @click.option("--file", "file_filter", help="Only rejects of files whose path contains this text.")
 @click.option("--rule", help="Only this rule, e.g. required, type:int32, unique, ragged_row.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N rejects.")
-@state_dir_option
+@state_options
 @json_option
 def rejects(run_id: str, file_filter: str | None, rule: str | None, limit: int | None,
             state_dir: Path, as_json: bool) -> None:
@@ -405,7 +438,8 @@ def _finish(outcome: RunOutcome, catalog: Catalog, as_json: bool) -> None:
         err.print(f"resume with: {hint('resume', outcome.run_id)}", markup=False)
     elif code != EXIT_OK and report.counts.files.failed:
         err.print("nothing a resume can retry: the quarantined files are bad in themselves;"
-                  " fix or replace them and run the job again")
+                  f" replace them, then: {hint('retry-failed', outcome.run_id)}",
+                  markup=False)
     if not as_json:
         err.print(f"log: {logs.run_log_path(state_dir, outcome.run_id)}"
                   f" (or: {hint('logs', outcome.run_id)})", markup=False)
@@ -435,8 +469,10 @@ def _exit_code(outcome: RunOutcome) -> int:
 
 
 def _resolve_run(catalog: Catalog, run_id: str) -> str:
-    """`latest` is the run recorded last."""
-    return catalog.latest_run_id() if run_id == "latest" else catalog.run(run_id).run_id
+    """`latest` is the run recorded last (of the --job's job, when given)."""
+    if run_id == "latest":
+        return catalog.latest_run_id(invocation.get("job"))
+    return catalog.run(run_id).run_id
 
 
 def _existing_catalog(state_dir: Path, run_id: str) -> Catalog:
@@ -454,7 +490,8 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     ("nothing to resume"), several list themselves and exit 2 asking for a run id."""
     if run_id != "latest":
         return catalog.run(run_id).run_id
-    candidates = resumable_runs(catalog)
+    job = invocation.get("job")
+    candidates = [r for r in resumable_runs(catalog) if job is None or r.job == job]
     if not candidates:
         err.print(f"nothing to resume: no failed or interrupted run in {state_dir}")
         sys.exit(EXIT_OK)

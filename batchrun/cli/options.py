@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -27,16 +28,58 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _remember_state_dir(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
-    invocation["state_dir"] = value
+def _remember_state_dir(ctx: click.Context, param: click.Parameter, value: Path | None
+                        ) -> Path | None:
+    if value is not None:
+        invocation["state_dir"] = value
     return value
 
 
 state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_STATE_DIR, envvar="BATCHRUN_STATE_DIR", show_default=True,
-    callback=_remember_state_dir,
-    help="Where the catalog, locks and logs live [env BATCHRUN_STATE_DIR].")
+    default=None, envvar="BATCHRUN_STATE_DIR", callback=_remember_state_dir,
+    help="Where the catalog, locks and logs live [env BATCHRUN_STATE_DIR; default: .batchrun "
+         "beside the job file, or in the current directory for a command given no job].")
+
+
+def job_state_dir(job_file: Path | str) -> Path:
+    """A job's own state dir: `.batchrun` beside the job file (the real file, as staging is
+    resolved against it), shown relative to the current directory when it lies below it.
+    One job has one state, one history and one lock wherever it is run from."""
+    real = Path(os.path.realpath(Path(job_file).expanduser())).parent / DEFAULT_STATE_DIR
+    relative = os.path.relpath(real)
+    return Path(relative) if not relative.startswith("..") else real
+
+
+def resolve_state_dir(state_dir: Path | None, job_file: Path | str | None) -> Path:
+    """--state-dir (or BATCHRUN_STATE_DIR) when given; else the job's state dir; else
+    ./.batchrun."""
+    chosen = (state_dir if state_dir is not None
+              else job_state_dir(job_file) if job_file is not None else Path(DEFAULT_STATE_DIR))
+    invocation["state_dir"] = chosen
+    return chosen
+
+
+def state_options(command: Any) -> Any:
+    """--state-dir and --job for the commands that are given no job file: the function gets
+    the resolved `state_dir`; with --job, `latest` means that job's latest run."""
+    @functools.wraps(command)
+    def resolved(*args: Any, state_dir: Path | None, job_file: Path | None, **kwargs: Any) -> Any:
+        invocation["job"] = _job_name(job_file) if job_file is not None else None
+        return command(*args, state_dir=resolve_state_dir(state_dir, job_file), **kwargs)
+
+    resolved = click.option(
+        "--job", "job_file", type=click.Path(dir_okay=False, path_type=Path),
+        envvar="BATCHRUN_JOB",
+        help="The job file whose state to use (.batchrun beside it) and whose latest run "
+             "`latest` means [env BATCHRUN_JOB].")(resolved)
+    return state_dir_option(resolved)
+
+
+def _job_name(job_file: Path) -> str:
+    from batchrun.config import load_job
+
+    return load_job(job_file).name
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")

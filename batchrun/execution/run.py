@@ -63,9 +63,10 @@ class RunOutcome:
 def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
                    columns: dict[str, ColumnSpec], settings: ExecutionSettings,
                    stop: StopToken | None, on_progress: ProgressCallback | None, *, hooks: Hooks,
-                   repair: bool = False) -> RunOutcome:
+                   repair: bool = False, retry_quarantined: bool = False) -> RunOutcome:
     """Resume a run: repair it first when asked (a succeeded run too), reconcile, plan
-    again the quarantined files that may have recovered, execute."""
+    again the quarantined files that may have recovered (all of them with
+    `retry_quarantined`), execute."""
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
     try:
         repaired = repair_run(catalog, record) if repair else None
@@ -73,7 +74,7 @@ def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
             return RunOutcome(record.run_id, record.state, resumed=True, already_done=True,
                               repaired=repaired)
         reconcile(catalog, record)
-        _replan_recoverable(catalog, record, config)
+        _replan_recoverable(catalog, record, config, retry_quarantined)
     finally:
         logs.close_run_log(sink)
     outcome = execute_run(catalog, record, config, columns, settings, stop, on_progress,
@@ -81,12 +82,13 @@ def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
     return replace(outcome, repaired=repaired)
 
 
-def _replan_recoverable(catalog: Catalog, record: RunRecord, config: JobConfig) -> None:
+def _replan_recoverable(catalog: Catalog, record: RunRecord, config: JobConfig,
+                        every: bool = False) -> None:
     """Quarantined files whose failure may have gone away (missing, denied, I/O, changed)
     go into new batches of the run; the run log says which (see plan.replan_recoverable)."""
     reach = Reach(tuple(config.source.paths), Path(record.job_file).parent,
                   (Path(record.staging_dir), catalog.path.parent))
-    notes = replan_recoverable(catalog, record.run_id, config, reach)
+    notes = replan_recoverable(catalog, record.run_id, config, reach, every)
     log = logger.bind(run_id=record.run_id)
     for note in notes:
         log.warning(note)
@@ -139,22 +141,19 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
                               since=None if resumed else record.created_at)
         log.info("{} job {} ({})", "resuming" if resumed else "starting", record.job,
                  record.job_file)
-        if ray_ready is None:
-            ray_ready = connect_ray(settings, config, Path(record.job_file).parent)
-        cpus = ray.cluster_resources().get("CPU", 0)
-        log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address, cpus,
-                 ray_ready.seconds)
-        if on_progress:
-            on_progress({"stage": "ray", "address": redact(str(ray_ready.address)),
-                         "cpus": cpus, "seconds": ray_ready.seconds,
-                         "started": ray_ready.started})
-        stop.install()
         pending = pending_batches(catalog, record.run_id)
-        pool = RayActorPool(_worker_spec(record, config, columns, settings, hooks),
-                            _actor_options(config))
-        scheduler = Scheduler(catalog, record.run_id, pool, _limits(settings), hooks=hooks,
-                              stop=stop, on_progress=on_progress)
-        outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
+        if pending or ray_ready is not None:
+            ray_ready = ray_ready or connect_ray(settings, config, Path(record.job_file).parent)
+            _note_connected(record.run_id, ray_ready, on_progress)
+            stop.install()
+            pool = RayActorPool(_worker_spec(record, config, columns, settings, hooks),
+                                _actor_options(config))
+            scheduler = Scheduler(catalog, record.run_id, pool, _limits(settings), hooks=hooks,
+                                  stop=stop, on_progress=on_progress)
+            outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
+        else:  # a resume with nothing left to dispatch: Ray is not started for nothing
+            log.info("no batch to dispatch: Ray not started")
+            outcome = ScheduleOutcome()
         _publish(catalog, record, columns)
         state, message = _final_state(catalog, record.run_id, outcome, config)
         catalog.set_run_state(record.run_id, state, message=redact_message(message))
@@ -171,6 +170,17 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         if ray_ready is not None and ray_ready.started:
             shutdown_local()
         logs.close_run_log(sink)
+
+
+def _note_connected(run_id: str, ray_ready: RayReady, on_progress: ProgressCallback | None
+                    ) -> None:
+    """Log where the run's Ray is, and tell the progress display."""
+    cpus = ray.cluster_resources().get("CPU", 0)
+    logger.bind(run_id=run_id).info("connected to Ray at {} ({} CPUs) in {:.2f}s",
+                                    ray_ready.address, cpus, ray_ready.seconds)
+    if on_progress:
+        on_progress({"stage": "ray", "address": redact(str(ray_ready.address)), "cpus": cpus,
+                     "seconds": ray_ready.seconds, "started": ray_ready.started})
 
 
 def _record_abort(catalog: Catalog, run_id: str, exc: BaseException) -> None:

@@ -156,14 +156,18 @@ def _plan_run(catalog: Catalog, job: Job, run_id: str, began: float,
 
 def resume_run(run_id: str, catalog: Catalog, overrides: dict[str, Any] | None = None,
                stop: StopToken | None = None,
-               on_progress: ProgressCallback | None = None, repair: bool = False) -> RunOutcome:
+               on_progress: ProgressCallback | None = None, repair: bool = False,
+               retry_quarantined: bool = False) -> RunOutcome:
     """Finish a failed or interrupted run; committed batches are never redone, except,
-    with `repair`, those whose committed output is missing or damaged (any run state)."""
+    with `repair`, those whose committed output is missing or damaged (any run state).
+    `retry_quarantined` plans every quarantined file of the run again, whatever its
+    reason (a supplier re-sent it), a succeeded run's too."""
     refuse_staging_changes(run_id, overrides or {})
     record = catalog.run(run_id)
     with JobLock(catalog.path.parent, record.job).acquire(run_id):
         record = catalog.run(run_id)
-        if record.state is RunState.SUCCEEDED and not repair:
+        if record.state is RunState.SUCCEEDED and not repair and not (
+                retry_quarantined and catalog.quarantined_files(run_id)):
             return RunOutcome(run_id, record.state, resumed=True, already_done=True)
         config = _config_with(record.config, overrides or {})
         refuse_staged_difference(run_id, _config_with(record.config, {}), config)
@@ -171,7 +175,8 @@ def resume_run(run_id: str, catalog: Catalog, overrides: dict[str, Any] | None =
         check_config(config, record.job_file, Path(record.job_file).parent)
         columns = _stored_columns(config, record.schema or {})
         return resume_planned(catalog, record, config, columns, resolve_settings(config),
-                              stop, on_progress, hooks=run_hooks(config.faults), repair=repair)
+                              stop, on_progress, hooks=run_hooks(config.faults), repair=repair,
+                              retry_quarantined=retry_quarantined)
 
 
 URI_KEYS = (("execution", "address"), ("staging", "dir"))

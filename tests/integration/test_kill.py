@@ -124,14 +124,21 @@ def test_signal_stops_cleanly_and_the_run_resumes(
     assert_exactly_once(state, truth.total_rows)
 
 
-def test_a_second_run_of_the_same_job_refuses_with_exit_3(
+def test_the_same_job_run_from_two_directories_shares_one_state_and_its_lock(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    """No --state-dir: the state is .batchrun beside the job file, whatever the current
+    directory, so a second run of the job from elsewhere meets the first one's lock."""
     data, truth = demo_data
-    process, state = start_slow_run(tmp_path, data)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir(), second_dir.mkdir()
+    write_job(tmp_path, data, batch="max_files = 1")
+    process = spawn_cli("run", "../job.toml", "--no-progress", env=SLOW_BATCHES,
+                        log=tmp_path / "run.log", cwd=first_dir)
+    state = tmp_path / ".batchrun"
     try:
         wait_for(lambda: committed_batches(state) >= 1)
         second = subprocess.run([sys.executable, "-m", "batchrun", "run",
-                                 str(tmp_path / "job.toml"), "--state-dir", str(state)],
+                                 str(tmp_path / "job.toml")], cwd=second_dir,
                                 capture_output=True, text=True, timeout=60)
         assert process.wait(timeout=240) == EXIT_OK
     finally:
@@ -141,3 +148,7 @@ def test_a_second_run_of_the_same_job_refuses_with_exit_3(
     assert run_id in second.stderr and f"pid {process.pid}" in second.stderr
     assert len(Catalog(state).run_ids()) == 1
     assert_exactly_once(state, truth.total_rows)
+    shown = subprocess.run([sys.executable, "-m", "batchrun", "status", "--json", "--job",
+                            "../job.toml"], cwd=second_dir, capture_output=True, text=True)
+    assert json.loads(shown.stdout)["run_id"] == run_id
+    assert not (first_dir / ".batchrun").exists() and not (second_dir / ".batchrun").exists()

@@ -283,6 +283,7 @@ def test_read_only_commands_on_a_state_dir_without_runs_say_so_and_exit_2(
     assert invoke([command, *sql, "--state-dir", str(state)]) == EXIT_USAGE
     message = capsys.readouterr().err.strip()
     assert message == (f"error: no runs in {state}: it holds no catalog"
-                       " (check --state-dir or BATCHRUN_STATE_DIR)")
+                       " (a job's runs live in .batchrun beside its job file: pass --job"
+                       " JOB_FILE, or --state-dir DIR)")
     assert state.exists() == (kind == "empty")
     assert not (state / "catalog.sqlite").exists()
