@@ -19,7 +19,7 @@ import click
 from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.cli.exits import EXIT_SIGINT
-from batchrun.cli.options import invocation, state_dir_option
+from batchrun.cli.options import invocation, state_options
 from batchrun.errors import RunNotFoundError
 from batchrun.report import effective_state
 
@@ -35,11 +35,13 @@ final state a moment before it writes its last lines."""
 @click.option("--batch", "batch_id", metavar="BATCH_ID", help="Only the lines of this batch.")
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing new lines until the run is no longer active.")
-@state_dir_option
+@state_options
 def logs_command(run_id: str, batch_id: str | None, follow: bool, state_dir: Path) -> None:
-    """Print a run's log (default: the latest run), optionally one batch's lines only."""
+    """Print a run's log (default: the latest run, of the --job's job when given),
+    optionally one batch's lines only."""
     with _catalog(state_dir, run_id) as catalog:
-        run_id = catalog.latest_run_id() if run_id == "latest" else catalog.run(run_id).run_id
+        run_id = (catalog.latest_run_id(invocation.get("job")) if run_id == "latest"
+                  else catalog.run(run_id).run_id)
         invocation["run_id"] = run_id
     path = logs.run_log_path(state_dir, run_id)
     if not path.is_file():
