@@ -104,7 +104,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory,
     first = subprocess.run(
         [relative, "run", str(job), "--state-dir", str(state), "--progress-interval", "1s",
          "--metrics-file", str(metrics)], cwd=script_dir, capture_output=True, text=True,
-        env={**env, FAULTS_ENV: "batch_delay = 0.4"}, timeout=300)
+        env={**env, FAULTS_ENV: "batch_delay = 0.5"}, timeout=300)
     first_metrics = metrics.read_text()
     second_code, screen = under_pty(
         [sys.executable, "-m", "batchrun", "run", str(job), "--state-dir", str(state),
