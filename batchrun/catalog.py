@@ -483,6 +483,12 @@ class Catalog:
             raise RunNotFoundError(f"no runs yet in {self.path.parent}")
         return str(found[0]["run_id"])
 
+    def last_success_time(self, job: str) -> float | None:
+        """When the job's latest succeeded run (insertion order) finished, or None."""
+        found = self.rows("SELECT finished_at FROM runs WHERE job=? AND state=? "
+                          + _NEWEST_FIRST + " LIMIT 1", (job, RunState.SUCCEEDED.value))
+        return found[0]["finished_at"] if found else None
+
     def run_ids(self, limit: int | None = None, job: str | None = None) -> list[str]:
         """Run ids (of one job, or all), the run recorded last first."""
         sql = "SELECT run_id FROM runs " + ("WHERE job=? " if job else "") + _NEWEST_FIRST

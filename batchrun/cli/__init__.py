@@ -26,7 +26,7 @@ from batchrun.cli.exits import (
     EXIT_SIGTERM,
     EXIT_USAGE,
 )
-from batchrun.cli.options import err, invocation, state_dir_option
+from batchrun.cli.options import err, invocation, invoked_program, state_dir_option
 from batchrun.errors import (
     BatchrunError,
     ConfigError,
@@ -45,6 +45,7 @@ __all__ = ["EXIT_ENVIRONMENT", "EXIT_INTERNAL", "EXIT_LOCKED", "EXIT_OK", "EXIT_
 def invoke(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; library errors map to named codes here."""
     invocation["argv"] = sys.argv[1:] if argv is None else argv
+    invocation["prog"] = invoked_program() if argv is None else "batchrun"
     try:
         cli.main(args=argv, prog_name="batchrun", standalone_mode=False)
     except SystemExit as exc:

@@ -7,7 +7,6 @@ documented in the README.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -19,24 +18,24 @@ import click
 from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.cli.exits import EXIT_OK, EXIT_PARTIAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
+from batchrun.cli.logs_command import logs_command
 from batchrun.cli.options import (
-    DEFAULT_STATE_DIR,
     address_option,
     control_options,
     control_overrides,
     err,
+    hint,
     invocation,
     json_option,
     out,
     resolve_state_dir,
     run_id_option,
+    run_output_options,
     state_dir_option,
     state_options,
     workers_option,
 )
 from batchrun.cli.render import (
-    _progress_enabled,
-    _ProgressView,
     _render_compare,
     _render_rows,
     _render_run_report,
@@ -45,6 +44,7 @@ from batchrun.cli.render import (
     _render_summary,
     _stdout_for_results,
 )
+from batchrun.cli.running import log_note, metrics_on_exit, resume_totals, run_display
 from batchrun.config import load_job
 from batchrun.errors import (
     RunNotFoundError,
@@ -64,6 +64,10 @@ from typing import TYPE_CHECKING
 def cli() -> None:
     """Stage large, messy file sets into one clean table, exactly once, resumably."""
     logs.silence_default_sink()
+    logs.use_format(None)
+
+
+cli.add_command(logs_command)
 
 
 @cli.command()
@@ -75,14 +79,14 @@ def cli() -> None:
               help="Override staging.dir: a folder or s3://bucket/prefix [env BATCHRUN_STAGING_DIR].")
 @state_dir_option
 @json_option
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+@run_output_options
 @click.option("--group-by", envvar="BATCHRUN_GROUP_BY",
               help="Override source.group_by: parent_dir, none or a regex with a named group "
                    "[env BATCHRUN_GROUP_BY].")
 @run_id_option
 @control_options
 def run(job_file: Path, workers: int | None, address: str | None, staging_dir: str | None,
-        state_dir: Path | None, as_json: bool, progress: bool | None, group_by: str | None,
+        state_dir: Path | None, as_json: bool, group_by: str | None,
         run_id: str | None, **controls: Any) -> None:
     """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
     from batchrun.execution.prepare import check_job
@@ -94,15 +98,18 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
     job = load_job(job_file, overrides)
     check_job(job)  # before the state dir is touched: a bad job leaves nothing behind
 
+    state = resolve_state_dir(state_dir, job_file)
+
     def planned(event: dict[str, Any]) -> None:
         invocation["run_id"] = event["run_id"]
-        view.planned(event)
+        log_note(view, state, event["run_id"])
 
-    with Catalog(resolve_state_dir(state_dir, job_file)) as catalog:
-        with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, \
+    with Catalog(state) as catalog, metrics_on_exit(catalog, job.name):
+        with run_display(f"{job.name}: planning files and starting Ray...", as_json) as view, \
                 _stdout_for_results():
-            outcome = start_run(job, catalog, stop=StopToken(), on_progress=view.advance,
+            outcome = start_run(job, catalog, stop=StopToken(), on_progress=view,
                                 on_planned=planned, run_id=run_id)
+            view.succeeded = outcome.state is RunState.SUCCEEDED
         _finish(outcome, catalog, as_json)
 
 
@@ -112,13 +119,13 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
 @address_option
 @state_options
 @json_option
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+@run_output_options
 @click.option("--repair", is_flag=True,
               help="First verify every committed output (as `batchrun verify`) and stage again "
                    "the batches whose output is missing or damaged; works on a succeeded run too.")
 @control_options
 def resume(run_id: str, workers: int | None, address: str | None, state_dir: Path,
-           as_json: bool, progress: bool | None, repair: bool, **controls: Any) -> None:
+           as_json: bool, repair: bool, **controls: Any) -> None:
     """Finish a failed or killed run; committed batches are never redone (except, with
     --repair, those whose committed output is missing or damaged). Without RUN_ID: the
     latest failed or interrupted run of the state dir (each job's latest run counts); with
@@ -128,10 +135,10 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
     overrides = {"execution.workers": workers, "execution.address": address,
                  **control_overrides(controls)}
     refuse_staging_changes(run_id, overrides)  # whichever run it is: no resume honours them
-    with _existing_catalog(state_dir, run_id) as catalog:
+    with _existing_catalog(state_dir, run_id) as catalog, metrics_on_exit(catalog):
         run_id = (_resolve_run(catalog, run_id) if repair
                   else _resolve_resume_run(catalog, state_dir, run_id))
-        _resume_and_finish(catalog, run_id, overrides, progress, as_json, repair=repair)
+        _resume_and_finish(catalog, run_id, overrides, as_json, repair=repair)
 
 
 @cli.command("retry-failed")
@@ -140,36 +147,34 @@ def resume(run_id: str, workers: int | None, address: str | None, state_dir: Pat
 @address_option
 @state_options
 @json_option
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a TTY).")
+@run_output_options
 def retry_failed(run_id: str, workers: int | None, address: str | None, state_dir: Path,
-                 as_json: bool, progress: bool | None) -> None:
+                 as_json: bool) -> None:
     """Stage again the quarantined files of a run (default: the latest), whatever they were
     quarantined for, e.g. after a supplier re-sent them; the run's committed batches are
     never redone. It ends succeeded when every file now stages."""
     overrides = {"execution.workers": workers, "execution.address": address}
-    with _existing_catalog(state_dir, run_id) as catalog:
+    with _existing_catalog(state_dir, run_id) as catalog, metrics_on_exit(catalog):
         run_id = _resolve_run(catalog, run_id)
         if not catalog.quarantined_files(run_id):
             err.print(f"nothing to retry: run {run_id} has no quarantined files")
             sys.exit(EXIT_OK)
-        _resume_and_finish(catalog, run_id, overrides, progress, as_json, retry=True)
+        _resume_and_finish(catalog, run_id, overrides, as_json, retry=True)
 
 
 def _resume_and_finish(catalog: Catalog, run_id: str, overrides: dict[str, Any],
-                       progress: bool | None, as_json: bool, *, repair: bool = False,
-                       retry: bool = False) -> None:
+                       as_json: bool, *, repair: bool = False, retry: bool = False) -> None:
     from batchrun.execution.start import resume_run
 
     invocation["run_id"] = run_id
-    with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view:
-        status = run_status(catalog, run_id)
-        view.planned({"run_id": run_id, "batches": status.counts.batches.total})
-        view.advance({"committed": status.counts.batches.committed,
-                      "rows": status.counts.rows.staged})
+    opening = f"{'retrying' if retry else 'resuming'} {run_id}: starting Ray..."
+    with run_display(opening, as_json) as view:
+        log_note(view, catalog.path.parent, run_id)
+        view(resume_totals(catalog, run_id))
         with _stdout_for_results():
             outcome = resume_run(run_id, catalog, overrides, stop=StopToken(),
-                                 on_progress=view.advance, repair=repair,
-                                 retry_quarantined=retry)
+                                 on_progress=view, repair=repair, retry_quarantined=retry)
+        view.succeeded = outcome.state is RunState.SUCCEEDED
     _report_resume(outcome, run_id, repair, as_json)
     _finish(outcome, catalog, as_json)
 
@@ -406,11 +411,14 @@ def _finish(outcome: RunOutcome, catalog: Catalog, as_json: bool) -> None:
         _render_summary(report)
     code = _exit_code(outcome)
     if code != EXIT_OK and _resumable(report):
-        err.print(f"resume with: {_resume_command(outcome.run_id, state_dir)}")
+        err.print(f"resume with: {hint('resume', outcome.run_id)}", markup=False)
     elif code != EXIT_OK and report.counts.files.failed:
         err.print("nothing a resume can retry: the quarantined files are bad in themselves;"
-                  f" replace them, then: {_retry_command(outcome.run_id, state_dir)}",
+                  f" replace them, then: {hint('retry-failed', outcome.run_id)}",
                   markup=False)
+    if not as_json:
+        err.print(f"log: {logs.run_log_path(state_dir, outcome.run_id)}"
+                  f" (or: {hint('logs', outcome.run_id)})", markup=False)
     sys.exit(code)
 
 
@@ -434,17 +442,6 @@ def _exit_code(outcome: RunOutcome) -> int:
     if stopped is not None:
         return EXIT_SIGINT
     return EXIT_PARTIAL
-
-
-def _retry_command(run_id: str, state_dir: Path) -> str:
-    return _resume_command(run_id, state_dir).replace(" resume ", " retry-failed ", 1)
-
-
-def _resume_command(run_id: str, state_dir: Path) -> str:
-    command = f"batchrun resume {run_id}"
-    if os.path.abspath(state_dir) != os.path.abspath(DEFAULT_STATE_DIR):
-        command += f" --state-dir {state_dir}"
-    return command
 
 
 def _resolve_run(catalog: Catalog, run_id: str) -> str:
@@ -476,7 +473,7 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
         sys.exit(EXIT_OK)
     if len(candidates) > 1:
         err.print(f"{len(candidates)} unfinished runs in {state_dir}; name one:"
-                  f" batchrun resume RUN_ID", markup=False)
+                  f" {hint('resume', 'RUN_ID')}", markup=False)
         for run in candidates:
             err.print(f"  {run.run_id}  job {run.job}  {effective_state(run).value}", markup=False)
         sys.exit(EXIT_USAGE)

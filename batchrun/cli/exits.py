@@ -34,3 +34,22 @@ EXIT_SIGINT = 130
 
 EXIT_SIGTERM = 143
 """Stopped by SIGTERM; resumable."""
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code `batchrun.cli.invoke` gives a command that ends with `exc`."""
+    import click
+
+    from batchrun.errors import BatchrunError, ConfigError, RunActiveError, RunNotFoundError
+
+    if isinstance(exc, SystemExit):
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
+        return EXIT_SIGINT
+    if isinstance(exc, (click.ClickException, ConfigError, RunNotFoundError)):
+        return EXIT_USAGE
+    if isinstance(exc, RunActiveError):
+        return EXIT_LOCKED
+    if isinstance(exc, BatchrunError):
+        return EXIT_ENVIRONMENT
+    return EXIT_INTERNAL

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +154,116 @@ def _toml_value(text: str) -> Any:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+# -- what a run shows and writes besides its data (run, resume, retry-failed) ------------------
+
+
+@dataclass
+class RunOutput:
+    """The output options of a run command, gathered by their callbacks (`run_output`)."""
+
+    progress: bool | None = None
+    interval: float = 60.0
+    quiet: bool = False
+    log_format: str | None = None
+    """None: as the run's log began (a resume), else text."""
+    metrics_file: Path | None = None
+
+
+def run_output(context: click.Context | None = None) -> RunOutput:
+    """The current command's output options (all defaults outside a run command)."""
+    context = context or click.get_current_context(silent=True)
+    if context is None:
+        return RunOutput()
+    output: RunOutput = context.meta.setdefault("batchrun.run_output", RunOutput())
+    return output
+
+
+def _keep(name: str, convert: Any = None) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            setattr(run_output(ctx), name, convert(value) if convert else value)
+        return value
+    return callback
+
+
+def _interval(text: str) -> float:
+    from batchrun.config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"expected a duration above 0, got {text!r}")
+    return seconds
+
+
+def _metrics_target(text: str) -> Path:
+    """The textfile's folder must exist and be writable: checked before the run starts, so
+    a typo never costs a night's run (or its metrics)."""
+    path = Path(text)
+    folder = path.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"folder {str(folder)!r} is not writable")
+    if path.is_dir():
+        raise click.BadParameter(f"{text!r} is a folder, expected a file name")
+    return path
+
+
+def run_output_options(command: Any) -> Any:
+    """--progress/--no-progress, --progress-interval, --quiet, --log-format, --metrics-file
+    (each with its environment twin where a cron job wants one)."""
+    options = [
+        click.option("--progress/--no-progress", default=None, expose_value=False,
+                     callback=_keep("progress"),
+                     help="Show progress: live at a terminal, a plain line every "
+                          "--progress-interval without one (default: on)."),
+        click.option("--progress-interval", metavar="DURATION", envvar="BATCHRUN_PROGRESS_INTERVAL",
+                     expose_value=False, callback=_keep("interval", _interval),
+                     help="Without a terminal, one progress line this often, e.g. 30s "
+                          "[default: 60s; env BATCHRUN_PROGRESS_INTERVAL]."),
+        click.option("--quiet", "-q", is_flag=True, default=None, expose_value=False,
+                     callback=_keep("quiet"), help="Print only the summary (and errors)."),
+        click.option("--log-format", type=click.Choice(["text", "json"]), expose_value=False,
+                     envvar="BATCHRUN_LOG_FORMAT", callback=_keep("log_format"),
+                     help="The run log's lines: text, or JSON lines for log shippers "
+                          "[default: text; env BATCHRUN_LOG_FORMAT]."),
+        click.option("--metrics-file", metavar="PATH", envvar="BATCHRUN_METRICS_FILE",
+                     expose_value=False, callback=_keep("metrics_file", _metrics_target),
+                     help="At the end of the run, write its metrics there as a Prometheus "
+                          "textfile (node_exporter's textfile collector) "
+                          "[env BATCHRUN_METRICS_FILE]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def invoked_program() -> str:
+    """The command as this process was started, to paste back into a shell:
+    `python -m batchrun` (with the interpreter as typed), the script's path as typed
+    (`.venv/bin/batchrun`), or plain `batchrun` when that is what PATH finds."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "__main__.py":
+        python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable
+        return f"{shlex.quote(python)} -m batchrun"
+    if not argv0 or argv0.startswith("-"):
+        return "batchrun"
+    found = shutil.which(Path(argv0).name)
+    if found and Path(argv0).exists() and os.path.samefile(found, argv0):
+        return Path(argv0).name
+    return shlex.quote(argv0)
+
+
+def hint(*args: str | Path) -> str:
+    """A command to paste: the program as invoked, the arguments quoted, and --state-dir
+    when this command was given one that is not the default."""
+    words = [shlex.quote(str(arg)) for arg in args]
+    state_dir = invocation.get("state_dir")
+    if state_dir is not None and os.path.abspath(state_dir) != os.path.abspath(DEFAULT_STATE_DIR):
+        words += ["--state-dir", shlex.quote(str(state_dir))]
+    return " ".join([invocation.get("prog", "batchrun"), *words])

@@ -1,4 +1,4 @@
-"""Rendering: status, report, compare tables, the progress bar, query results."""
+"""Rendering: status, report, compare tables, query results (progress: progress.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchrun.cli.options import err, out
+from batchrun.cli.options import err, hint, out
 from batchrun.model import RunState
 from batchrun.report import RunReport, RunStatus, StatusDetail, iso
 
@@ -42,54 +41,23 @@ def _stdout_for_results() -> contextlib.redirect_stdout[Any]:
     return contextlib.redirect_stdout(sys.stderr)
 
 
-class _ProgressView:
-    """A rich progress bar on stderr, fed by the library's progress callbacks."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("batches"),
-                                 TextColumn("{task.fields[rows]:,} rows"), TimeElapsedColumn(),
-                                 console=err, transient=False)
-        self.task: Any = None
-
-    def __enter__(self) -> _ProgressView:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def planned(self, event: dict[str, Any]) -> None:
-        if self.enabled:
-            self.task = self.progress.add_task(event["run_id"], total=event["batches"], rows=0)
-
-    def advance(self, event: dict[str, Any]) -> None:
-        if self.enabled and self.task is not None:
-            done = event.get("committed", 0) + event.get("failed", 0)
-            rows = self.progress.tasks[0].fields["rows"] + event.get("rows", 0)
-            self.progress.update(self.task, advance=done, rows=rows)
-
-
-def _progress_enabled(flag: bool | None, as_json: bool) -> bool:
-    return flag if flag is not None else (err.is_terminal and not as_json)
-
-
 def _render_summary(status: RunStatus) -> None:
+    """One line, green only when the run succeeded (red when it failed), then the hints."""
     b, f, r = status.counts.batches, status.counts.files, status.counts.rows
-    err.print(f"run {status.run_id} {_state_text(status.state)}: "
+    err.print(f"run {status.run_id} {status.state.value}: "
               f"{b.committed}/{b.total} batches, {r.staged:,} rows staged, "
               f"{r.rejected:,} rejected, {f.failed} file(s) quarantined"
               + (f", {f.skipped} skipped" if f.skipped else "")
-              + f" in {status.duration_s or 0:.1f}s")
+              + f" in {status.duration_s or 0:.1f}s", markup=False,
+              style=_STATE_COLORS.get(status.state, "cyan"))
     if status.message:
         err.print(f"  {status.message}", markup=False)
     if f.failed or f.skipped:
-        err.print(f"list them with: batchrun status {status.run_id}")
+        err.print(f"list them with: {hint('status', status.run_id)}", markup=False)
     if r.rejected:
-        err.print(f"see rejected rows with: batchrun rejects {status.run_id}")
+        err.print(f"see rejected rows with: {hint('rejects', status.run_id)}", markup=False)
+    if status.state is not RunState.SUCCEEDED:
+        err.print(f"report with: {hint('report', status.run_id)}", markup=False)
 
 
 def _render_status(status: RunStatus) -> None:

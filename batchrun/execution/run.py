@@ -109,7 +109,8 @@ def repair_run(catalog: Catalog, record: RunRecord) -> VerifyReport:
         catalog.record_unique(record.run_id, None, {})
     for finding in bad:
         delete_output(finding.file.path, record.config.get("storage"))
-        logger.bind(run_id=record.run_id).warning("repair: {}", finding.line())
+        logger.bind(run_id=record.run_id, batch_id=finding.file.batch_id or "-",
+                    file=finding.file.path).warning("repair: {}", finding.line())
     return report
 
 
@@ -143,8 +144,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         pending = pending_batches(catalog, record.run_id)
         if pending or ray_ready is not None:
             ray_ready = ray_ready or connect_ray(settings, config, Path(record.job_file).parent)
-            log.info("connected to Ray at {} ({} CPUs) in {:.2f}s", ray_ready.address,
-                     ray.cluster_resources().get("CPU", 0), ray_ready.seconds)
+            _note_connected(record.run_id, ray_ready, on_progress)
             stop.install()
             pool = RayActorPool(_worker_spec(record, config, columns, settings, hooks),
                                 _actor_options(config))
@@ -170,6 +170,17 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         if ray_ready is not None and ray_ready.started:
             shutdown_local()
         logs.close_run_log(sink)
+
+
+def _note_connected(run_id: str, ray_ready: RayReady, on_progress: ProgressCallback | None
+                    ) -> None:
+    """Log where the run's Ray is, and tell the progress display."""
+    cpus = ray.cluster_resources().get("CPU", 0)
+    logger.bind(run_id=run_id).info("connected to Ray at {} ({} CPUs) in {:.2f}s",
+                                    ray_ready.address, cpus, ray_ready.seconds)
+    if on_progress:
+        on_progress({"stage": "ray", "address": redact(str(ray_ready.address)), "cpus": cpus,
+                     "seconds": ray_ready.seconds, "started": ray_ready.started})
 
 
 def _record_abort(catalog: Catalog, run_id: str, exc: BaseException) -> None:

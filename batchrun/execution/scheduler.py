@@ -44,6 +44,10 @@ from batchrun.model import (
 )
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+"""Told what a run does, as small dicts by "stage": "planned" (run_id, files, bytes,
+batches: start.py, from the planning thread), "ray" (address, cpus, seconds: run.py),
+"running" (one per scheduler round: counts to add up, and `in_flight` per worker) and
+"stopping" (in_flight, timeout: the drain after a stop request)."""
 _BACKOFF = wait_exponential_jitter(exp_base=2, max=30, jitter=0.25)
 _ROUND_WAIT = 0.5
 """The longest a round waits for results before it looks at stop requests and timeouts."""
@@ -116,6 +120,20 @@ class _WorkerQueues:
 
 
 @dataclass
+class _Done:
+    """Files and input bytes of a round's finished batches; files of its failed ones."""
+
+    files: int = 0
+    bytes: int = 0
+    quarantined: int = 0
+
+    def add(self, batch: QueuedBatch, quarantined: int = 0) -> None:
+        self.files += len(batch.files)
+        self.bytes += batch.bytes
+        self.quarantined += quarantined
+
+
+@dataclass
 class ScheduleOutcome:
     committed: int = 0
     failed: int = 0
@@ -175,6 +193,7 @@ class Scheduler:
         self.no_worker_since: float | None = None
         """Since when no worker could take a batch (lost nodes, replacements unplaced)."""
         self.log = logger.bind(run_id=run_id, batch_id="-")
+        self.done = _Done()  # this round's, for `on_progress`
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -274,7 +293,9 @@ class Scheduler:
             self._replace(worker)
         for event in self.admission.take_events():
             self.log.warning(event)
-        current.skipped += [(batch.batch_id, why) for batch, why in self.admission.take_skipped()]
+        for batch, why in self.admission.take_skipped():
+            current.skipped.append((batch.batch_id, why))
+            self.done.add(batch)
         if current.results:
             self.hooks.results_collected(self.results_seen)
 
@@ -285,6 +306,7 @@ class Scheduler:
                                 current)
             return outcome.worker_died
         self.admission.finished(flight.batch, time.monotonic(), failed=False)
+        self.done.add(flight.batch)
         current.ended.append(AttemptEnd(flight.dispatch.batch_id, flight.dispatch.attempt,
                                         AttemptOutcome.COMMITTED, time.time(), result=outcome))
         self.results_seen += 1
@@ -329,7 +351,8 @@ class Scheduler:
     def _retry_or_fail(self, flight: _Flight, error: str, kind: ErrorKind,
                        current: RoundRecord) -> None:
         batch_id, attempt = flight.dispatch.batch_id, flight.dispatch.attempt
-        log = self.log.bind(batch_id=batch_id)
+        files = flight.batch.files
+        log = self.log.bind(batch_id=batch_id, file=files[0] if len(files) == 1 else "-")
         now = time.monotonic()
         if self.stop.requested and kind is ErrorKind.TRANSIENT:
             log.warning("abandoned while stopping ({}); left pending", error)
@@ -349,6 +372,7 @@ class Scheduler:
             return
         log.error("failed after {} attempt(s): {}", attempt, error)
         self.admission.finished(flight.batch, now, failed=True, error=error)
+        self.done.add(flight.batch, quarantined=len(flight.batch.files))
         current.ended.append(AttemptEnd(batch_id, attempt, AttemptOutcome.FAILED, time.time(),
                                         error, kind))
         self.outcome.failed_files += len(flight.batch.files)
@@ -383,21 +407,38 @@ class Scheduler:
                      result.rows_staged, result.rows_rejected, len(bad),
                      result.finished_at - result.started_at)
             for outcome in bad:
-                log.warning("quarantined {}: {}", outcome.path, outcome.error)
+                log.bind(file=outcome.path).warning("quarantined {}: {}", outcome.path,
+                                                    outcome.error)
         failures = current.outcomes(AttemptOutcome.FAILED)
         self.outcome.failed += len(failures)
         self.outcome.skipped += len(current.skipped)
-        if self.on_progress and (current.results or failures or current.skipped):
-            self.on_progress({"committed": len(current.results),
-                              "failed": len(failures) + len(current.skipped),
-                              "rows": sum(r.rows_staged for r in current.results)})
+        if self.on_progress and current:
+            self.on_progress(self._progress_event(current, len(failures)))
+        self.done = _Done()
+
+    def _progress_event(self, current: RoundRecord, failures: int) -> dict[str, Any]:
+        """What the round changed (counts to add up) and each worker's batches in flight
+        now: from memory, never from the catalog."""
+        results = current.results
+        return {"stage": "running", "committed": len(results),
+                "failed": failures + len(current.skipped),
+                "rows": sum(r.rows_staged for r in results),
+                "rejected": sum(r.rows_rejected for r in results),
+                "quarantined": self.done.quarantined
+                + sum(1 for r in results for f in r.files if f.error),
+                "files": self.done.files, "bytes": self.done.bytes,
+                "in_flight": [len(queue) for queue in self.queues.queues]}
 
     def _drain(self) -> None:
         """Wait up to drain_timeout for in-flight batches; leave the rest pending."""
         if self.flights:
             deadline = time.monotonic() + (self.limits.drain_timeout if self.stop.count < 2 else 0)
+            wait = max(0.0, deadline - time.monotonic())
             self.log.warning("stopping: draining {} in-flight batch(es) for up to {:.0f}s",
-                             len(self.flights), max(0.0, deadline - time.monotonic()))
+                             len(self.flights), wait)
+            if self.on_progress:
+                self.on_progress({"stage": "stopping", "in_flight": len(self.flights),
+                                  "timeout": wait})
             while self.flights and time.monotonic() < deadline and self.stop.count < 2:
                 current = RoundRecord()
                 self._collect(current, timeout=min(_ROUND_WAIT,

@@ -92,7 +92,7 @@ def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
         run_id = _chosen_run_id(catalog, run_id)
         lock.describe(run_id)
         record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, settings,
-                                                                     run_id)
+                                                                     run_id, on_progress)
         hooks = run_hooks(job.config.faults)  # once per run
         hooks.after_plan()
         if on_planned:
@@ -102,15 +102,17 @@ def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
 
 
 def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettings,
-                           run_id: str
+                           run_id: str, on_progress: ProgressCallback | None = None
                            ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any], RayReady]:
     """Plan in a helper thread while this (the main) thread starts Ray, which must be.
+    The helper thread tells `on_progress` about the plan ({"stage": "planned", ...}) as
+    soon as it is recorded, while Ray may still be starting.
 
     If either fails, or the wait is interrupted: a Ray instance this process started is
     shut down, and a run already planned is marked failed with the reason, as a failure
     during execution would be."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchrun-plan") as pool:
-        planning = pool.submit(_plan_run, catalog, job, run_id, time.time())
+        planning = pool.submit(_plan_run, catalog, job, run_id, time.time(), on_progress)
         ray_ready: RayReady | None = None
         failure: BaseException | None = None
         try:
@@ -129,7 +131,8 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
     raise failure
 
 
-def _plan_run(catalog: Catalog, job: Job, run_id: str, began: float
+def _plan_run(catalog: Catalog, job: Job, run_id: str, began: float,
+              on_progress: ProgressCallback | None = None
               ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any]]:
     """List the files, cut the batches and record the plan (runs in the planning thread;
     the main thread does not touch the catalog until this returns)."""
@@ -146,6 +149,8 @@ def _plan_run(catalog: Catalog, job: Job, run_id: str, began: float
     catalog.create_run(record, batches)
     summary = {"run_id": run_id, "batches": len(batches), "files": len(files),
                "bytes": sum(f.size for f in files)}
+    if on_progress:
+        on_progress({"stage": "planned", **summary})
     return record, columns, summary
 
 

@@ -20,11 +20,12 @@ pytestmark = pytest.mark.slow
 SLOW_BATCHES = {FAULTS_ENV: "batch_delay = 0.8"}
 
 
-def start_slow_run(tmp_path: Path, data: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_slow_run(tmp_path: Path, data: Path, *extra: str | Path
+                   ) -> tuple[subprocess.Popen[bytes], Path]:
     """A run of 12 one-file batches, each held 0.8 s in its worker."""
     job = write_job(tmp_path, data, batch="max_files = 1")
     state = tmp_path / "state"
-    process = spawn_cli("run", job, "--state-dir", state, "--no-progress",
+    process = spawn_cli("run", job, "--state-dir", state, "--no-progress", *extra,
                         env=SLOW_BATCHES, log=tmp_path / "run.log")
     return process, state
 
@@ -74,6 +75,8 @@ def test_status_json_works_from_a_second_process_while_a_run_is_going(
     process, state = start_slow_run(tmp_path, data)
     try:
         wait_for(lambda: committed_batches(state) >= 1)
+        follow = subprocess.Popen([sys.executable, "-m", "batchrun", "logs", "--follow",
+                                   "--state-dir", str(state)], stdout=subprocess.PIPE, text=True)
         polled = subprocess.run([sys.executable, "-m", "batchrun", "status", "--json",
                                  "--state-dir", str(state)], capture_output=True, text=True,
                                 timeout=60)
@@ -81,8 +84,13 @@ def test_status_json_works_from_a_second_process_while_a_run_is_going(
                                "--state-dir", str(state)], capture_output=True, text=True,
                               timeout=60)
         assert process.wait(timeout=240) == EXIT_OK
+        followed, _ = follow.communicate(timeout=30)  # it stops by itself once the run ended
     finally:
         kill_group(process)
+        follow.kill()
+    assert follow.returncode == EXIT_OK
+    assert "| starting job" in followed  # from the log's start, and on to the run's end:
+    assert "run succeeded: 12 batch(es) committed" in followed
     report = json.loads(polled.stdout)
     assert report["state"] == "running"
     assert 1 <= report["batches"]["committed"] < report["batches"]["total"] == 12
@@ -97,7 +105,8 @@ def test_status_json_works_from_a_second_process_while_a_run_is_going(
 def test_signal_stops_cleanly_and_the_run_resumes(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth], signum: int, code: int) -> None:
     data, truth = demo_data
-    process, state = start_slow_run(tmp_path, data)
+    metrics = tmp_path / "batchrun.prom"
+    process, state = start_slow_run(tmp_path, data, "--metrics-file", metrics)
     try:
         wait_for(lambda: some_committed_others_in_flight(state))
         kill_group(process, signum)  # as a terminal's Ctrl-C does: the whole group
@@ -108,6 +117,8 @@ def test_signal_stops_cleanly_and_the_run_resumes(
     catalog = Catalog(state)
     run_id = catalog.latest_run_id()
     assert f"batchrun resume {run_id} --state-dir {state}" in output
+    assert "stopping: waiting for " in output  # the drain, on the console too
+    assert f'batchrun_exit_code{{job="orders_job"}} {code}' in metrics.read_text()
     assert catalog.run(run_id).state.value == "interrupted"
     assert resume(state).returncode == EXIT_OK
     assert_exactly_once(state, truth.total_rows)
