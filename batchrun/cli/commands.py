@@ -25,6 +25,7 @@ from batchrun.cli.options import (
     control_options,
     control_overrides,
     err,
+    full_refresh_option,
     invocation,
     json_option,
     out,
@@ -80,11 +81,13 @@ def cli() -> None:
               help="Override source.group_by: parent_dir, none or a regex with a named group "
                    "[env BATCHRUN_GROUP_BY].")
 @run_id_option
+@full_refresh_option
 @control_options
 def run(job_file: Path, workers: int | None, address: str | None, staging_dir: str | None,
         state_dir: Path | None, as_json: bool, progress: bool | None, group_by: str | None,
-        run_id: str | None, **controls: Any) -> None:
-    """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
+        run_id: str | None, full_refresh: bool, **controls: Any) -> None:
+    """Plan JOB_FILE's new and changed files (all with --full-refresh), run every batch on
+    Ray, stage and checkpoint each one. Nothing new: exits 0 without starting Ray."""
     from batchrun.execution.prepare import check_job
     from batchrun.execution.start import start_run
 
@@ -102,7 +105,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
         with _ProgressView(enabled=_progress_enabled(progress, as_json)) as view, \
                 _stdout_for_results():
             outcome = start_run(job, catalog, stop=StopToken(), on_progress=view.advance,
-                                on_planned=planned, run_id=run_id)
+                                on_planned=planned, run_id=run_id, full_refresh=full_refresh)
         _finish(outcome, catalog, as_json)
 
 
@@ -483,6 +486,8 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     return candidates[0].run_id
 
 
+from batchrun.cli.plan_command import plan  # noqa: E402 - its own module, registered here
 from batchrun.cli.rejects_command import rejects  # noqa: E402 - its own module, registered here
 
+cli.add_command(plan)
 cli.add_command(rejects)

@@ -79,6 +79,10 @@ def _progress_enabled(flag: bool | None, as_json: bool) -> bool:
 
 def _render_summary(status: RunStatus) -> None:
     b, f, r = status.counts.batches, status.counts.files, status.counts.rows
+    if status.selection is not None and status.selection.nothing_new and not b.total:
+        err.print(f"{status.selection.text()} (run {status.run_id} recorded, Ray not started)",
+                  markup=False)
+        return
     err.print(f"run {status.run_id} {_state_text(status.state)}: "
               f"{b.committed}/{b.total} batches, {r.staged:,} rows staged, "
               f"{r.rejected:,} rejected, {f.failed} file(s) quarantined"
@@ -86,6 +90,8 @@ def _render_summary(status: RunStatus) -> None:
               + f" in {status.duration_s or 0:.1f}s")
     if status.message:
         err.print(f"  {status.message}", markup=False)
+    if status.selection is not None:
+        err.print(f"  files: {status.selection.text()}", markup=False)
     if f.failed or f.skipped:
         err.print(f"list them with: batchrun status {status.run_id}")
     if r.rejected:
@@ -104,6 +110,7 @@ def _render_status(status: RunStatus) -> None:
         ("files", f"{f.committed} committed, {f.failed} failed, {f.skipped} skipped,"
                   f" of {f.total}"),
         ("rows", f"{r.staged:,} staged, {r.rejected:,} rejected"),
+        ("incremental", escape(status.selection.text()) if status.selection else "-"),
         ("started", iso(status.started_at) or "-"), ("finished", iso(status.finished_at) or "-"),
         ("staging", escape(status.staging_dir)), ("message", escape(status.message or "-")),
     ]:
