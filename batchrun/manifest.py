@@ -85,7 +85,7 @@ def select_files(job: Job, state_dir: Path, history: History, began: float,
     recent = began - settle if settle > 0 else None
     selection = Selection(full_refresh=full_refresh)
     for planned in expand_sources(job, state_dir):
-        kind, verified = classify(planned, history, recent, full_refresh)
+        kind, verified = classify(planned, history, recent)
         selection.add(planned, kind)
         if verified is not None:
             selection.verified.append(verified)
@@ -108,9 +108,10 @@ def select_with_catalog(job: Job, state_dir: Path, began: float,
     return select_files(job, state_dir, history, began, full_refresh)
 
 
-def classify(planned: PlannedFile, history: History, recent: float | None,
-             full_refresh: bool) -> tuple[str, Verified | None]:
-    """The file's kind, and the checksum computed to decide it, if one was."""
+def classify(planned: PlannedFile, history: History, recent: float | None
+             ) -> tuple[str, Verified | None]:
+    """The file's kind, and the checksum computed to decide it, if one was (the same with
+    --full-refresh, so its counts say what changed; only what is planned differs)."""
     served = history.served.get(planned.path)
     if served is not None and same_stat(served.fingerprint, planned.fingerprint):
         return UNCHANGED, None
@@ -119,7 +120,7 @@ def classify(planned: PlannedFile, history: History, recent: float | None,
     if served is None:
         return NEW, None
     was = served.fingerprint
-    if full_refresh or planned.size != was.size or planned.mtime_ns is None:
+    if planned.size != was.size or planned.mtime_ns is None:
         return CHANGED, None  # an object: same_stat compared its ETag
     if planned.sha256 is not None and was.sha256 is not None:
         return (UNCHANGED if planned.sha256 == was.sha256 else CHANGED), None

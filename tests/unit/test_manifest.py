@@ -35,21 +35,21 @@ def served_as(planned: PlannedFile, checksum: str | None = None, **changes: int)
 
 def test_a_file_is_new_unchanged_or_changed_by_its_size_and_mtime(tmp_path: Path) -> None:
     planned = on_disk(tmp_path / "f.csv", "id\n1\n")
-    assert classify(planned, History(), None, False) == (NEW, None)
-    assert classify(planned, served_as(planned), None, False) == (UNCHANGED, None)
-    assert classify(planned, served_as(planned, size=3), None, False) == (CHANGED, None)
+    assert classify(planned, History(), None) == (NEW, None)
+    assert classify(planned, served_as(planned), None) == (UNCHANGED, None)
+    assert classify(planned, served_as(planned, size=3), None) == (CHANGED, None)
 
 
 def test_a_touched_file_is_compared_by_content_and_its_checksum_kept(tmp_path: Path) -> None:
     planned = on_disk(tmp_path / "f.csv", "id\n1\n")
     same = served_as(planned, file_checksum(planned.path), mtime_ns=1)
-    kind, verified = classify(planned, same, None, False)
+    kind, verified = classify(planned, same, None)
     assert kind == UNCHANGED
     assert verified == (planned.path, planned.size, planned.mtime_ns, file_checksum(planned.path))
     rewritten = served_as(planned, file_checksum(planned.path), mtime_ns=1)
     planned = on_disk(tmp_path / "f.csv", "id\n2\n")  # same size, other bytes
-    assert classify(planned, rewritten, None, False)[0] == CHANGED
-    assert classify(planned, served_as(planned, None, mtime_ns=1), None, False) == (CHANGED, None)
+    assert classify(planned, rewritten, None)[0] == CHANGED
+    assert classify(planned, served_as(planned, None, mtime_ns=1), None) == (CHANGED, None)
 
 
 def test_a_kept_checksum_spares_reading_the_touched_file_again(tmp_path: Path) -> None:
@@ -57,25 +57,25 @@ def test_a_kept_checksum_spares_reading_the_touched_file_again(tmp_path: Path) -
     checksum = file_checksum(planned.path)
     history = served_as(planned, checksum, mtime_ns=1)
     os.unlink(planned.path)  # read now, it would count as changed
-    assert classify(planned, history, None, False) == (CHANGED, None)
+    assert classify(planned, history, None) == (CHANGED, None)
     kept = History(history.served, {planned.path: (planned.size, planned.mtime_ns or 0, checksum)})
-    assert classify(planned, kept, None, False) == (UNCHANGED, None)
+    assert classify(planned, kept, None) == (UNCHANGED, None)
 
 
 def test_an_object_is_unchanged_while_its_size_and_etag_are() -> None:
     planned = PlannedFile("s3://b/k.csv", 10, NOW, "a", sha256=f"{ETAG}abc")
     served = ServedFile(planned.path, "r", "b", Fingerprint(10, sha256=f"{ETAG}abc"), None, 1, 0)
-    assert classify(planned, History({planned.path: served}), None, False)[0] == UNCHANGED
+    assert classify(planned, History({planned.path: served}), None)[0] == UNCHANGED
     moved = PlannedFile("s3://b/k.csv", 10, NOW, "a", sha256=f"{ETAG}def")
-    assert classify(moved, History({planned.path: served}), None, False)[0] == CHANGED
+    assert classify(moved, History({planned.path: served}), None)[0] == CHANGED
 
 
 def test_a_recent_file_settles_unless_it_is_the_served_version(tmp_path: Path) -> None:
     planned = on_disk(tmp_path / "f.csv", "id\n1\n", mtime=NOW - 2)
-    assert classify(planned, History(), NOW - 5, False) == (SETTLING, None)
-    assert classify(planned, History(), NOW - 1, False) == (NEW, None)
-    assert classify(planned, served_as(planned), NOW - 5, False) == (UNCHANGED, None)
-    assert classify(planned, served_as(planned, size=1), NOW - 5, True) == (SETTLING, None)
+    assert classify(planned, History(), NOW - 5) == (SETTLING, None)
+    assert classify(planned, History(), NOW - 1) == (NEW, None)
+    assert classify(planned, served_as(planned), NOW - 5) == (UNCHANGED, None)
+    assert classify(planned, served_as(planned, size=1), NOW - 5) == (SETTLING, None)
 
 
 def test_the_read_only_catalog_migrates_an_old_catalog_in_memory_and_writes_nothing(
