@@ -43,6 +43,7 @@ from batchrun.model import (
     FileCounts,
     FileState,
     Fingerprint,
+    PlanCounts,
     PlannedBatch,
     RoundRecord,
     RowCounts,
@@ -88,11 +89,21 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT, error TEXT, rows_staged INTEGER, rows_rejected INTEGER,
     PRIMARY KEY (run_id, batch_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS manifest (
+    job TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (job, path)
+);
 """
 """`attempts` keeps one row per dispatch (the metrics): queued_at is when the driver
 dispatched it, started_at/finished_at when the worker began and ended it (committed
 attempts only), ended_at when the driver collected the outcome: committed, retried,
-failed, abandoned (stopped), or lost (the driver died; set by the next resume)."""
+failed, abandoned (stopped), or lost (the driver died; set by the next resume).
+
+`manifest` caches, per job and path, the content checksum a run's plan computed for a
+file whose size matched its served version but whose mtime did not (a touched file): the
+next plan reuses it while (size, mtime_ns) stay the same, instead of reading the file
+again (see `batchrun.manifest`). Written by runs only, never by `batchrun plan`."""
 
 _MIGRATIONS: list[tuple[str, str, str]] = [
     # (table, column, declaration): columns added after a catalog may already exist.
@@ -110,6 +121,12 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
     # integers (`sql_int`); NULL in runs planned before they were recorded.
     ("batches", "node_ip", "TEXT"),
     # The IP of the node that committed the batch (`node` is its Ray node id).
+    ("files", "checksum", "TEXT"),
+    # The xxh3_128 of the bytes the worker read ("xxh3_128:<hex>"; local files only).
+    ("runs", "files_new", "INTEGER"), ("runs", "files_changed", "INTEGER"),
+    ("runs", "files_unchanged", "INTEGER"), ("runs", "files_settling", "INTEGER"),
+    ("runs", "full_refresh", "INTEGER"),
+    # How the run's plan classified the matched files (NULL: planned before it did).
 ]
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 
@@ -138,21 +155,26 @@ class Catalog:
 
     Every SQLite error leaves this class as a `CatalogError` naming the catalog's path, or
     as a `DiskFullError` when the state dir is full. `create=False` (the read-only
-    commands) refuses a state dir without a catalog instead of creating one.
+    commands) refuses a state dir without a catalog instead of creating one;
+    `read_only=True` (`batchrun plan`) also writes nothing at all (see `_read_only`).
 
     One connection, used by one thread at a time: a run's planning thread records the
     plan while the main thread starts Ray, and hands the catalog back before the main
     thread touches it; a lock keeps even a mistaken overlap from interleaving two
     statements."""
 
-    def __init__(self, state_dir: Path, create: bool = True) -> None:
+    def __init__(self, state_dir: Path, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(state_dir) / "catalog.sqlite"
-        if not create and not self.path.is_file():
+        if (read_only or not create) and not self.path.is_file():
             raise RunNotFoundError(f"no runs in {state_dir}: it holds no catalog (a job's runs"
                                    " live in .batchrun beside its job file: pass --job"
                                    " JOB_FILE, or --state-dir DIR)")
-        _make_state_dir(self.path.parent)
         self._lock = threading.RLock()
+        if read_only:
+            with self._guard("open"):
+                self._db = self._read_only()
+            return
+        _make_state_dir(self.path.parent)
         with self._guard("open"):
             private_file(self.path)  # its -wal and -shm files take the same mode
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
@@ -175,6 +197,29 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._migrate()
+
+    def _read_only(self) -> sqlite3.Connection:
+        """A connection that writes nothing: not the catalog, not its -wal or -shm files.
+
+        A read-only SQLite connection to a WAL database creates the -wal and -shm files
+        when they are missing (a catalog no process has open) and cannot remove them, so
+        such a catalog is opened `immutable`; while they exist (a run is going) it is
+        opened `mode=ro`, which reads the live WAL. A catalog older than this batchrun
+        (a migration missing) is copied into memory and migrated there."""
+        live = self.path.with_name(self.path.name + "-wal").exists()
+        uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+        db = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None,
+                             check_same_thread=False)
+        self._db = db
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "runs" in tables and "manifest" in tables and not self._missing_columns():
+            return db
+        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        db.backup(self._db)
+        db.close()
+        self._db.executescript(_SCHEMA)
+        self._migrate()
+        return self._db
 
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
@@ -259,12 +304,13 @@ class Catalog:
             db.execute(
                 "INSERT INTO runs (run_id, job, table_name, job_file, staging_dir, config_json,"
                 " schema_json, state, pid, host, created_at, started_at, finished_at, message,"
-                " run_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                " files_new, files_changed, files_unchanged, files_settling, full_refresh,"
+                " run_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
                 " (SELECT coalesce(max(run_seq), 0) + 1 FROM runs))",
                 (run.run_id, run.job, run.table, run.job_file, run.staging_dir,
                  json.dumps(run.config), json.dumps(run.schema), run.state.value, run.pid,
                  run.host, run.created_at, run.started_at, run.finished_at,
-                 bounded(run.message)),
+                 bounded(run.message), *_selection_values(run.selection)),
             )
             db.executemany(
                 "INSERT INTO batches (run_id, batch_id, seq, source, state, n_files, bytes)"
@@ -460,9 +506,10 @@ class Catalog:
             return
         db.executemany(
             "UPDATE files SET state=?, rows_staged=?, rows_rejected=?, error=?,"
-            " warning=coalesce(?, warning) WHERE run_id=? AND path=?",
+            " warning=coalesce(?, warning), checksum=? WHERE run_id=? AND path=?",
             [(FileState.FAILED.value if f.error else FileState.COMMITTED.value,
-              f.rows_staged, f.rows_rejected, bounded(f.error), bounded(f.warning), run_id, f.path)
+              f.rows_staged, f.rows_rejected, bounded(f.error), bounded(f.warning), f.checksum,
+              run_id, f.path)
              for f in result.files],
         )
 
@@ -513,8 +560,27 @@ class Catalog:
             " WHERE r.job=? AND f.state=? AND b.state=?) WHERE newest = 1 ORDER BY path",
             (job, FileState.COMMITTED.value, BatchState.COMMITTED.value))
         return [ServedFile(r["path"], r["run_id"], r["batch_id"], stored_fingerprint(r),
-                           r["output_path"], r["rows_staged"], r["rows_rejected"])
+                           r["output_path"], r["rows_staged"], r["rows_rejected"],
+                           r["checksum"])
                 for r in rows]
+
+    def serves_any(self, job: str) -> bool:
+        """Whether any run of the job committed a file (its table serves something)."""
+        return bool(self.rows(
+            "SELECT 1 FROM files f JOIN runs r ON r.run_id = f.run_id WHERE r.job=?"
+            " AND f.state=? LIMIT 1", (job, FileState.COMMITTED.value)))
+
+    def verified_checksums(self, job: str) -> dict[str, tuple[int, int, str]]:
+        """path → (size, mtime_ns, checksum) of the job's manifest (see `_SCHEMA`)."""
+        return {r["path"]: (r["size"], r["mtime_ns"], r["checksum"]) for r in self.rows(
+            "SELECT path, size, mtime_ns, checksum FROM manifest WHERE job=?", (job,))}
+
+    def record_verified(self, job: str, verified: Iterable[tuple[str, int, int, str]]) -> None:
+        """Keep (path, size, mtime_ns, checksum) of files a plan read, one row a path."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO manifest (job, path, size, mtime_ns, checksum)"
+                " VALUES (?,?,?,?,?)", ((job, *entry) for entry in verified))
 
     def batches(self, run_id: str, state: BatchState | None = None) -> list[dict[str, Any]]:
         if state is None:
@@ -686,4 +752,19 @@ def _run_record(row: dict[str, Any]) -> RunRecord:
         state=RunState(row["state"]), pid=row["pid"], host=row["host"],
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], message=row["message"],
+        selection=_selection(row),
     )
+
+
+def _selection_values(counts: PlanCounts | None) -> tuple[int | None, ...]:
+    if counts is None:
+        return (None,) * 5
+    return (counts.new, counts.changed, counts.unchanged, counts.settling,
+            int(counts.full_refresh))
+
+
+def _selection(row: dict[str, Any]) -> PlanCounts | None:
+    if row.get("files_new") is None:
+        return None
+    return PlanCounts(row["files_new"], row["files_changed"], row["files_unchanged"],
+                      row["files_settling"], bool(row["full_refresh"]))

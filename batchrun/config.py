@@ -108,11 +108,19 @@ class SourceSection(_Section):
     and mtime in nanoseconds, free) or "sha256" (also a hash of its content: planning
     reads every input file once more, and each worker reads its files twice; catches a
     same-size change whose mtime was restored). A changed file is quarantined."""
+    settle: float = 0.0
+    """A file modified less than this long before the plan started (e.g. "5s", "2m") is
+    still being written: it is left for the next run (counted as settling). "0s": none."""
 
     @field_validator("max_file_bytes", mode="before")
     @classmethod
     def _file_bytes(cls, value: Any) -> int:
         return parse_size(value)
+
+    @field_validator("settle", mode="before")
+    @classmethod
+    def _settle(cls, value: Any) -> float:
+        return parse_duration(value)
 
     @field_validator("paths")
     @classmethod

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from batchrun import objectstore
 from batchrun.errors import TransientSourceError
+from batchrun.layout import file_checksum
 from batchrun.model import Fingerprint
 
 CHANGED = "changed since planning"
@@ -58,6 +59,18 @@ def content_hash(path: str) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def content_checksum(path: str) -> str | None:
+    """What a worker records of a file it staged, for incremental planning
+    (`batchrun.manifest`): the xxh3_128 of a local file's bytes, None for an object (its
+    ETag is in its fingerprint) or a file it cannot read now."""
+    if objectstore.is_object(path):
+        return None
+    try:
+        return file_checksum(path)
+    except OSError:
+        return None
 
 
 def difference(planned: Fingerprint, now: Fingerprint) -> str | None:

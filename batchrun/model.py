@@ -102,6 +102,8 @@ class FileOutcome:
     rows_rejected: int = 0
     error: str | None = None
     warning: str | None = None
+    checksum: str | None = None
+    """The xxh3_128 of the file's bytes as read (local files; see `batchrun.manifest`)."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,39 @@ class RunRecord:
     started_at: float | None
     finished_at: float | None
     message: str | None
+    selection: PlanCounts | None = None
+    """How its plan classified the matched files; None for runs planned before incremental
+    planning existed."""
+
+
+@dataclass(frozen=True)
+class PlanCounts:
+    """How a run's plan classified the files its source globs matched, against the
+    versions the job's table serves (see `batchrun.manifest`)."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    settling: int = 0
+    """Modified within `[source] settle` of the plan's start: left for the next run."""
+    full_refresh: bool = False
+    """Planned with --full-refresh: every file was planned, whatever its classification."""
+
+    @property
+    def nothing_new(self) -> bool:
+        return not self.full_refresh and not (self.new or self.changed)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        """`nothing new: 12 files unchanged, 1 settling` or `2 new, 1 changed, 9 unchanged`."""
+        settling = f", {self.settling} settling" if self.settling else ""
+        if self.nothing_new:
+            return f"nothing new: {self.unchanged} files unchanged{settling}"
+        refresh = " (full refresh: all planned)" if self.full_refresh else ""
+        return (f"{self.new} new, {self.changed} changed, {self.unchanged} unchanged"
+                f"{settling}{refresh}")
 
 
 @dataclass(frozen=True)
@@ -334,6 +369,9 @@ class ServedFile:
     output_path: str | None
     rows_staged: int | None
     rows_rejected: int | None
+    checksum: str | None = None
+    """The xxh3_128 of the bytes its worker read (None: an object, or committed by a
+    batchrun that did not record it)."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from batchrun.config import ColumnSpec, CsvOptions, ValidationSection
 from batchrun.errors import PermanentSourceError, SourceError
 from batchrun.fastcheck import CleanCheck
 from batchrun.hooks import NO_HOOKS, Hooks
-from batchrun.identity import change_since_planning, check_not_changed_while_read
+from batchrun.identity import change_since_planning, check_not_changed_while_read, content_checksum
 from batchrun.layout import BATCH, FILE, LINE, REJECT_SCHEMA, output_name, rejects_table_name, storage_for
 from batchrun.model import BatchResult, BatchTask, FileOutcome, WrittenFile
 from batchrun.readers.custom import last_line, resolve
@@ -149,6 +149,7 @@ class BatchPipeline:
         task, changed = _unchanged_files(task)
         fast, slow_paths = self._read_fast(task)
         raws, outcomes = self._read_all(slow_paths, task.attempt)
+        checksums = {path: content_checksum(path) for path in [*fast.rows, *(r.path for r in raws)]}
         for path, planned in zip(task.files, task.expected):
             check_not_changed_while_read(path, planned)
         outcomes += changed
@@ -168,7 +169,9 @@ class BatchPipeline:
             batch_id=task.batch_id, worker=self.partition, output_path=output.path if output else None,
             rejects_path=rejects.path if rejects else None, rows_staged=validated.good.num_rows,
             rows_rejected=validated.rejects.num_rows, bytes_read=bytes_read,
-            started_at=started, finished_at=time.time(), files=tuple(outcomes),
+            started_at=started, finished_at=time.time(),
+            files=tuple(o if o.error else replace(o, checksum=checksums.get(o.path))
+                        for o in outcomes),
             node=self.node, written=tuple(w for w in (output, rejects) if w),
         )
 

@@ -18,6 +18,7 @@ from batchrun.model import (
     BatchState,
     ErrorKind,
     FailedFile,
+    PlanCounts,
     RunCounts,
     RunRecord,
     RunState,
@@ -102,6 +103,8 @@ class RunStatus:
     message: str | None
     detail: StatusDetail | None = None
     """Only with `detail=True` (status, run, resume); `runs` leaves it out."""
+    selection: PlanCounts | None = None
+    """How its plan classified the matched files (None: planned before batchrun did)."""
 
     def as_json(self) -> dict[str, Any]:
         status: dict[str, Any] = {
@@ -113,6 +116,8 @@ class RunStatus:
             "duration_s": self.duration_s, "pid": self.pid, "host": self.host,
             "job_file": self.job_file, "staging_dir": self.staging_dir, "message": self.message,
         }
+        if self.selection is not None:  # runs planned before incremental planning: absent
+            status["incremental"] = self.selection.as_json()
         if self.detail is not None:
             status.update(self.detail.as_json())
         return status
@@ -133,7 +138,7 @@ def run_status(catalog: Catalog, run_id: str, detail: bool = False) -> RunStatus
         counts=catalog.counts(run_id), started_at=run.started_at, finished_at=run.finished_at,
         duration_s=_duration(run, state), pid=run.pid, host=run.host, job_file=run.job_file,
         staging_dir=run.staging_dir, message=run.message,
-        detail=status_detail(catalog, run_id) if detail else None)
+        detail=status_detail(catalog, run_id) if detail else None, selection=run.selection)
 
 
 def status_detail(catalog: Catalog, run_id: str) -> StatusDetail:

@@ -24,6 +24,7 @@ from batchrun.cli.options import (
     control_options,
     control_overrides,
     err,
+    full_refresh_option,
     hint,
     invocation,
     json_option,
@@ -84,11 +85,13 @@ cli.add_command(logs_command)
               help="Override source.group_by: parent_dir, none or a regex with a named group "
                    "[env BATCHRUN_GROUP_BY].")
 @run_id_option
+@full_refresh_option
 @control_options
 def run(job_file: Path, workers: int | None, address: str | None, staging_dir: str | None,
         state_dir: Path | None, as_json: bool, group_by: str | None,
-        run_id: str | None, **controls: Any) -> None:
-    """Plan JOB_FILE, run every batch on Ray, stage and checkpoint each one."""
+        run_id: str | None, full_refresh: bool, **controls: Any) -> None:
+    """Plan JOB_FILE's new and changed files (all with --full-refresh), run every batch on
+    Ray, stage and checkpoint each one. Nothing new: exits 0 without starting Ray."""
     from batchrun.execution.prepare import check_job
     from batchrun.execution.start import start_run
 
@@ -108,7 +111,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
         with run_display(f"{job.name}: planning files and starting Ray...", as_json) as view, \
                 _stdout_for_results():
             outcome = start_run(job, catalog, stop=StopToken(), on_progress=view,
-                                on_planned=planned, run_id=run_id)
+                                on_planned=planned, run_id=run_id, full_refresh=full_refresh)
             view.succeeded = outcome.state is RunState.SUCCEEDED
         _finish(outcome, catalog, as_json)
 
@@ -480,6 +483,8 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     return candidates[0].run_id
 
 
+from batchrun.cli.plan_command import plan  # noqa: E402 - its own module, registered here
 from batchrun.cli.rejects_command import rejects  # noqa: E402 - its own module, registered here
 
+cli.add_command(plan)
 cli.add_command(rejects)

@@ -101,6 +101,12 @@ run_id_option = click.option(
          "[env BATCHRUN_RUN_ID].")
 
 
+full_refresh_option = click.option(
+    "--full-refresh", is_flag=True, envvar="BATCHRUN_FULL_REFRESH",
+    help="Plan every matched file, not only the new and changed ones; the job's table then "
+         "serves this run's version of each [env BATCHRUN_FULL_REFRESH].")
+
+
 _CONTROL_FLAGS = [
     # (flag, job key, click type, help)
     ("--mode", "execution.mode", click.Choice(["parallel", "sequential"]),

@@ -44,6 +44,10 @@ def _stdout_for_results() -> contextlib.redirect_stdout[Any]:
 def _render_summary(status: RunStatus) -> None:
     """One line, green only when the run succeeded (red when it failed), then the hints."""
     b, f, r = status.counts.batches, status.counts.files, status.counts.rows
+    if status.selection is not None and status.selection.nothing_new and not b.total:
+        err.print(f"{status.selection.text()} (run {status.run_id} recorded, Ray not started)",
+                  markup=False)
+        return
     err.print(f"run {status.run_id} {status.state.value}: "
               f"{b.committed}/{b.total} batches, {r.staged:,} rows staged, "
               f"{r.rejected:,} rejected, {f.failed} file(s) quarantined"
@@ -52,6 +56,8 @@ def _render_summary(status: RunStatus) -> None:
               style=_STATE_COLORS.get(status.state, "cyan"))
     if status.message:
         err.print(f"  {status.message}", markup=False)
+    if status.selection is not None:
+        err.print(f"  files: {status.selection.text()}", markup=False)
     if f.failed or f.skipped:
         err.print(f"list them with: {hint('status', status.run_id)}", markup=False)
     if r.rejected:
@@ -72,6 +78,7 @@ def _render_status(status: RunStatus) -> None:
         ("files", f"{f.committed} committed, {f.failed} failed, {f.skipped} skipped,"
                   f" of {f.total}"),
         ("rows", f"{r.staged:,} staged, {r.rejected:,} rejected"),
+        ("incremental", escape(status.selection.text()) if status.selection else "-"),
         ("started", iso(status.started_at) or "-"), ("finished", iso(status.finished_at) or "-"),
         ("staging", escape(status.staging_dir)), ("message", escape(status.message or "-")),
     ]:

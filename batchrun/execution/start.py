@@ -2,10 +2,14 @@
 
     start_run(job, catalog)
         check the job (prepare.py) ─► resolve its settings once (settings.py) ─► lock the job
-        ─► in a helper thread: list and fingerprint the files, settle the schema, cut the
-           batches, record run + batches + files in the catalog (one transaction)
-           meanwhile, in this thread: connect to Ray (ray_session.py)
+        ─► in a helper thread: list and fingerprint the files, classify them against the
+           job's table (manifest.py: new, changed, unchanged, settling), settle the
+           schema, cut the batches of the new and changed ones, record run + batches +
+           files in the catalog (one transaction)
+           meanwhile, in this thread: connect to Ray (ray_session.py), once the
+           classification says there is something to run (when the job has history)
         ─► run.execute_run(catalog, record, config, columns, settings, ...)
+           or, nothing new: the run is recorded succeeded with 0 batches, Ray never started
 
     resume_run(run_id, catalog, overrides)
         refuse overrides a resume cannot honour ─► lock the job ─► load the stored run:
@@ -24,13 +28,16 @@ import re
 import secrets
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import ray
+from loguru import logger
 
+from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotted, validate_config
 from batchrun.errors import ConfigError, RunNotFoundError
@@ -42,8 +49,9 @@ from batchrun.execution.settings import ExecutionSettings, resolve_settings
 from batchrun.execution.stopping import StopToken
 from batchrun.hooks import run_hooks
 from batchrun.lock import JobLock
+from batchrun.manifest import History, Selection, select_files
 from batchrun.model import RunRecord, RunState
-from batchrun.plan import cut_batches, expand_sources
+from batchrun.plan import cut_batches
 from batchrun.readers.custom import resolve
 from batchrun.redact import MASK, redact
 
@@ -75,10 +83,12 @@ def _chosen_run_id(catalog: Catalog, run_id: str | None) -> str:
 
 def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
               on_progress: ProgressCallback | None = None,
-              on_planned: ProgressCallback | None = None, run_id: str | None = None
-              ) -> RunOutcome:
+              on_planned: ProgressCallback | None = None, run_id: str | None = None,
+              full_refresh: bool = False) -> RunOutcome:
     """Plan the job and write the plan to the catalog, then execute it; `run_id` chooses
-    the run's id (see `_chosen_run_id`).
+    the run's id (see `_chosen_run_id`). Only new and changed files are planned
+    (`manifest.py`); with `full_refresh`, every matched file. Nothing new: the run is
+    recorded (succeeded, 0 batches, with its counts) and Ray is not started.
 
     Planning (listing and fingerprinting the files, the catalog's plan transaction) runs
     in a helper thread while this thread starts Ray, whose start-up is mostly waiting on
@@ -92,7 +102,12 @@ def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
         run_id = _chosen_run_id(catalog, run_id)
         lock.describe(run_id)
         record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, settings,
-                                                                     run_id, on_progress)
+                                                                     run_id, full_refresh,
+                                                                     on_progress)
+        if ray_ready is None:  # nothing new: recorded as such, nothing to execute
+            if on_planned:
+                on_planned(summary)
+            return RunOutcome(run_id, record.state, resumed=False)
         hooks = run_hooks(job.config.faults)  # once per run
         hooks.after_plan()
         if on_planned:
@@ -102,26 +117,36 @@ def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
 
 
 def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettings,
-                           run_id: str, on_progress: ProgressCallback | None = None
-                           ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any], RayReady]:
-    """Plan in a helper thread while this (the main) thread starts Ray, which must be.
+                           run_id: str, full_refresh: bool,
+                           on_progress: ProgressCallback | None = None
+                           ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any],
+                                      RayReady | None]:
+    """Plan in a helper thread while this (the main) thread starts Ray, if there is work.
     The helper thread tells `on_progress` about the plan ({"stage": "planned", ...}) as
     soon as it is recorded, while Ray may still be starting.
+
+    When the plan may find nothing to run (the job's table serves files already, or
+    `[source] settle` may hold files back), Ray is started only once the classification
+    found new or changed files; otherwise at once. Nothing planned: no Ray (None).
 
     If either fails, or the wait is interrupted: a Ray instance this process started is
     shut down, and a run already planned is marked failed with the reason, as a failure
     during execution would be."""
+    began = time.time()
+    may_be_empty = job.config.source.settle > 0 or (not full_refresh
+                                                    and catalog.serves_any(job.name))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchrun-plan") as pool:
-        planning = pool.submit(_plan_run, catalog, job, run_id, time.time(), on_progress)
+        selecting = pool.submit(_select, catalog, job, began, full_refresh)
+        planning = pool.submit(_plan_run, catalog, job, run_id, began, selecting, on_progress)
         ray_ready: RayReady | None = None
         failure: BaseException | None = None
         try:
-            ray_ready = connect_ray(settings, job.config, job.base_dir)
+            if not may_be_empty or selecting.result().planned:
+                ray_ready = connect_ray(settings, job.config, job.base_dir)
             planned = planning.result()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, once planning is over
             failure = exc
     if failure is None:
-        assert ray_ready is not None
         return (*planned, ray_ready)
     if (ray_ready.started if ray_ready else not settings.address) and ray.is_initialized():
         shutdown_local()  # ours, even if its start was interrupted halfway
@@ -131,27 +156,62 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
     raise failure
 
 
+def _select(catalog: Catalog, job: Job, began: float, full_refresh: bool) -> Selection:
+    """List, fingerprint and classify the files (in the planning thread)."""
+    return select_files(job, catalog.path.parent, History.of(catalog, job.name), began,
+                        full_refresh)
+
+
 def _plan_run(catalog: Catalog, job: Job, run_id: str, began: float,
-              on_progress: ProgressCallback | None = None
+              selecting: Future[Selection], on_progress: ProgressCallback | None = None
               ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any]]:
-    """List the files, cut the batches and record the plan (runs in the planning thread;
-    the main thread does not touch the catalog until this returns)."""
-    files = expand_sources(job, catalog.path.parent)
-    columns = _columns(job, [f.path for f in files])
+    """Cut the batches of the selected files and record the plan (runs in the planning
+    thread; the main thread does not touch the catalog until this returns). Nothing
+    selected: the run is recorded as done, with 0 batches."""
+    selection = selecting.result()
+    files = selection.planned
+    if selection.verified:
+        catalog.record_verified(job.name, selection.verified)
+    columns = _columns(job, [f.path for f in files]) if files else _known_columns(job, catalog)
     batches = cut_batches(files, job.config.batch.max_files, job.config.batch.max_bytes)
+    counts = selection.counts
     record = RunRecord(
         run_id=run_id, job=job.name, table=job.table, job_file=str(job.path),
         staging_dir=str(job.staging_dir),
         config=_stored_config(job.config),
         schema={n: s.type for n, s in columns.items()}, state=RunState.PLANNED,
         pid=os.getpid(), host=socket.gethostname(), created_at=began,
-        started_at=None, finished_at=None, message=None)
+        started_at=None, finished_at=None, message=None, selection=counts)
+    if not files:
+        record = replace(record, state=RunState.SUCCEEDED, started_at=began,
+                         finished_at=time.time(), message=counts.text())
+        _log_nothing_new(catalog, record)
     catalog.create_run(record, batches)
     summary = {"run_id": run_id, "batches": len(batches), "files": len(files),
-               "bytes": sum(f.size for f in files)}
-    if on_progress:
+               "bytes": sum(f.size for f in files), **counts.as_json()}
+    if on_progress and files:
         on_progress({"stage": "planned", **summary})
     return record, columns, summary
+
+
+def _known_columns(job: Job, catalog: Catalog) -> dict[str, ColumnSpec]:
+    """The schema of a run with no file to infer it from: the job's, else that of the
+    job's latest run that recorded one, else none."""
+    if job.config.schema_ is not None:
+        return dict(job.config.schema_.columns)
+    try:
+        schema = catalog.run(catalog.latest_run_id(job.name)).schema or {}
+    except RunNotFoundError:
+        schema = {}
+    return {name: ColumnSpec(type=kind) for name, kind in schema.items()}
+
+
+def _log_nothing_new(catalog: Catalog, record: RunRecord) -> None:
+    sink = logs.open_run_log(catalog.path.parent, record.run_id)
+    try:
+        logger.bind(run_id=record.run_id).info("{}; Ray not started", record.message)
+    finally:
+        logs.close_run_log(sink)
 
 
 def resume_run(run_id: str, catalog: Catalog, overrides: dict[str, Any] | None = None,

@@ -421,8 +421,8 @@ def test_a_run_never_reads_its_own_staging_dir_as_input(tmp_path: Path) -> None:
                    '[staging]\ndir = "data/staging"\n[validation]\n'
                    'on_unknown_columns = "ignore"\n' + ID_V_SCHEMA)
     state = tmp_path / "state"
-    for _ in range(2):
-        done = cli_process("run", job, "--state-dir", state, "--no-progress")
+    for again in ((), ("--full-refresh",)):  # the second run reads every input again
+        done = cli_process("run", job, "--state-dir", state, "--no-progress", *again)
         assert done.returncode == 0, done.stderr
     assert table_rows(state, "SELECT count(*), count(DISTINCT id) FROM t") == [(3, 3)]
 

@@ -98,7 +98,7 @@ def test_a_run_whose_quarantines_a_resume_cannot_fix_offers_no_resume(
     assert "resume with:" not in err and "nothing a resume can retry" in err
     assert staged_counts(state) == {"rows": 4, "distinct": 4, "rejected": 0}
     # a batch that failed (its source's endpoint down): a resume may succeed, and says so
-    code = invoke(["run", str(job), "--state-dir", str(state), "--no-progress",
+    code = invoke(["run", str(job), "--state-dir", str(state), "--no-progress", "--full-refresh",
                    "--set", "execution.max_retries=0", "--set", 'faults={fail_paths=["/a/"]}'])
     assert code == EXIT_PARTIAL and "resume with: batchrun resume" in capsys.readouterr().err
 
@@ -116,7 +116,7 @@ def test_run_rejecting_more_than_max_run_reject_ratio_fails_with_the_ratio(
                                  " validation.max_run_reject_ratio = 0.25")
     assert staged_counts(tmp_path / "state") == {"rows": 7, "distinct": 7, "rejected": 3}
     looser = small_job(tmp_path, "some_bad", body, "max_run_reject_ratio = 0.3")
-    code, report = run_json(looser, tmp_path / "state", capsys)
+    code, report = run_json(looser, tmp_path / "state", capsys, "--full-refresh")
     assert code == EXIT_OK
     assert report["state"] == "succeeded" and report["message"] is None
     assert staged_counts(tmp_path / "state") == {"rows": 7, "distinct": 7, "rejected": 3}

@@ -76,7 +76,7 @@ def test_status_and_runs_report_the_history(
     state = tmp_path / "state"
     job = write_job(tmp_path, data)
     first = run_json(job, state, capsys)[1]["run_id"]
-    second = run_json(job, state, capsys)[1]["run_id"]
+    second = run_json(job, state, capsys, "--full-refresh")[1]["run_id"]  # stages all again
     assert invoke(["runs", "--state-dir", str(state), "--json"]) == EXIT_OK
     history = parse_json(capsys.readouterr().out)
     assert [r["run_id"] for r in history] == [second, first]
