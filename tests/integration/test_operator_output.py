@@ -108,7 +108,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory,
     first_metrics = metrics.read_text()
     second_code, screen = under_pty(
         [sys.executable, "-m", "batchrun", "run", str(job), "--state-dir", str(state),
-         "--log-format", "json", "--metrics-file", str(metrics),
+         "--log-format", "json", "--metrics-file", str(metrics), "--full-refresh",
          "--set", "execution.max_retries=0"],
         {**env, "TERM": "xterm-256color", "COLUMNS": "200",
          FAULTS_ENV: 'fail_paths = ["supplier_01"], batch_delay = 0.2'})
@@ -205,9 +205,10 @@ def test_the_resume_hint_pasted_into_a_shell_finishes_the_run_exactly_once(
     resumed = nights.resumed
     assert resumed.returncode == EXIT_OK, resumed.stderr
     assert_exactly_once(nights.state, nights.truth.total_rows)
-    lines = resumed.stderr.splitlines()  # --quiet: the summary and its log line only
+    lines = resumed.stderr.splitlines()  # --quiet: the summary, its files line and the log
     assert lines[0].startswith(f"run {nights.second_run} succeeded: 12/12 batches")
-    assert len(lines) == 2 and lines[1].startswith("log: ") and not resumed.stdout
+    assert lines[1].startswith("  files: 0 new, 0 changed, 12 unchanged"), lines
+    assert len(lines) == 3 and lines[2].startswith("log: ") and not resumed.stdout
 
 
 # -- the run log --------------------------------------------------------------------------------
