@@ -509,6 +509,36 @@ class Catalog:
                            r["output_path"], r["rows_staged"], r["rows_rejected"])
                 for r in rows]
 
+    _VERSIONS = (
+        "WITH versions AS (SELECT f.run_id, f.batch_id, f.path, r.run_seq, r.rowid AS rid,"
+        " ROW_NUMBER() OVER (PARTITION BY f.path ORDER BY r.run_seq DESC, r.rowid DESC)"
+        " AS newest FROM files f JOIN runs r ON r.run_id = f.run_id"
+        " JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
+        " WHERE r.job=? AND f.state='committed' AND b.state='committed'),"
+        " serving AS (SELECT run_id, batch_id, sum(newest > 1) AS superseded FROM versions"
+        " GROUP BY run_id, batch_id HAVING min(newest) = 1) ")
+    """Every committed version of every path of a job (newest = 1: the one served), and
+    the batches that serve at least one path."""
+
+    def serving_batches(self, job: str) -> list[dict[str, Any]]:
+        """The committed batches of a job's runs that serve at least one path of the job's
+        table (see `served_files`), in run and batch order, with how many of their files
+        a later version supersedes (`superseded`) and their run's unique-key rejects."""
+        return self.rows(
+            self._VERSIONS + "SELECT b.*, s.superseded, r.unique_path, r.unique_size,"
+            " r.unique_checksum, r.config_json FROM serving s JOIN batches b"
+            " ON b.run_id = s.run_id AND b.batch_id = s.batch_id"
+            " JOIN runs r ON r.run_id = b.run_id ORDER BY r.run_seq, r.rowid, b.seq",
+            (job,))
+
+    def superseded_files(self, job: str) -> list[tuple[str, str, str]]:
+        """(run_id, batch_id, path) of each file committed by a batch that serves other
+        paths, whose path a later version supersedes: those rows are hidden."""
+        return [(r["run_id"], r["batch_id"], r["path"]) for r in self.rows(
+            self._VERSIONS + "SELECT v.run_id, v.batch_id, v.path FROM versions v JOIN serving s"
+            " ON s.run_id = v.run_id AND s.batch_id = v.batch_id WHERE v.newest > 1"
+            " ORDER BY v.run_id, v.batch_id, v.path", (job,))]
+
     def batches(self, run_id: str, state: BatchState | None = None) -> list[dict[str, Any]]:
         if state is None:
             return self.rows("SELECT * FROM batches WHERE run_id=? ORDER BY seq", (run_id,))
