@@ -110,6 +110,9 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
     # integers (`sql_int`); NULL in runs planned before they were recorded.
     ("batches", "node_ip", "TEXT"),
     # The IP of the node that committed the batch (`node` is its Ray node id).
+    ("runs", "cleaned_at", "REAL"),
+    # When `batchrun clean` dropped (some of) the run's batches: its files not committed
+    # any more are deleted next, and the run's row once no batch of it is left.
 ]
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 
@@ -658,6 +661,45 @@ class Catalog:
             db.execute("UPDATE files SET rows_unique=0 WHERE run_id=?", (run_id,))
             db.executemany("UPDATE files SET rows_unique=? WHERE run_id=? AND path=?",
                            [(n, run_id, path) for path, n in per_file.items()])
+
+    # -- housekeeping (batchrun clean) ------------------------------------------------
+
+    def job_runs(self, job: str) -> list[RunRecord]:
+        """The job's runs, the run recorded last first."""
+        return [_run_record(r) for r in self.rows(
+            "SELECT * FROM runs WHERE job=? " + _NEWEST_FIRST, (job,))]
+
+    def jobs(self) -> list[str]:
+        return [r["job"] for r in self.rows("SELECT DISTINCT job FROM runs ORDER BY job")]
+
+    def forget_batches(self, keep: dict[str, set[str]]) -> None:
+        """In one transaction, for each run (run id → the batch ids to keep): drop its other
+        batches with their files and attempts (and its unique-key rejects when no batch is
+        kept), and mark it cleaned. Its files are deleted after, then its row
+        (`drop_cleaned_runs`): a kill in between leaves files no record references."""
+        with self.transaction() as db:
+            for run_id, batch_ids in keep.items():
+                kept = json.dumps(sorted(batch_ids))
+                for table in ("attempts", "files", "batches"):
+                    db.execute(f"DELETE FROM {table} WHERE run_id=? AND batch_id NOT IN"
+                               " (SELECT value FROM json_each(?))", (run_id, kept))
+                db.execute("UPDATE runs SET cleaned_at=? WHERE run_id=?", (time.time(), run_id))
+                if not batch_ids:
+                    db.execute("UPDATE runs SET unique_path=NULL, unique_size=NULL,"
+                               " unique_checksum=NULL WHERE run_id=?", (run_id,))
+
+    def cleaned_runs(self, job: str) -> list[RunRecord]:
+        """The job's runs `clean` dropped batches of (a kill may have left their files)."""
+        return [_run_record(r) for r in self.rows(
+            "SELECT * FROM runs WHERE job=? AND cleaned_at IS NOT NULL " + _NEWEST_FIRST, (job,))]
+
+    def drop_cleaned_runs(self, job: str) -> list[str]:
+        """Delete the rows of the job's cleaned runs that have no batch left; their ids."""
+        with self.transaction() as db:
+            return [r[0] for r in db.execute(
+                "DELETE FROM runs WHERE job=? AND cleaned_at IS NOT NULL AND NOT EXISTS"
+                " (SELECT 1 FROM batches b WHERE b.run_id = runs.run_id) RETURNING run_id",
+                (job,)).fetchall()]
 
     def counts(self, run_id: str) -> RunCounts:
         """Batch, file and row totals of one run, in one read."""

@@ -239,7 +239,7 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
         from batchrun.tools.faults import load_faults_text
 
         load_faults_text(faults)
-    scratch = scratch or Path(tempfile.mkdtemp(prefix="batchrun-compare-"))
+    scratch = scratch or Path(tempfile.mkdtemp(prefix=f"batchrun-compare-{os.getpid()}-"))
     result = compare(job_file.resolve(), shapes, scratch.resolve(), faults, keep,
                      on_shape=lambda text: err.print(f"compare {text}", markup=False))
     if html_file:
@@ -486,3 +486,8 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     return candidates[0].run_id
 
 
+
+
+from batchrun.cli.clean_command import clean_command  # noqa: E402 - registered below
+
+cli.add_command(clean_command)

@@ -105,3 +105,26 @@ def test_resuming_an_older_run_keeps_staging_duckdb_and_query_in_agreement(
     assert invoke(["resume", first, "--state-dir", str(state), "--no-progress"]) == EXIT_OK
     assert query(state, capsys) == [{"n": truth.total_rows, "d": truth.total_rows}]
     assert published(tmp_path) == (truth.total_rows, truth.total_rows)
+
+
+def test_a_key_the_table_already_serves_is_a_unique_reject_of_the_next_night(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Night 2's file sorts before night 1's, yet night 1's served row keeps its key: the
+    table never rejects a row it served. Within night 2, the first of two 4s wins."""
+    for folder, body in (("b-night1", "id,v\n1,a\n2,b\n3,c\n"), ("a-night2", "id,v\n2,x\n4,y\n4,z\n5,w\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "orders.csv").write_text(body)
+    job, state = tmp_path / "job.toml", tmp_path / "state"
+    text = ('[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["b-night1/*.csv"]\n'
+            '[staging]\ndir = "staging"\n[schema.columns]\n'
+            'id = { type = "int64", unique = true }\nv = { type = "string" }\n')
+    job.write_text(text)
+    assert run(job, state) == EXIT_OK
+    job.write_text(text.replace("b-night1", "a-night2"))
+    assert run(job, state) == EXIT_OK
+    ids = "SELECT list(id ORDER BY id) AS ids, count(*) AS n FROM t"
+    assert query(state, capsys, ids) == [{"ids": [1, 2, 3, 4, 5], "n": 5}]
+    rejected = "SELECT value, line FROM t__rejects WHERE rule = 'unique' ORDER BY line"
+    assert query(state, capsys, rejected) == [{"value": "2", "line": 2}, {"value": "4", "line": 4}]
+    assert published(tmp_path, "SELECT count(*), count(DISTINCT id) FROM t") == (5, 5)
+    assert query(state, capsys, ids, "--run", run_ids(state)[1]) == [{"ids": [4, 5], "n": 2}]
