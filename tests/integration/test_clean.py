@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.catalog import Catalog
-from batchrun.cli import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, invoke
+from batchrun.cli import EXIT_LOCKED, EXIT_OK, invoke
 from batchrun.tools.demo import DemoTruth
 from tests.conftest import parse_json, write_job
 
