@@ -3,7 +3,9 @@
 A run's table is the union of the Parquet files its committed batches wrote, read in a
 deterministic order (source file, line). Files that exist on disk but have no commit
 record (a batch killed between its rename and the driver's commit) are never listed,
-and `remove_orphans` deletes them when a run or resume finishes.
+and `remove_orphans` deletes them when a run or resume finishes. `query --run` reads one
+run's table; the job's table across runs (what `query` and `staging.duckdb` show) is
+built from the same pieces in jobtable.py.
 
 Staging on object storage (`s3://`) is read offline: DuckDB's own S3 support (httpfs) is
 an extension it would download at run time, so the committed objects are opened through
