@@ -121,7 +121,7 @@ def _clean_job(catalog: Catalog, state_dir: Path, job: str, old: list[RunRecord]
             continue
         log = run_log_path(state_dir, run.run_id)
         if log.is_file():
-            _remove(str(log), log.stat().st_size, "log", None, report)
+            _remove(str(log), log.stat().st_size, f"run {run.run_id}", None, report)
         report.removed_runs.append(run.run_id)
     if not report.dry_run:
         catalog.drop_cleaned_runs(job)

@@ -68,10 +68,14 @@ def clean_command(keep: int | None, older_than: float | None, dry_run: bool, sta
 
 
 def _render(report: CleanReport) -> None:
+    """One line per run (its files and log) and per leftover, then the total."""
     verb = "would remove" if report.dry_run else "removed"
+    grouped: dict[str, list[int]] = {}
     for removed in report.removed:
-        out.print(f"{verb} {removed.path} ({removed.what}, {human_bytes(removed.size)})",
-                  markup=False)
+        key = removed.what if removed.what.startswith("run ") else f"{removed.what} {removed.path}"
+        grouped.setdefault(key, []).append(removed.size)
+    for what, sizes in grouped.items():
+        out.print(f"{verb} {what}: {len(sizes)} file(s), {human_bytes(sum(sizes))}", markup=False)
     for run_id in report.trimmed_runs:
         out.print(f"kept run {run_id}: the job's table still serves some of its outputs",
                   markup=False)
