@@ -1,10 +1,11 @@
 """Housekeeping: remove old runs and batchrun's own leftovers, never what is served or live.
 
 A run is old when it is beyond the `keep` most recent runs of its job and (if an age is
-given) older than it. An old run goes with its catalog rows, staged outputs, rejects,
-unique-key rejects and log, except what the job's table still serves (jobtable.py): the
-batches serving a path keep their outputs and rejects, the run its unique-key rejects and
-its row, so the table reads the same before and after.
+given) older than it; a job's latest run is never old (`query` and `resume` start there).
+An old run goes with its catalog rows, staged outputs, rejects, unique-key rejects and
+log, except what the job's table still serves (jobtable.py): the batches serving a path
+keep their outputs and rejects, the run its unique-key rejects, its row and its log, so
+the table reads the same before and after.
 
 Order, so a kill at any point leaves nothing the table serves missing: one catalog
 transaction drops the old batches and marks their runs cleaned (`runs.cleaned_at`); then
@@ -48,7 +49,7 @@ _PID_NAMED = {
 @dataclass(frozen=True)
 class Policy:
     keep: int | None = None
-    """Keep the `keep` most recent runs of each job."""
+    """Keep the `keep` most recent runs of each job (at least its latest, always)."""
     older_than: float | None = None
     """Remove only runs created more than this many seconds ago."""
 
@@ -56,7 +57,7 @@ class Policy:
         """The runs (newest first) this policy removes; none when it names no limit."""
         if self.keep is None and self.older_than is None:
             return []
-        beyond = runs[self.keep:] if self.keep is not None else runs
+        beyond = runs[max(self.keep or 1, 1):]  # a job's latest run (query, resume) stays
         return [r for r in beyond
                 if self.older_than is None or r.created_at < now - self.older_than]
 
@@ -109,7 +110,8 @@ def _clean_job(catalog: Catalog, state_dir: Path, job: str, old: list[RunRecord]
     old = [r for r in old if not (r.state.is_active and process_alive(r.pid, r.host))]
     serving: dict[str, set[str]] = {r.run_id: set() for r in old}
     for row in catalog.serving_batches(job):
-        serving.get(row["run_id"], set()).add(row["batch_id"])
+        if row["run_id"] in serving:
+            serving[row["run_id"]].add(row["batch_id"])
     if not report.dry_run:
         catalog.forget_batches(serving)
     old += [r for r in catalog.cleaned_runs(job) if r.run_id not in serving]  # a killed clean's

@@ -38,7 +38,7 @@ def human_bytes(size: int) -> str:
 
 
 @click.command("clean")
-@click.option("--keep", type=click.IntRange(min=0), default=None,
+@click.option("--keep", type=click.IntRange(min=1), default=None,
               help="Keep the N most recent runs of each job; remove older ones.")
 @click.option("--older-than", "older_than", callback=parse_age, metavar="AGE",
               help="Remove only runs created longer ago than AGE (e.g. 30d, 12h, 2w).")
@@ -51,8 +51,9 @@ def clean_command(keep: int | None, older_than: float | None, dry_run: bool, sta
     leftovers, never a live run's files nor what the job's table still serves.
 
     With --keep and --older-than both, a run goes when it is beyond the N most recent AND
-    older than AGE; with neither, only leftovers go (dead publish temp files, compare
-    scratch folders). Exits 3 when a job was left alone because a run of it is live."""
+    older than AGE; a job's latest run always stays. With neither, only leftovers go (dead
+    publish temp files, compare scratch folders). Exits 3 when a job was left alone because
+    a run of it is live."""
     from batchrun.clean import Policy, clean
 
     report = clean(state_dir, Policy(keep, older_than), dry_run)
