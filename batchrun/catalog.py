@@ -127,6 +127,9 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
     ("runs", "files_unchanged", "INTEGER"), ("runs", "files_settling", "INTEGER"),
     ("runs", "full_refresh", "INTEGER"),
     # How the run's plan classified the matched files (NULL: planned before it did).
+    ("runs", "cleaned_at", "REAL"),
+    # When `batchrun clean` dropped (some of) the run's batches: its files not committed
+    # any more are deleted next, and the run's row once no batch of it is left.
 ]
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 
@@ -582,6 +585,36 @@ class Catalog:
                 "INSERT OR REPLACE INTO manifest (job, path, size, mtime_ns, checksum)"
                 " VALUES (?,?,?,?,?)", ((job, *entry) for entry in verified))
 
+    _VERSIONS = (
+        "WITH versions AS (SELECT f.run_id, f.batch_id, f.path, r.run_seq, r.rowid AS rid,"
+        " ROW_NUMBER() OVER (PARTITION BY f.path ORDER BY r.run_seq DESC, r.rowid DESC)"
+        " AS newest FROM files f JOIN runs r ON r.run_id = f.run_id"
+        " JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
+        " WHERE r.job=? AND f.state='committed' AND b.state='committed'),"
+        " serving AS (SELECT run_id, batch_id, sum(newest > 1) AS superseded FROM versions"
+        " GROUP BY run_id, batch_id HAVING min(newest) = 1) ")
+    """Every committed version of every path of a job (newest = 1: the one served), and
+    the batches that serve at least one path."""
+
+    def serving_batches(self, job: str) -> list[dict[str, Any]]:
+        """The committed batches of a job's runs that serve at least one path of the job's
+        table (see `served_files`), in run and batch order, with how many of their files
+        a later version supersedes (`superseded`) and their run's unique-key rejects."""
+        return self.rows(
+            self._VERSIONS + "SELECT b.*, s.superseded, r.unique_path, r.unique_size,"
+            " r.unique_checksum, r.config_json FROM serving s JOIN batches b"
+            " ON b.run_id = s.run_id AND b.batch_id = s.batch_id"
+            " JOIN runs r ON r.run_id = b.run_id ORDER BY r.run_seq, r.rowid, b.seq",
+            (job,))
+
+    def superseded_files(self, job: str) -> list[tuple[str, str, str]]:
+        """(run_id, batch_id, path) of each file committed by a batch that serves other
+        paths, whose path a later version supersedes: those rows are hidden."""
+        return [(r["run_id"], r["batch_id"], r["path"]) for r in self.rows(
+            self._VERSIONS + "SELECT v.run_id, v.batch_id, v.path FROM versions v JOIN serving s"
+            " ON s.run_id = v.run_id AND s.batch_id = v.batch_id WHERE v.newest > 1"
+            " ORDER BY v.run_id, v.batch_id, v.path", (job,))]
+
     def batches(self, run_id: str, state: BatchState | None = None) -> list[dict[str, Any]]:
         if state is None:
             return self.rows("SELECT * FROM batches WHERE run_id=? ORDER BY seq", (run_id,))
@@ -701,6 +734,45 @@ class Catalog:
             db.execute("UPDATE files SET rows_unique=0 WHERE run_id=?", (run_id,))
             db.executemany("UPDATE files SET rows_unique=? WHERE run_id=? AND path=?",
                            [(n, run_id, path) for path, n in per_file.items()])
+
+    # -- housekeeping (batchrun clean) ------------------------------------------------
+
+    def job_runs(self, job: str) -> list[RunRecord]:
+        """The job's runs, the run recorded last first."""
+        return [_run_record(r) for r in self.rows(
+            "SELECT * FROM runs WHERE job=? " + _NEWEST_FIRST, (job,))]
+
+    def jobs(self) -> list[str]:
+        return [r["job"] for r in self.rows("SELECT DISTINCT job FROM runs ORDER BY job")]
+
+    def forget_batches(self, keep: dict[str, set[str]]) -> None:
+        """In one transaction, for each run (run id → the batch ids to keep): drop its other
+        batches with their files and attempts (and its unique-key rejects when no batch is
+        kept), and mark it cleaned. Its files are deleted after, then its row
+        (`drop_cleaned_runs`): a kill in between leaves files no record references."""
+        with self.transaction() as db:
+            for run_id, batch_ids in keep.items():
+                kept = json.dumps(sorted(batch_ids))
+                for table in ("attempts", "files", "batches"):
+                    db.execute(f"DELETE FROM {table} WHERE run_id=? AND batch_id NOT IN"
+                               " (SELECT value FROM json_each(?))", (run_id, kept))
+                db.execute("UPDATE runs SET cleaned_at=? WHERE run_id=?", (time.time(), run_id))
+                if not batch_ids:
+                    db.execute("UPDATE runs SET unique_path=NULL, unique_size=NULL,"
+                               " unique_checksum=NULL WHERE run_id=?", (run_id,))
+
+    def cleaned_runs(self, job: str) -> list[RunRecord]:
+        """The job's runs `clean` dropped batches of (a kill may have left their files)."""
+        return [_run_record(r) for r in self.rows(
+            "SELECT * FROM runs WHERE job=? AND cleaned_at IS NOT NULL " + _NEWEST_FIRST, (job,))]
+
+    def drop_cleaned_runs(self, job: str) -> list[str]:
+        """Delete the rows of the job's cleaned runs that have no batch left; their ids."""
+        with self.transaction() as db:
+            return [r[0] for r in db.execute(
+                "DELETE FROM runs WHERE job=? AND cleaned_at IS NOT NULL AND NOT EXISTS"
+                " (SELECT 1 FROM batches b WHERE b.run_id = runs.run_id) RETURNING run_id",
+                (job,)).fetchall()]
 
     def counts(self, run_id: str) -> RunCounts:
         """Batch, file and row totals of one run, in one read."""

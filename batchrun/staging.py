@@ -3,7 +3,9 @@
 A run's table is the union of the Parquet files its committed batches wrote, read in a
 deterministic order (source file, line). Files that exist on disk but have no commit
 record (a batch killed between its rename and the driver's commit) are never listed,
-and `remove_orphans` deletes them when a run or resume finishes.
+and `remove_orphans` deletes them when a run or resume finishes. `query --run` reads one
+run's table; the job's table across runs (what `query` and `staging.duckdb` show) is
+built from the same pieces in jobtable.py.
 
 Staging on object storage (`s3://`) is read offline: DuckDB's own S3 support (httpfs) is
 an extension it would download at run time, so the committed objects are opened through
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import duckdb
@@ -247,16 +249,16 @@ def _reads_only(statement: duckdb.Statement) -> bool:
     return len(inner) == 1 and _reads_only(inner[0])
 
 
-def publish_staging_db(staging_dir: Path | str, table: str, columns: dict[str, str],
-                       committed: Committed) -> Path | None:
-    """Write `staging.duckdb` (views with absolute paths) atomically, for any DuckDB client.
+def publish_staging_db(staging_dir: Path | str,
+                       create_views: Callable[[duckdb.DuckDBPyConnection], None]) -> Path | None:
+    """Write `staging.duckdb` (views with absolute paths, made by `create_views`)
+    atomically, for any DuckDB client.
 
     Built under a temporary name and renamed over the old file, so a client holding the
     old one open keeps a consistent (older) view and nothing waits on its lock. None for
     staging on object storage (see the module's docstring).
     """
     if objectstore.is_object(staging_dir):
-        check_committed_files(committed)
         return None
     staging_dir = Path(staging_dir)
     final = staging_dir / STAGING_DB
@@ -264,7 +266,7 @@ def publish_staging_db(staging_dir: Path | str, table: str, columns: dict[str, s
     with atomic_path(final, durable=False, temporary=temporary):
         db = duckdb.connect(str(temporary))
         try:
-            create_views(db, table, columns, committed)
+            create_views(db)
         finally:
             db.close()
     return final

@@ -1,11 +1,20 @@
-"""Unique keys across a whole run, decided in deterministic (file, line) order.
+"""Unique keys across the job's table, decided in deterministic order.
 
 Batches finish in any order, so "the first occurrence" can only be decided once every
-batch has committed. When a run (or a resume) finishes, the driver recomputes, over all
-committed output, every row whose unique key was already seen earlier in (file, line)
-order, and writes those rows as rejects (rule `unique`) into one Parquet file recorded on
-the run. The table view anti-joins that file, so committed batch files stay immutable and
-the result is the same whatever the worker count, batch size or completion order.
+batch has committed. When a run (or a resume) finishes, the driver recomputes which of
+the run's rows (those the job's table serves from it, see jobtable.py) are duplicates:
+
+- a row whose key the job's table already serves from another run (an earlier night's
+  version of a file this run did not ingest again) is a duplicate: the table never
+  retroactively rejects a row it served;
+- among the run's own rows, the first occurrence in (file, line) order wins, later ones
+  are duplicates (a run-wide pass, as when each run was its own table).
+
+Those rows are written as rejects (rule `unique`) into one Parquet file recorded on the
+run. The table view anti-joins that file, so committed batch files stay immutable and
+the result is the same whatever the worker count, batch size, completion order, kills
+and resumes. Another run's rows count as served only as that run's table rows (less its
+own unique rejects), so two runs never reject the same key from each other.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from batchrun import objectstore
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.errors import SourceError
+from batchrun.jobtable import JobTable, attach, job_table, rows_sql
 from batchrun.layout import (
     BATCH,
     FILE,
@@ -34,14 +44,7 @@ from batchrun.layout import (
 )
 from batchrun.model import RunRecord, WrittenFile
 from batchrun.readers.source import read_file
-from batchrun.staging import (
-    OUTPUTS,
-    delete_output,
-    object_dataset,
-    quote_identifier,
-    quote_literal,
-    sql_paths,
-)
+from batchrun.staging import delete_output, quote_identifier, quote_literal
 
 
 def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> int:
@@ -49,13 +52,13 @@ def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, Co
     keys = [name for name, spec in columns.items() if spec.unique]
     storage = record.config.get("storage")
     objectstore.configure(storage)  # the raw lines of s3:// sources
-    committed = catalog.committed(record.run_id)
-    previous, outputs = committed.unique, committed.outputs
-    if not keys or not outputs:
+    previous = catalog.committed(record.run_id).unique
+    table = job_table(catalog, record)
+    if not keys or all(part.run_id != record.run_id for part in table.slices):
         if previous:
             catalog.record_unique(record.run_id, None, {})
         return 0
-    duplicates = _duplicates(outputs, keys, record.run_id, storage)
+    duplicates = _duplicates(table, keys, record.run_id)
     written = _write(duplicates, record) if duplicates.num_rows else None
     catalog.record_unique(record.run_id, written, _per_file(duplicates))
     if previous and previous != (written and written.path):
@@ -65,28 +68,33 @@ def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, Co
     return duplicates.num_rows
 
 
-def _duplicates(outputs: list[str], keys: list[str], run_id: str,
-                storage: dict[str, object] | None = None) -> pa.Table:
-    """One reject per duplicate row, for the first unique column (schema order) it repeats."""
-    objects = any(objectstore.is_object(p) for p in outputs)
-    source = OUTPUTS if objects else f"read_parquet({sql_paths(outputs)})"
-    branches = []
-    for order, key in enumerate(keys):
-        column = quote_identifier(key)
-        branches.append(
-            f"SELECT {order} AS k, {FILE}, {LINE}, {BATCH}, {quote_literal(key)} AS col,"
-            f" CAST({column} AS VARCHAR) AS value FROM (SELECT {FILE}, {LINE}, {BATCH}, {column},"
-            f" row_number() OVER (PARTITION BY {column} ORDER BY {FILE}, {LINE}) AS seen"
-            f" FROM {source} WHERE {column} IS NOT NULL) WHERE seen > 1")
-    sql = (f"SELECT {quote_literal(run_id)} AS run_id, {BATCH} AS batch_id, {FILE} AS file, {LINE} AS line,"
-           f" col AS \"column\", 'unique' AS rule, value FROM ("
-           f"SELECT *, row_number() OVER (PARTITION BY {FILE}, {LINE} ORDER BY k) AS first"
-           f" FROM ({' UNION ALL '.join(branches)})) WHERE first = 1 ORDER BY file, line")
+def _duplicates(table: JobTable, keys: list[str], run_id: str) -> pa.Table:
+    """One reject per duplicate row of the run, for the first unique column (schema order)
+    it repeats: a key the job's table already serves from another run, or one an earlier
+    row of the run (file, line order) holds."""
     with duckdb.connect() as db:
-        if objects:
-            system = objectstore.filesystem(objectstore.Settings.of(storage))
-            db.register(OUTPUTS, object_dataset(outputs, system))
+        registered = attach(db, table)
+        mine = rows_sql(table, registered, lambda run: run == run_id, hide_unique=False)
+        others = rows_sql(table, registered, lambda run: run != run_id)
+        ctes = f"WITH mine AS ({mine})" + (f", others AS ({others})" if others else "")
+        branches = [_repeats(order, key, others is not None) for order, key in enumerate(keys)]
+        sql = (f"{ctes} SELECT {quote_literal(run_id)} AS run_id, {BATCH} AS batch_id,"
+               f" {FILE} AS file, {LINE} AS line, col AS \"column\", 'unique' AS rule, value"
+               f" FROM (SELECT *, row_number() OVER (PARTITION BY {FILE}, {LINE} ORDER BY k)"
+               f" AS first FROM ({' UNION ALL '.join(branches)})) WHERE first = 1"
+               " ORDER BY file, line")
         return db.sql(sql).to_arrow_table()
+
+
+def _repeats(order: int, key: str, others: bool) -> str:
+    """The run's rows whose `key` is served by another run, or repeats an earlier row's."""
+    column = quote_identifier(key)
+    taken = (f"{column} IN (SELECT {column} FROM others WHERE {column} IS NOT NULL)"
+             if others else "false")
+    return (f"SELECT {order} AS k, {FILE}, {LINE}, {BATCH}, {quote_literal(key)} AS col,"
+            f" CAST({column} AS VARCHAR) AS value FROM (SELECT {FILE}, {LINE}, {BATCH}, {column},"
+            f" row_number() OVER (PARTITION BY {column} ORDER BY {FILE}, {LINE}) AS seen,"
+            f" {taken} AS taken FROM mine WHERE {column} IS NOT NULL) WHERE seen > 1 OR taken")
 
 
 def _with_raw_lines(duplicates: pa.Table, record: RunRecord) -> pa.Table:

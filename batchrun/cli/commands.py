@@ -7,6 +7,7 @@ documented in the README.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -55,6 +56,8 @@ from batchrun.model import RunState
 from batchrun.report import RunStatus, effective_state, resumable_runs, run_status, runs_status
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from batchrun.execution.run import RunOutcome
 
 from typing import TYPE_CHECKING
@@ -298,7 +301,7 @@ def compare_command(job_file: Path, shape_specs: tuple[str, ...], inject_faults:
         from batchrun.tools.faults import load_faults_text
 
         load_faults_text(faults)
-    scratch = scratch or Path(tempfile.mkdtemp(prefix="batchrun-compare-"))
+    scratch = scratch or Path(tempfile.mkdtemp(prefix=f"batchrun-compare-{os.getpid()}-"))
     result = compare(job_file.resolve(), shapes, scratch.resolve(), faults, keep,
                      on_shape=lambda text: err.print(f"compare {text}", markup=False),
                      rounds=rounds)
@@ -332,36 +335,53 @@ def runs(state_dir: Path, as_json: bool, limit: int | None) -> None:
 
 @cli.command()
 @click.argument("sql")
-@click.option("--run", "run_id", default="latest", help="Run whose staged table to query.")
+@click.option("--run", "run_id", default=None,
+              help="Query this run's own staged rows (or `latest`) instead of the job's table.")
 @state_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
 @click.option("--unsafe", is_flag=True,
               help="Lift query's limits: let the SQL write files, read any file or URL and "
-                   "load extensions (by default it only reads the run's staged files).")
-def query(sql: str, run_id: str, state_dir: Path, fmt: str, unsafe: bool) -> None:
-    """Run SQL over a run's staged table and its <table>__rejects view (DuckDB)."""
+                   "load extensions (by default it only reads the staged files it queries).")
+def query(sql: str, run_id: str | None, state_dir: Path, fmt: str, unsafe: bool) -> None:
+    """Run SQL over the job's table (every file's latest committed version, across the
+    runs of the latest run's job) and its <table>__rejects view (DuckDB)."""
     import duckdb
 
-    from batchrun.staging import query_connection, read_only_problem
+    from batchrun.staging import read_only_problem
 
     refused = None if unsafe else read_only_problem(sql)
     if refused:
         raise click.ClickException(f"query refused: {refused}")
-    with _existing_catalog(state_dir, run_id) as catalog:
-        run_id = _resolve_run(catalog, run_id)
-        record = catalog.run(run_id)
-        db = query_connection(record.table, record.schema or {}, catalog.committed(run_id),
-                              unsafe)
+    with _existing_catalog(state_dir, run_id or "latest") as catalog:
+        db, damaged = _query_connection(catalog, run_id, unsafe)
         try:
             cursor = db.execute(sql)
             names = [column[0] for column in cursor.description or []]
             rows = cursor.fetchall() if names else []
         except duckdb.Error as exc:
-            hint = " (query reads only the run's staged files; --unsafe lifts this)" \
+            hint = " (query reads only the staged files it queries; --unsafe lifts this)" \
                 if isinstance(exc, duckdb.PermissionException) else ""
-            raise _damaged_output(catalog, run_id, exc) or click.ClickException(
+            raise damaged(exc) or click.ClickException(
                 f"query failed: {str(exc).splitlines()[0]}{hint}") from None
     _render_rows(names, rows, fmt)
+
+
+def _query_connection(catalog: Catalog, run_id: str | None, unsafe: bool
+                      ) -> tuple[Any, Callable[[Exception], Exception | None]]:
+    """The confined DuckDB connection `query` runs on: the job's table of the latest run's
+    job, or one run's rows; and what finds the damaged file behind a failed query."""
+    from batchrun.jobtable import job_query_connection, job_table
+    from batchrun.staging import query_connection
+
+    record = catalog.run(_resolve_run(catalog, run_id or "latest"))
+    if run_id is not None:
+        return (query_connection(record.table, record.schema or {},
+                                 catalog.committed(record.run_id), unsafe),
+                lambda exc: _damaged_output(catalog, record.run_id, exc))
+    table = job_table(catalog, record)
+    runs = [part.run_id for part in table.slices]
+    return (job_query_connection(table, unsafe),
+            lambda exc: next(filter(None, (_damaged_output(catalog, r, exc) for r in runs)), None))
 
 
 def _damaged_output(catalog: Catalog, run_id: str, exc: Exception) -> Exception | None:
@@ -483,8 +503,10 @@ def _resolve_resume_run(catalog: Catalog, state_dir: Path, run_id: str) -> str:
     return candidates[0].run_id
 
 
+from batchrun.cli.clean_command import clean_command  # noqa: E402 - its own module, registered here
 from batchrun.cli.plan_command import plan  # noqa: E402 - its own module, registered here
 from batchrun.cli.rejects_command import rejects  # noqa: E402 - its own module, registered here
 
 cli.add_command(plan)
 cli.add_command(rejects)
+cli.add_command(clean_command)

@@ -40,11 +40,12 @@ from batchrun.execution.scheduler import (
 from batchrun.execution.settings import ExecutionSettings
 from batchrun.execution.stopping import StopToken
 from batchrun.hooks import Hooks
+from batchrun.jobtable import job_table, publish_job_table
 from batchrun.model import BatchState, RowCounts, RunRecord, RunState
 from batchrun.pipeline import PipelineSpec
 from batchrun.plan import Reach, replan_recoverable
 from batchrun.redact import redact, redact_message
-from batchrun.staging import check_committed_files, delete_output, publish_staging_db, remove_orphans
+from batchrun.staging import check_committed_files, delete_output, remove_orphans
 from batchrun.unique import apply_unique_keys
 from batchrun.verify import VerifyReport, verify_run
 
@@ -248,7 +249,8 @@ def _limits(settings: ExecutionSettings) -> Limits:
 
 
 def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
-    """The unique pass, orphan removal and `staging.duckdb`; a full staging dir or a DuckDB
+    """The unique pass, orphan removal and `staging.duckdb` (the job's table, whichever
+    run of the job this is: see jobtable.py); a full staging dir or a DuckDB
     failure here becomes one error naming the staging dir."""
     staging = record.staging_dir
     committed = catalog.committed(record.run_id)
@@ -257,8 +259,8 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
         apply_unique_keys(catalog, record, columns)
         committed = catalog.committed(record.run_id)
         remove_orphans(staging, record.table, record.run_id, committed.paths, committed.storage)
-        publish_staging_db(staging, record.table, {n: s.type for n, s in columns.items()},
-                           committed)
+        publish_job_table(staging, job_table(catalog, record,
+                                             {n: s.type for n, s in columns.items()}))
     except (duckdb.Error, OSError) as exc:
         reason = disk_full_reason(exc, staging)
         if reason:
