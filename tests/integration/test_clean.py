@@ -39,7 +39,8 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory, demo_data: tuple[Path, 
         f'paths = ["{data}/*/*.csv", "{data}/*/*.csv.gz"]', f'paths = ["{some[0]}", "{some[1]}"]'
     ).replace('dir = "staging"', f'dir = "{folder}/staging"'))
     for each in (job, again, again):
-        assert invoke(["run", str(each), "--state-dir", str(state), "--no-progress"]) == EXIT_OK
+        assert invoke(["run", str(each), "--state-dir", str(state), "--no-progress",
+                       "--full-refresh"]) == EXIT_OK
     return folder, state, demo_data[1]
 
 

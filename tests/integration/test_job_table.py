@@ -22,7 +22,9 @@ COUNT = "SELECT count(*) AS n, count(DISTINCT order_id) AS d FROM orders"
 
 
 def run(job: Path, state: Path, *extra: str) -> int:
-    return invoke(["run", str(job), "--state-dir", str(state), "--no-progress", *extra])
+    """A run that ingests every matched file again (runs are incremental by default)."""
+    return invoke(["run", str(job), "--state-dir", str(state), "--no-progress",
+                   "--full-refresh", *extra])
 
 
 def query(state: Path, capsys: pytest.CaptureFixture[str], sql: str = COUNT, *extra: str
