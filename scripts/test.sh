@@ -13,6 +13,7 @@ if ! command -v chromium >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
     else
         echo "note: chromium is not installed (apt-get install chromium): the browser tests will skip" >&2
+        export BATCHRUN_SKIP_BROWSER=1
     fi
 fi
 python3 -m venv .venv
