@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from batchrun import logs
+from batchrun.catalog import Catalog
 from batchrun.cli.commands import cli
 from batchrun.cli.exits import (
     EXIT_ENVIRONMENT,
@@ -26,7 +27,7 @@ from batchrun.cli.exits import (
     EXIT_SIGTERM,
     EXIT_USAGE,
 )
-from batchrun.cli.options import err, invocation, invoked_program, state_dir_option
+from batchrun.cli.options import err, hint, invocation, invoked_program, state_dir_option
 from batchrun.errors import (
     BatchrunError,
     ConfigError,
@@ -51,8 +52,7 @@ def invoke(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except click.exceptions.Abort:
-        err.print("aborted")
-        return EXIT_SIGINT
+        return _aborted()
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -68,6 +68,28 @@ def invoke(argv: list[str] | None = None) -> int:
     finally:
         invocation.clear()
     return EXIT_OK
+
+
+def _aborted() -> int:
+    """Ctrl-C outside a run's drain (e.g. while Ray starts): one line, and the resume
+    command when it stopped a run a resume can finish."""
+    run_id, state_dir = invocation.get("run_id"), invocation.get("state_dir")
+    if run_id and state_dir is not None and _stopped(Path(state_dir), run_id):
+        err.print(f"interrupted: run {run_id} was stopped; resume with: {hint('resume', run_id)}",
+                  markup=False)
+    else:
+        err.print("aborted")
+    return EXIT_SIGINT
+
+
+def _stopped(state_dir: Path, run_id: str) -> bool:
+    from batchrun.model import RunState
+
+    try:
+        with Catalog(state_dir, create=False) as catalog:
+            return catalog.run(run_id).state in (RunState.INTERRUPTED, RunState.FAILED)
+    except BatchrunError:
+        return False
 
 
 def _fail(exc: Exception, code: int) -> int:

@@ -46,7 +46,13 @@ from batchrun.cli.render import (
     _render_summary,
     _stdout_for_results,
 )
-from batchrun.cli.running import log_note, metrics_on_exit, resume_totals, run_display
+from batchrun.cli.running import (
+    log_note,
+    metrics_on_exit,
+    noting_run_id,
+    resume_totals,
+    run_display,
+)
 from batchrun.config import load_job
 from batchrun.errors import (
     RunNotFoundError,
@@ -113,7 +119,7 @@ def run(job_file: Path, workers: int | None, address: str | None, staging_dir: s
     with Catalog(state) as catalog, metrics_on_exit(catalog, job.name):
         with run_display(f"{job.name}: planning files and starting Ray...", as_json) as view, \
                 _stdout_for_results():
-            outcome = start_run(job, catalog, stop=StopToken(), on_progress=view,
+            outcome = start_run(job, catalog, stop=StopToken(), on_progress=noting_run_id(view),
                                 on_planned=planned, run_id=run_id, full_refresh=full_refresh)
             view.succeeded = outcome.state is RunState.SUCCEEDED
         _finish(outcome, catalog, as_json)

@@ -1,8 +1,9 @@
 """`batchrun logs [RUN_ID] [--batch B] [--follow]`: print a run's log (text or JSON lines).
 
-A missing run or a run without a log is one line and EXIT_USAGE (2); Ctrl-C during
---follow exits EXIT_SIGINT (130) without a word. --follow stops by itself once the run is
-no longer active (ended, or its driver gone) and the log has been read to its end.
+A missing run, a batch the run does not have, or a run without a log is one line and
+EXIT_USAGE (2); Ctrl-C during --follow exits EXIT_SIGINT (130) without a word. --follow
+stops by itself once the run is no longer active (ended, or its driver gone) and the log
+has been read to its end.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def logs_command(run_id: str, batch_id: str | None, follow: bool, state_dir: Pat
         run_id = (catalog.latest_run_id(invocation.get("job")) if run_id == "latest"
                   else catalog.run(run_id).run_id)
         invocation["run_id"] = run_id
+        if batch_id is not None and batch_id not in {b["batch_id"]
+                                                     for b in catalog.batches(run_id)}:
+            raise RunNotFoundError(f"run {run_id} has no batch {batch_id!r}")
     path = logs.run_log_path(state_dir, run_id)
     if not path.is_file():
         raise RunNotFoundError(f"run {run_id} has no log: {path} does not exist")

@@ -44,11 +44,12 @@ state_dir_option = click.option(
 
 def job_state_dir(job_file: Path | str) -> Path:
     """A job's own state dir: `.batchrun` beside the job file (the real file, as staging is
-    resolved against it), shown relative to the current directory when it lies below it.
-    One job has one state, one history and one lock wherever it is run from."""
+    resolved against it). One job has one state, one history and one lock wherever it is
+    run from. Shown as `.batchrun` when that is the current directory's, else as an
+    absolute path: the hints carry it, and a cron mail's `--state-dir jobs/.batchrun`
+    would work only when pasted in the directory cron ran in."""
     real = Path(os.path.realpath(Path(job_file).expanduser())).parent / DEFAULT_STATE_DIR
-    relative = os.path.relpath(real)
-    return Path(relative) if not relative.startswith("..") else real
+    return Path(DEFAULT_STATE_DIR) if real == Path(os.path.realpath(DEFAULT_STATE_DIR)) else real
 
 
 def resolve_state_dir(state_dir: Path | None, job_file: Path | str | None) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from batchrun import logs
 from batchrun.catalog import Catalog
@@ -15,6 +16,9 @@ from batchrun.cli.options import err, invocation, run_output
 from batchrun.cli.progress import ProgressView, progress_view
 from batchrun.errors import BatchrunError
 from batchrun.model import BatchState
+
+if TYPE_CHECKING:
+    from batchrun.execution.scheduler import ProgressCallback
 
 
 @contextlib.contextmanager
@@ -26,6 +30,16 @@ def run_display(opening: str, as_json: bool) -> Iterator[ProgressView]:
                          interval=output.interval)
     with view:
         yield view
+
+
+def noting_run_id(view: ProgressView) -> ProgressCallback:
+    """The display's progress callback that also keeps the run id once the plan is recorded
+    (while Ray may still be starting), so that a Ctrl-C then can name the run to resume."""
+    def on_progress(event: dict[str, Any]) -> None:
+        if event.get("stage") == "planned":
+            invocation["run_id"] = event["run_id"]
+        view(event)
+    return on_progress
 
 
 def log_note(view: ProgressView, state_dir: Path, run_id: str) -> None:

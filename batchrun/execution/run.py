@@ -188,11 +188,21 @@ def _record_abort(catalog: Catalog, run_id: str, exc: BaseException) -> None:
     """Mark the run failed with a one-line reason; the traceback goes to the run log only."""
     log = logger.bind(run_id=run_id)
     log.opt(exception=exc).error("run aborted")
-    message = str(exc) if isinstance(exc, BatchrunError) else f"{type(exc).__name__}: {exc}"
+    state, message = abort_state(exc)
     try:
-        catalog.set_run_state(run_id, RunState.FAILED, message=redact(message))
+        catalog.set_run_state(run_id, state, message=message)
     except BatchrunError as problem:  # e.g. the state dir is full too: the first error wins
         log.error("could not record the failure: {}", problem)
+
+
+def abort_state(exc: BaseException) -> tuple[RunState, str]:
+    """The state and one-line message of a run stopped by `exc` before its scheduler could
+    drain it: a Ctrl-C (e.g. while Ray starts) leaves it interrupted, like a Ctrl-C later
+    on; anything else, failed."""
+    if isinstance(exc, KeyboardInterrupt):
+        return RunState.INTERRUPTED, "stopped by Ctrl-C before its batches were dispatched"
+    message = str(exc) if isinstance(exc, BatchrunError) else f"{type(exc).__name__}: {exc}"
+    return RunState.FAILED, redact(message)
 
 
 def _final_state(catalog: Catalog, run_id: str, outcome: ScheduleOutcome,

@@ -43,7 +43,7 @@ from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotte
 from batchrun.errors import ConfigError, RunNotFoundError
 from batchrun.execution.prepare import check_config, check_job
 from batchrun.execution.ray_session import RayReady, connect_ray, shutdown_local
-from batchrun.execution.run import RunOutcome, execute_run, resume_planned
+from batchrun.execution.run import RunOutcome, abort_state, execute_run, resume_planned
 from batchrun.execution.scheduler import ProgressCallback
 from batchrun.execution.settings import ExecutionSettings, resolve_settings
 from batchrun.execution.stopping import StopToken
@@ -151,8 +151,8 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
     if (ray_ready.started if ray_ready else not settings.address) and ray.is_initialized():
         shutdown_local()  # ours, even if its start was interrupted halfway
     if planning.done() and not planning.cancelled() and planning.exception() is None:
-        catalog.set_run_state(run_id, RunState.FAILED,
-                              message=redact(f"{type(failure).__name__}: {failure}"))
+        state, message = abort_state(failure)
+        catalog.set_run_state(run_id, state, message=message)
     raise failure
 
 

@@ -124,6 +124,29 @@ def test_signal_stops_cleanly_and_the_run_resumes(
     assert_exactly_once(state, truth.total_rows)
 
 
+def test_ctrl_c_while_ray_starts_leaves_the_run_interrupted_with_its_resume_command(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    """The plan is recorded while Ray starts (seconds); a Ctrl-C then names the run and
+    its resume, like a Ctrl-C later on, and the resume stages every row once."""
+    data, truth = demo_data
+    process, state = start_slow_run(tmp_path, data)
+    try:
+        wait_for(lambda: (state / "catalog.sqlite").exists() and Catalog(state).run_ids(),
+                 every=0.02)
+        kill_group(process, signal.SIGINT)
+        assert process.wait(timeout=60) == EXIT_SIGINT
+    finally:
+        kill_group(process)
+    output = (tmp_path / "run.log").read_text()
+    run_id = Catalog(state).latest_run_id()
+    assert "Traceback" not in output
+    assert f"interrupted: run {run_id} was stopped; resume with: " in output
+    assert f"batchrun resume {run_id} --state-dir {state}" in output
+    assert Catalog(state).run(run_id).state.value == "interrupted"
+    assert resume(state).returncode == EXIT_OK
+    assert_exactly_once(state, truth.total_rows)
+
+
 def test_the_same_job_run_from_two_directories_shares_one_state_and_its_lock(
         tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
     """No --state-dir: the state is .batchrun beside the job file, whatever the current

@@ -131,6 +131,8 @@ def quick_cases(tmp: Path, data_dir: Path) -> dict[str, Case]:
                                          EXIT_USAGE, ["no-such-run"]),
         "unknown run id to query": Case(["query", "SELECT 1", "--run", "no-such-run",
                                          "--state-dir", state], EXIT_USAGE, ["no-such-run"]),
+        "unknown batch to logs": Case(["logs", run_id, "--batch", "b99999-nope", "--state-dir",
+                                       state], EXIT_USAGE, [run_id, "no batch 'b99999-nope'"]),
         "missing state dir": Case(["status", "--state-dir", tmp / "nowhere"], EXIT_USAGE,
                                   [str(tmp / "nowhere"), "no runs"]),
         "empty state dir": Case(["runs", "--state-dir", tmp / "empty-state"], EXIT_USAGE,
