@@ -218,7 +218,8 @@ def test_a_run_from_s3_sources_to_s3_staging_stages_every_row_once_and_queries_o
     shown = done.stdout + done.stderr + verified.stdout + status.stdout + status.stderr
     assert staging in status.stdout
     assert_secret_nowhere(state, shown)
-    assert server.cli("run", job, "--state-dir", state, "--no-progress").returncode == EXIT_OK
+    assert server.cli("run", job, "--state-dir", state, "--no-progress",
+                      "--full-refresh").returncode == EXIT_OK
     cleaned = server.cli("clean", "--keep", "1", "--state-dir", state)  # the first run's objects
     assert cleaned.returncode == EXIT_OK, cleaned.stderr
     assert_staged_once(server, state, staging, truth, rejects=copied)
