@@ -132,6 +132,10 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
     # any more are deleted next, and the run's row once no batch of it is left.
 ]
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
+_SINCE_FULL_REFRESH = (
+    " AND coalesce(r.run_seq, -1) >= (SELECT coalesce(max(run_seq), -1) FROM runs"
+    " WHERE job = r.job AND full_refresh = 1 AND state = 'succeeded')")
+"""Runs whose files a job's table serves: those since its latest succeeded full refresh."""
 
 
 def sql_int(value: int | None) -> int | None:
@@ -554,13 +558,16 @@ class Catalog:
 
     def served_files(self, job: str) -> list[ServedFile]:
         """Every source file the job's table serves, by path: for each path, the version
-        committed by the job's latest run (insertion order) that committed it."""
+        committed by the job's latest run (insertion order) that committed it, among the
+        runs since the job's latest succeeded `--full-refresh` run (which rebuilt the table
+        from the files matched then: a file gone by then is no longer served)."""
         rows = self.rows(
             "SELECT * FROM (SELECT f.*, b.output_path, ROW_NUMBER() OVER (PARTITION BY f.path"
             " ORDER BY r.run_seq DESC, r.rowid DESC) AS newest FROM files f"
             " JOIN runs r ON r.run_id = f.run_id"
             " JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
-            " WHERE r.job=? AND f.state=? AND b.state=?) WHERE newest = 1 ORDER BY path",
+            " WHERE r.job=? AND f.state=? AND b.state=?" + _SINCE_FULL_REFRESH + ")"
+            " WHERE newest = 1 ORDER BY path",
             (job, FileState.COMMITTED.value, BatchState.COMMITTED.value))
         return [ServedFile(r["path"], r["run_id"], r["batch_id"], stored_fingerprint(r),
                            r["output_path"], r["rows_staged"], r["rows_rejected"],
@@ -590,7 +597,8 @@ class Catalog:
         " ROW_NUMBER() OVER (PARTITION BY f.path ORDER BY r.run_seq DESC, r.rowid DESC)"
         " AS newest FROM files f JOIN runs r ON r.run_id = f.run_id"
         " JOIN batches b ON b.run_id = f.run_id AND b.batch_id = f.batch_id"
-        " WHERE r.job=? AND f.state='committed' AND b.state='committed'),"
+        " WHERE r.job=? AND f.state='committed' AND b.state='committed'"
+        + _SINCE_FULL_REFRESH + "),"
         " serving AS (SELECT run_id, batch_id, sum(newest > 1) AS superseded FROM versions"
         " GROUP BY run_id, batch_id HAVING min(newest) = 1) ")
     """Every committed version of every path of a job (newest = 1: the one served), and
