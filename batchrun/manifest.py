@@ -15,6 +15,12 @@ A job's table serves, for each source path, the version its latest committing ru
 - **settling**: modified within `[source] settle` of the plan's start (a half-written
   upload): left for the next run, recorded nowhere.
 
+A new path whose content is that of a file the table serves (the same size and xxh3_128;
+an object's size and ETag) is a re-sent or renamed copy: it counts as unchanged and is
+not staged again, so a `mv` or a re-delivery under another name never doubles rows (the
+rows keep the name they were staged under). Only files whose size equals a served
+file's are read for this. `--full-refresh` skips it: it stages what the source holds.
+
 Only new and changed files are planned (with `full_refresh`, every file not settling).
 """
 
@@ -84,8 +90,11 @@ def select_files(job: Job, state_dir: Path, history: History, began: float,
     settle = job.config.source.settle
     recent = began - settle if settle > 0 else None
     selection = Selection(full_refresh=full_refresh)
+    copies = None if full_refresh else _ServedContent(history)
     for planned in expand_sources(job, state_dir):
         kind, verified = classify(planned, history, recent)
+        if kind == NEW and copies is not None:
+            kind, verified = copies.classify(planned, history)
         selection.add(planned, kind)
         if verified is not None:
             selection.verified.append(verified)
@@ -154,6 +163,35 @@ def _by_content(planned: PlannedFile, served: str, known: tuple[int, int, str] |
         return CHANGED, None  # gone or unreadable: its worker says which
     verified = (planned.path, planned.size, planned.mtime_ns, checksum)
     return (UNCHANGED if checksum == served else CHANGED), verified
+
+
+class _ServedContent:
+    """The served versions by size, to find a new path that holds a served file's bytes."""
+
+    def __init__(self, history: History) -> None:
+        self.by_size: dict[int, set[str]] = {}
+        for served in history.served.values():
+            content = served.checksum if served.fingerprint.mtime_ns is not None \
+                else served.fingerprint.sha256  # an object: its ETag
+            if content is not None:
+                self.by_size.setdefault(served.fingerprint.size, set()).add(content)
+
+    def classify(self, planned: PlannedFile, history: History) -> tuple[str, Verified | None]:
+        """UNCHANGED for a copy of a served file, else NEW (and the checksum it read)."""
+        contents = self.by_size.get(planned.size)
+        if not contents:
+            return NEW, None
+        if planned.mtime_ns is None:  # an object: its ETag
+            return (UNCHANGED if planned.sha256 in contents else NEW), None
+        known = history.verified.get(planned.path)
+        if known is not None and known[:2] == (planned.size, planned.mtime_ns):
+            return (UNCHANGED if known[2] in contents else NEW), None
+        try:
+            checksum = file_checksum(planned.path)
+        except OSError:
+            return NEW, None  # its worker says what is wrong with it
+        verified = (planned.path, planned.size, planned.mtime_ns, checksum)
+        return (UNCHANGED if checksum in contents else NEW), verified
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Real Ray (the session's), real catalogs and Parquet; the job's table is computed
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -110,6 +111,13 @@ def test_a_second_nightly_run_stages_nothing_says_so_and_starts_no_ray(
     log = run_log_path(tmp_path / "state", status["run_id"]).read_text()
     assert "nothing new: 3 files unchanged; Ray not started" in log and "connected to Ray" not in log
     assert job_table(tmp_path / "state") == truth(tmp_path)
+    inbox = tmp_path / "in"  # a renamed file and a copy re-sent under a new name: same bytes
+    (inbox / "a" / "2.csv").rename(inbox / "a" / "2-renamed.csv")
+    (inbox / "b" / "3-resent.csv").write_bytes((inbox / "b" / "3.csv").read_bytes())
+    code, third, _ = run(job, capsys)
+    assert code == EXIT_OK and third["batches"]["total"] == 0
+    assert third["incremental"]["unchanged"] == 4 and third["incremental"]["new"] == 0
+    assert job_table(tmp_path / "state") == truth(tmp_path)  # each row once, as first staged
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -149,6 +157,18 @@ def test_full_refresh_stages_every_file_again_and_the_table_serves_the_new_run_o
                                     "full_refresh": True}
     assert set(serving_runs(tmp_path / "state").values()) == {again["run_id"]}
     assert job_table(tmp_path / "state") == truth(tmp_path)
+    gone = tmp_path / "in" / "a" / "2.csv"  # re-sent compressed: other bytes, another name
+    with gone.open("rb") as plain, gzip.open(gone.with_suffix(".csv.gz"), "wb") as packed:
+        packed.write(plain.read())
+    gone.unlink()
+    job.write_text(job.read_text().replace('paths = ["in/*/*.csv"]',
+                                           'paths = ["in/*/*.csv", "in/*/*.csv.gz"]'))
+    code, rebuilt, _ = run(job, capsys, "--full-refresh")
+    assert code == EXIT_OK and rebuilt["rows"]["staged"] == 12
+    assert "2.csv" not in serving_runs(tmp_path / "state")  # gone since the full refresh
+    assert job_table(tmp_path / "state") == sorted(
+        (i, str(tmp_path / "in" / relative.replace("2.csv", "2.csv.gz"))) for relative, ids
+        in FILES.items() for i in ids)
 
 
 @pytest.mark.usefixtures("ray_session")
