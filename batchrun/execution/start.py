@@ -46,7 +46,7 @@ from batchrun.execution.ray_session import RayReady, connect_ray, shutdown_local
 from batchrun.execution.run import RunOutcome, abort_state, execute_run, resume_planned
 from batchrun.execution.scheduler import ProgressCallback
 from batchrun.execution.settings import ExecutionSettings, resolve_settings
-from batchrun.execution.stopping import StopToken
+from batchrun.execution.stopping import DeferredInterrupt, StopToken
 from batchrun.hooks import run_hooks
 from batchrun.lock import JobLock
 from batchrun.manifest import History, Selection, select_files
@@ -141,9 +141,12 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
         ray_ready: RayReady | None = None
         failure: BaseException | None = None
         try:
-            if not may_be_empty or selecting.result().planned:
-                ray_ready = connect_ray(settings, job.config, job.base_dir)
-            planned = planning.result()
+            with DeferredInterrupt() as interrupt:  # a Ctrl-C now is raised at the checks
+                if not may_be_empty or selecting.result().planned:
+                    ray_ready = connect_ray(settings, job.config, job.base_dir)
+                interrupt.check()
+                planned = planning.result()
+                interrupt.check()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, once planning is over
             failure = exc
     if failure is None:

@@ -39,3 +39,40 @@ class StopToken:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request(signum)
+
+
+class DeferredInterrupt:
+    """Holds a Ctrl-C back while Ray starts, then raises it at a safe point (`check`).
+
+    A KeyboardInterrupt raised wherever the main thread happens to be during Ray's start
+    can land in a fork handler, where Python prints "Exception ignored" and carries on (the
+    run then went on to succeed). The first SIGINT only sets `hit` and gives SIGINT its
+    previous handler back, so a second one interrupts at once. Off the main thread (an API
+    caller's thread) signals cannot be caught: nothing is changed."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> DeferredInterrupt:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+            self._installed = True
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.hit = True
+        signal.signal(signal.SIGINT, self._previous)
+        self._installed = False
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False

@@ -220,7 +220,8 @@ def test_what_a_killed_driver_left_of_its_local_ray_is_removed_by_the_next_run(
         os.kill(driver.pid, signal.SIGKILL)  # the driver only, as `kill -9 PID` does
         driver.wait(timeout=30)
         wait_for(lambda: len(holders(session)) <= 2, timeout=30)  # gcs and raylet die at once
-        assert holders(session)  # the agents live on
+        assert session.exists()  # the folder stays, and the agents usually live on (not always:
+        # under load they may see the GCS gone sooner), for the next run to remove
     finally:
         kill_group(driver)
     resumed = subprocess.run([sys.executable, "-m", "batchrun", "resume", "--state-dir",

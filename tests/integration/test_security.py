@@ -116,7 +116,7 @@ def test_a_cluster_password_and_token_never_reach_the_catalog_logs_or_output(
     listed = run_cli("runs", "--state-dir", state, "--json")
     again = run_cli("resume", "--state-dir", state, "--address", SECRET_ADDRESS)
     assert again.returncode == EXIT_ENVIRONMENT and b"Connection refused" in again.stderr
-    assert json.loads(shown.stdout)["message"].startswith("EnvironmentProblem: cannot reach")
+    assert json.loads(shown.stdout)["message"].startswith("cannot reach Ray at ray://user:***@")
     assert (state / "logs").is_dir() or (state / "catalog.sqlite").is_file()
     written = every_byte_under(state)
     printed = b"".join(p.stdout + p.stderr for p in (failed, shown, listed, again))
