@@ -33,7 +33,7 @@ from pathlib import Path
 from batchrun import objectstore
 from batchrun.catalog import Catalog
 from batchrun.errors import RunActiveError
-from batchrun.lock import JobLock, process_alive
+from batchrun.lock import JobLock, pid_alive, process_alive
 from batchrun.logs import run_log_path
 from batchrun.model import RunRecord
 from batchrun.staging import STAGING_DB, _object_sizes, delete_output, staged_files
@@ -171,7 +171,7 @@ def _remove_dead(found: Iterable[Path], kind: str, report: CleanReport) -> None:
     """Remove each leftover whose name holds the pid of a process no longer alive."""
     for path in sorted(found):
         match = _PID_NAMED[kind].fullmatch(path.name)
-        if not match or _alive(int(match.group(1))):
+        if not match or pid_alive(int(match.group(1))):
             continue
         size = _tree_size(path)
         if not report.dry_run:
@@ -182,14 +182,6 @@ def _remove_dead(found: Iterable[Path], kind: str, report: CleanReport) -> None:
         report.removed.append(Removed(str(path), size, f"{kind} leftover"))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _tree_size(path: Path) -> int:

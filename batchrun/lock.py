@@ -82,6 +82,11 @@ def process_alive(pid: int | None, host: str | None) -> bool:
     """Whether a recorded driver is still alive (only knowable on the same host)."""
     if not pid or host != socket.gethostname():
         return host != socket.gethostname() and bool(pid)
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is alive (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
