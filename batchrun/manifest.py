@@ -90,9 +90,11 @@ def select_files(job: Job, state_dir: Path, history: History, began: float,
     settle = job.config.source.settle
     recent = began - settle if settle > 0 else None
     selection = Selection(full_refresh=full_refresh)
-    copies = None if full_refresh else _ServedContent(history)
-    for planned in expand_sources(job, state_dir):
-        kind, verified = classify(planned, history, recent)
+    classified = [(planned, *classify(planned, history, recent))
+                  for planned in expand_sources(job, state_dir)]
+    restaged = {p.path for p, kind, _ in classified if kind == CHANGED}
+    copies = None if full_refresh else _ServedContent(history, restaged)
+    for planned, kind, verified in classified:
         if kind == NEW and copies is not None:
             kind, verified = copies.classify(planned, history)
         selection.add(planned, kind)
@@ -166,11 +168,15 @@ def _by_content(planned: PlannedFile, served: str, known: tuple[int, int, str] |
 
 
 class _ServedContent:
-    """The served versions by size, to find a new path that holds a served file's bytes."""
+    """The served versions by size, to find a new path that holds a served file's bytes.
+    A version the run stages again (`restaged`: its path changed) is not served after
+    the run, so a copy of it is new: counted unchanged, its rows would be lost."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, restaged: set[str]) -> None:
         self.by_size: dict[int, set[str]] = {}
         for served in history.served.values():
+            if served.path in restaged:
+                continue
             content = served.checksum if served.fingerprint.mtime_ns is not None \
                 else served.fingerprint.sha256  # an object: its ETag
             if content is not None:
