@@ -134,8 +134,11 @@ _MIGRATIONS: list[tuple[str, str, str]] = [
 _NEWEST_FIRST = "ORDER BY run_seq DESC, rowid DESC"
 _SINCE_FULL_REFRESH = (
     " AND coalesce(r.run_seq, -1) >= (SELECT coalesce(max(run_seq), -1) FROM runs"
-    " WHERE job = r.job AND full_refresh = 1 AND state = 'succeeded')")
-"""Runs whose files a job's table serves: those since its latest succeeded full refresh."""
+    " WHERE job = r.job AND full_refresh = 1 AND state = 'succeeded'"
+    " AND coalesce(files_settling, 0) = 0)")
+"""Runs whose files a job's table serves: those since its latest succeeded full refresh
+that held back no settling file (one that did would drop the served version of a file
+it left for the next run)."""
 
 
 def sql_int(value: int | None) -> int | None:

@@ -158,6 +158,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         _publish(catalog, record, columns)
         state, message = _final_state(catalog, record.run_id, outcome, config)
         catalog.set_run_state(record.run_id, state, message=redact_message(message))
+        _publish_rebuilt(catalog, record, columns, state)
         _raise_if_staging_full(catalog, record)
         log.info("run {}: {} batch(es) committed, {} failed, {} abandoned; catalog writes took"
                  " {:.3f}s", state.value, outcome.committed, outcome.failed, outcome.abandoned,
@@ -272,12 +273,31 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
         publish_job_table(staging, job_table(catalog, record,
                                              {n: s.type for n, s in columns.items()}))
     except (duckdb.Error, OSError) as exc:
-        reason = disk_full_reason(exc, staging)
-        if reason:
-            raise DiskFullError("staging dir", str(staging), reason) from None
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise StagingError(f"cannot publish staging dir {staging}: {type(exc).__name__}:"
-                           f" {first_line}") from None
+        raise _staging_error(exc, staging) from None
+
+
+def _staging_error(exc: Exception, staging: str) -> BatchrunError:
+    reason = disk_full_reason(exc, staging)
+    if reason:
+        return DiskFullError("staging dir", str(staging), reason)
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return StagingError(f"cannot publish staging dir {staging}: {type(exc).__name__}:"
+                        f" {first_line}")
+
+
+def _publish_rebuilt(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec],
+                     state: RunState) -> None:
+    """A full refresh rebuilds the job's table only once it has succeeded (see
+    `Catalog.served_files`): `staging.duckdb`, published before, is published again so
+    it drops what `query` drops (files gone from the source)."""
+    run = catalog.run(record.run_id)
+    if state is not RunState.SUCCEEDED or run.selection is None or not run.selection.full_refresh:
+        return
+    try:
+        publish_job_table(record.staging_dir, job_table(catalog, record,
+                                                        {n: s.type for n, s in columns.items()}))
+    except (duckdb.Error, OSError) as exc:
+        raise _staging_error(exc, record.staging_dir) from None
 
 
 def _actor_options(config: JobConfig) -> dict[str, Any]:
