@@ -47,8 +47,11 @@ from batchrun.readers.source import read_file
 from batchrun.staging import delete_output, quote_identifier, quote_literal
 
 
-def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> int:
-    """Recompute the run's unique-key rejects; return how many rows they hide."""
+def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec],
+                      rebuilds: bool = False) -> int:
+    """Recompute the run's unique-key rejects; return how many rows they hide. `rebuilds`:
+    the run is a full refresh about to succeed, so the table will serve only it and the
+    runs after it: the runs before it take no key from it."""
     keys = [name for name, spec in columns.items() if spec.unique]
     storage = record.config.get("storage")
     objectstore.configure(storage)  # the raw lines of s3:// sources
@@ -58,7 +61,7 @@ def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, Co
         if previous:
             catalog.record_unique(record.run_id, None, {})
         return 0
-    duplicates = _duplicates(table, keys, record.run_id)
+    duplicates = _duplicates(table, keys, record.run_id, rebuilds)
     written = _write(duplicates, record) if duplicates.num_rows else None
     catalog.record_unique(record.run_id, written, _per_file(duplicates))
     if previous and previous != (written and written.path):
@@ -68,14 +71,16 @@ def apply_unique_keys(catalog: Catalog, record: RunRecord, columns: dict[str, Co
     return duplicates.num_rows
 
 
-def _duplicates(table: JobTable, keys: list[str], run_id: str) -> pa.Table:
+def _duplicates(table: JobTable, keys: list[str], run_id: str, rebuilds: bool) -> pa.Table:
     """One reject per duplicate row of the run, for the first unique column (schema order)
     it repeats: a key the job's table already serves from another run, or one an earlier
     row of the run (file, line order) holds."""
     with duckdb.connect() as db:
         registered = attach(db, table)
         mine = rows_sql(table, registered, lambda run: run == run_id, hide_unique=False)
-        others = rows_sql(table, registered, lambda run: run != run_id)
+        order = [part.run_id for part in table.slices]
+        earlier = set(order[:order.index(run_id)]) if rebuilds else set()
+        others = rows_sql(table, registered, lambda run: run != run_id and run not in earlier)
         ctes = f"WITH mine AS ({mine})" + (f", others AS ({others})" if others else "")
         branches = [_repeats(order, key, others is not None) for order, key in enumerate(keys)]
         sql = (f"{ctes} SELECT {quote_literal(run_id)} AS run_id, {BATCH} AS batch_id,"

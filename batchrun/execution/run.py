@@ -267,7 +267,7 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
     committed = catalog.committed(record.run_id)
     check_committed_files(committed, committed.outputs)  # the unique pass reads them
     try:
-        apply_unique_keys(catalog, record, columns)
+        apply_unique_keys(catalog, record, columns, _rebuilds(catalog, record.run_id))
         committed = catalog.committed(record.run_id)
         remove_orphans(staging, record.table, record.run_id, committed.paths, committed.storage)
         publish_job_table(staging, job_table(catalog, record,
@@ -283,6 +283,14 @@ def _staging_error(exc: Exception, staging: str) -> BatchrunError:
     first_line = (str(exc).strip().splitlines() or [""])[0]
     return StagingError(f"cannot publish staging dir {staging}: {type(exc).__name__}:"
                         f" {first_line}")
+
+
+def _rebuilds(catalog: Catalog, run_id: str) -> bool:
+    """Whether the run is a full refresh that will rebuild the job's table once it ends:
+    no settling file held back, no batch unfinished (see `Catalog.served_files`)."""
+    selection = catalog.run(run_id).selection
+    return (selection is not None and selection.full_refresh and not selection.settling
+            and not catalog.counts(run_id).unfinished)
 
 
 def _publish_rebuilt(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec],

@@ -19,11 +19,11 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 ROWS = "SELECT id, v FROM t ORDER BY id"
 
 
-def job(folder: Path, settle: str = "0s") -> Path:
+def job(folder: Path, settle: str = "0s", unique: str = "") -> Path:
     path = folder / "job.toml"
     path.write_text(f'[job]\nname = "j"\ntable = "t"\n[source]\npaths = ["{folder}/in/*.csv"]\n'
                     f'settle = "{settle}"\n[execution]\nworkers = 1\n[staging]\ndir = "staging"\n'
-                    '[schema.columns]\nid = { type = "int64" }\nv = { type = "string" }\n')
+                    f'[schema.columns]\nid = {{ type = "int64"{unique} }}\nv = {{ type = "string" }}\n')
     return path
 
 
@@ -69,3 +69,17 @@ def test_a_full_refresh_keeps_serving_a_file_it_left_settling(
     write(tmp_path / "in" / "a.csv", "id,v\n1,a\n3,c\n")  # being rewritten: settling
     assert run(tmp_path, "--full-refresh") == EXIT_OK
     assert rows(tmp_path, capsys) == ([(1, "a"), (2, "b")], [(1, "a"), (2, "b")])
+
+
+def test_a_full_refresh_takes_a_unique_key_from_a_file_gone_from_the_source(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """gone.csv held key 2; the refresh stages new.csv with key 2 and drops gone.csv: the
+    key is not a duplicate of a row the rebuilt table no longer serves."""
+    job(tmp_path, unique=", unique = true")
+    write(tmp_path / "in" / "a.csv", "id,v\n1,a\n")
+    write(tmp_path / "in" / "gone.csv", "id,v\n2,b\n")
+    assert run(tmp_path) == EXIT_OK
+    (tmp_path / "in" / "gone.csv").unlink()
+    write(tmp_path / "in" / "new.csv", "id,v\n2,n\n")
+    assert run(tmp_path, "--full-refresh") == EXIT_OK
+    assert rows(tmp_path, capsys) == ([(1, "a"), (2, "n")], [(1, "a"), (2, "n")])
