@@ -33,15 +33,15 @@ import pyarrow as pa
 from batchrun import objectstore
 from batchrun.catalog import Catalog
 from batchrun.errors import CommittedOutputError, EnvironmentProblem
-from batchrun.layout import BATCH, FILE, LINE, rejects_table_name
+from batchrun.layout import BATCH, FILE, LINE
 from batchrun.model import Committed, RunRecord
 from batchrun.staging import (
     _confine,
     check_committed_files,
+    create_table_views,
     named_output_error,
     object_dataset,
     publish_staging_db,
-    quote_identifier,
     quote_literal,
     rejects_view_sql,
     sql_paths,
@@ -219,11 +219,8 @@ def create_job_views(db: duckdb.DuckDBPyConnection, table: JobTable) -> None:
                  else table_view_sql(table.columns, []))
     rejects_view = (f"SELECT * FROM ({rejects}) ORDER BY file, line" if rejects
                     else rejects_view_sql([]))
-    kind = "TEMP VIEW" if registered else "VIEW"
     try:
-        db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(table.table)} AS {table_sql}")
-        db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(rejects_table_name(table.table))}"
-                   f" AS {rejects_view}")
+        create_table_views(db, table.table, table_sql, rejects_view, registered)
     except duckdb.Error as exc:
         raise unreadable_table(table, exc) from None
 

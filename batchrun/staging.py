@@ -127,13 +127,21 @@ def create_views(db: duckdb.DuckDBPyConnection, table: str, columns: dict[str, s
     if registered:
         _register_objects(db, committed)
     table_sql = table_view_sql(columns, committed.outputs, committed.unique, registered)
-    kind = "TEMP VIEW" if registered else "VIEW"
     try:
-        db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(table)} AS {table_sql}")
-        db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(rejects_table_name(table))} AS "
-                   f"{rejects_view_sql(committed.rejects, registered)}")
+        create_table_views(db, table, table_sql,
+                           rejects_view_sql(committed.rejects, registered), registered)
     except duckdb.Error as exc:
         raise unreadable_output(committed, exc) from None
+
+
+def create_table_views(db: duckdb.DuckDBPyConnection, table: str, table_sql: str,
+                       rejects_sql: str, registered: bool) -> None:
+    """`<table>` and `<table>__rejects` as views of the two queries: temporary ones over
+    registered Arrow datasets (they live only in this connection)."""
+    kind = "TEMP VIEW" if registered else "VIEW"
+    db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(table)} AS {table_sql}")
+    db.execute(f"CREATE OR REPLACE {kind} {quote_identifier(rejects_table_name(table))} AS "
+               f"{rejects_sql}")
 
 
 def _register_objects(db: duckdb.DuckDBPyConnection, committed: Committed) -> None:
