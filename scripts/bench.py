@@ -5,6 +5,8 @@
     .venv/bin/python scripts/bench.py                           # few-big + many-small, 3 rounds
     .venv/bin/python scripts/bench.py --quick --rounds 1        # smoke test, tiny shapes
     .venv/bin/python scripts/bench.py --scale seed              # 10,000 × 2 MB (20 GB)
+    .venv/bin/python scripts/bench.py --scale 4gb --rounds 2 --peers duckdb,polars,pyarrow_2proc \
+        --baseline /work/before --markdown bench.md              # the scale comparison
 
 Method
 ------
@@ -13,7 +15,9 @@ Method
   under `--data-dir` (default `bench-data/`), keyed by its dimensions and seed, and
   read once before timing so every contender starts from a warm page cache.
 * Shapes: few-big = 400 files × 2 MB, many-small = 10,000 files × 20 KB (default scale);
-  seed = 10,000 × 2 MB (`--scale seed`); `--quick` = 20 × 200 KB and 200 × 5 KB.
+  4gb = 2,000 × 2 MB in 20 supplier folders (`--scale 4gb`, 39,059,990 rows at seed 42);
+  seed = 10,000 × 2 MB (`--scale seed`); `--scale all` = 4gb, seed, then the default
+  shapes; `--quick` = 20 × 200 KB and 200 × 5 KB.
 * Contenders: each run is a fresh subprocess writing typed Parquet (the schema of
   configs/demo.toml) into a fresh output folder. Wall time is measured by this process
   from spawn to exit, so interpreter start, imports and `ray.init` count for everyone.
@@ -22,10 +26,16 @@ Method
   the peak. RSS counts shared pages (Ray's object store) once per process that maps
   them, so the Ray-based figures are upper bounds.
 * batchrun runs as `python -m batchrun run JOB --json --no-progress` with a fresh
-  --state-dir and --staging-dir; JOB is configs/demo.toml with source.paths pointing at
-  the shape (batchrun: rules, 2 workers; batchrun_types_only: the column rules required,
-  min, max, allowed, pattern, max_length removed, types and formats kept;
-  batchrun_1worker: --workers 1). Its rows are read back from staging/<table>/.
+  --state-dir and --staging-dir; JOB is the full job: configs/demo.toml (its schema, rules
+  and default batch settings, checkpoints on) with source.paths pointing at the shape and
+  `unique = true` on order_id (batchrun: 2 workers; batchrun_types_only: the column rules
+  required, min, max, allowed, pattern, max_length and unique removed, types and formats
+  kept; batchrun_1worker: --workers 1; batchrun_before, with `--baseline PATH`: the same
+  job file run by `PATH/.venv/bin/python -m batchrun`, a checkout from before a change).
+  Its rows are read back from staging/<table>/, and `batchrun verify` (untimed, with the
+  contender's own batchrun) checks every committed output's size and checksum.
+* `--peers duckdb,polars,...` runs batchrun (and batchrun_before) with only those peers
+  (`duckdb` means duckdb_copy); `--contenders` names every contender, batchrun's too.
 * Rounds: `--rounds` rounds per shape; every round runs every contender once and the
   order rotates each round (A/B interleaving), so drift on a shared machine spreads
   evenly. Reported: the median wall time, the maximum peak RSS over rounds.
@@ -47,7 +57,14 @@ Method
   run logs the time its catalog transactions took ("catalog writes took ... s").
 * CPU seconds: the sampler also reads each process's user + system CPU time and sums it
   by kind (driver, Ray's daemons, workers), so every wall time comes with where its CPU
-  went: the profile that explains what bounds each contender.
+  went: the profile that explains what bounds each contender. Peak RSS by kind: the
+  driver alone and the largest single worker process (max over rounds).
+* Stages (batchrun contenders): planning, Ray start, batches, unique, publish, exit and
+  the rest, from the run's own log (scripts/bench_stages.py says which line gives what),
+  median over rounds.
+* Targets: the issue's ratios (batchrun wall / duckdb_copy, / polars; steady MB/s /
+  pyarrow_2proc's; unique stage / wall), each printed as met or not met; `--markdown FILE`
+  writes the tables, the machine, the versions and the command (scripts/bench_markdown.py).
 MB are 10**6 bytes of CSV on disk.
 """
 
@@ -59,10 +76,9 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
+import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -70,12 +86,13 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-from rich.console import Console
+from bench_markdown import SCALE_SHAPES, markdown, target_checks
+from bench_results import console, exit_code, git_rev, machine_info, render, summarise
+from bench_stages import run_stage_times
 from rich.markup import escape
 from rich.table import Table
 
@@ -84,11 +101,13 @@ if TYPE_CHECKING:  # the children (peers) import this script: no batchrun import
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_JOB = REPO_ROOT / "configs" / "demo.toml"
-RULE_KEYS = ("required", "min", "max", "allowed", "pattern", "max_length")
+RULE_KEYS = ("required", "min", "max", "allowed", "pattern", "max_length", "unique")
+UNIQUE_KEY = "order_id"
+"""The full job's unique key (`unique = true`): the demo's order ids are unique."""
+PEER_ALIASES = {"duckdb": "duckdb_copy"}
 CHILD_ENV_DROP = ("RAY_ADDRESS", "BATCHRUN_ADDRESS", "BATCHRUN_WORKERS", "BATCHRUN_STAGING_DIR",
                   "BATCHRUN_STATE_DIR", "BATCHRUN_FAULT_BATCH_DELAY")
 EXIT_NOT_INSTALLED = 3
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 # -- shapes and contenders ------------------------------------------------------------------
@@ -113,9 +132,12 @@ SCALES: dict[str, dict[str, Shape]] = {
     "default": {"few-big": Shape("few-big", 20, 20, 2_000_000),
                 "many-small": Shape("many-small", 20, 500, 20_000)},
     "seed": {"seed": Shape("seed", 20, 500, 2_000_000)},
+    "4gb": {"4gb": Shape("4gb", 20, 100, 2_000_000)},
     "quick": {"few-big": Shape("few-big", 4, 5, 200_000),
               "many-small": Shape("many-small", 20, 10, 5_000)},
 }
+SCALES["all"] = {**SCALES["4gb"], **SCALES["seed"], **SCALES["default"]}
+assert all(name in SCALES["all"] for name in SCALE_SHAPES)
 
 
 @dataclass(frozen=True)
@@ -129,6 +151,12 @@ class Contender:
     """batchrun only: the demo job's validation rules, or types only."""
     env: tuple[tuple[str, str], ...] = ()
     """Extra environment for the child."""
+    baseline: bool = False
+    """batchrun only: run by `--baseline PATH`'s own interpreter (PATH/.venv/bin/python)."""
+
+    @property
+    def is_batchrun(self) -> bool:
+        return self.workers > 0
 
 
 CONTENDERS: tuple[Contender, ...] = (
@@ -142,6 +170,8 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("batchrun_types_only", workers=2, rules=False),
     Contender("batchrun_1worker", workers=1),
 )
+BEFORE = Contender("batchrun_before", workers=2, baseline=True)
+"""Added by --baseline PATH: the same full job, run by PATH's batchrun."""
 BY_NAME = {c.name: c for c in CONTENDERS}
 
 
@@ -167,6 +197,13 @@ class Sample:
     (the command itself), ray_daemons (GCS, raylet, dashboard, agents, monitors),
     workers (Ray workers and actors, or a peer's own child processes). Sampled every
     --poll-ms, so a process's last few milliseconds can be missed."""
+    peak_rss_by_kind_mb: dict[str, float] = field(default_factory=dict)
+    """The largest RSS one process of each kind reached: driver, and workers (the largest
+    single worker, not their sum)."""
+    verified: bool | None = None
+    """batchrun only: `batchrun verify` found every committed output intact."""
+    stages: dict[str, Any] | None = None
+    """batchrun only: seconds per stage from the run log (bench_stages.stage_times)."""
     error: str | None = None
 
 
@@ -382,6 +419,7 @@ def job_document(data_dir: Path, rules: bool) -> dict[str, Any]:
     doc["source"] = {**doc["source"], "paths": [str(data_dir / "supplier_*" / "*.csv")]}
     doc["staging"] = {"dir": "staging"}
     doc["execution"] = {**doc.get("execution", {}), "workers": 2}
+    doc["schema"]["columns"][UNIQUE_KEY]["unique"] = True
     if not rules:
         columns = doc["schema"]["columns"]
         doc["schema"]["columns"] = {n: {k: v for k, v in spec.items() if k not in RULE_KEYS}
@@ -415,6 +453,11 @@ class Finished:
     stdout: str
     stderr: str
     cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_one_mb: dict[str, float] = field(default_factory=dict)
+    """Kind of process → the largest RSS one process of it reached."""
+    spawned_at: float = 0.0
+    """time.time() at the spawn, and at the exit: the run log's stages sit between."""
+    exited_at: float = 0.0
 
 
 def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
@@ -426,7 +469,7 @@ def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
     env = ({"RAY_USAGE_STATS_ENABLED": "0"} | {k: v for k, v in os.environ.items()
                                                if k not in CHILD_ENV_DROP} | dict(extra_env))
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        started = time.perf_counter()
+        spawned_at, started = time.time(), time.perf_counter()
         proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=workdir, env=env, start_new_session=True)
         with TreeWatcher(proc.pid, poll) as watcher:
@@ -434,7 +477,9 @@ def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
             wall = time.perf_counter() - started
         _reap(watcher)
     return Finished(code, wall, watcher.peak / 1e6, out_path.read_text(errors="replace"),
-                    err_path.read_text(errors="replace"), watcher.cpu_by_kind())
+                    err_path.read_text(errors="replace"), watcher.cpu_by_kind(),
+                    {kind: round(rss / 1e6, 1) for kind, rss in watcher.peak_one.items()},
+                    spawned_at, spawned_at + wall)
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float, watcher: TreeWatcher) -> int | None:
@@ -466,12 +511,20 @@ def _reap(watcher: TreeWatcher, grace: float = 5.0) -> None:
         watcher.kill_tree()
 
 
+def python_for(contender: Contender, baseline: Path | None) -> str:
+    """The interpreter that runs the contender: the baseline checkout's own for
+    batchrun_before, this one's otherwise."""
+    if contender.baseline and baseline is not None:
+        return str(baseline / ".venv" / "bin" / "python")
+    return sys.executable
+
+
 def contender_command(contender: Contender, task: Path, out: Path,
-                      jobs: dict[bool, Path]) -> list[str]:
-    if not contender.workers:
+                      jobs: dict[bool, Path], baseline: Path | None = None) -> list[str]:
+    if not contender.is_batchrun:
         return [sys.executable, str(Path(__file__).resolve()), "--contender", contender.name,
                 "--task", str(task), "--output", str(out)]
-    return [sys.executable, "-m", "batchrun", "run", str(jobs[contender.rules]),
+    return [python_for(contender, baseline), "-m", "batchrun", "run", str(jobs[contender.rules]),
             "--state-dir", str(out / "state"), "--staging-dir", str(out / "staging"),
             "--workers", str(contender.workers), "--json", "--no-progress"]
 
@@ -482,11 +535,12 @@ def run_sample(contender: Contender, data: ShapeData, round_no: int, scratch: Pa
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     out = workdir / "out"
-    command = contender_command(contender, scratch / f"{data.shape.name}-task.json", out, jobs)
+    command = contender_command(contender, scratch / f"{data.shape.name}-task.json", out, jobs,
+                                args.baseline)
     done = run_tree(command, workdir, args.timeout, args.poll_ms / 1000, contender.env)
     sample = judge(contender, done, out, round_no)
-    if contender.workers and sample.status == "ok":
-        sample.steady_mb_per_s = steady_throughput(out / "state")
+    if contender.is_batchrun and sample.status == "ok":
+        inspect_run(sample, done, out / "state", python_for(contender, args.baseline))
     if not args.keep_outputs:
         shutil.rmtree(workdir, ignore_errors=True)
     return sample
@@ -495,11 +549,12 @@ def run_sample(contender: Contender, data: ShapeData, round_no: int, scratch: Pa
 def judge(contender: Contender, done: Finished, out: Path, round_no: int) -> Sample:
     """Turn a finished process into a Sample: status, rows read back, types."""
     sample = Sample(contender.name, round_no, "ok", round(done.wall_s, 3),
-                    round(done.peak_rss_mb, 1), cpu_s=done.cpu_s)
+                    round(done.peak_rss_mb, 1), cpu_s=done.cpu_s,
+                    peak_rss_by_kind_mb=done.peak_one_mb)
     if done.code is None:
         sample.status, sample.error = "timeout", f"killed after {done.wall_s:.0f} s"
         return sample
-    if done.code == EXIT_NOT_INSTALLED and not contender.workers:
+    if done.code == EXIT_NOT_INSTALLED and not contender.is_batchrun:
         sample.status, sample.error = "skipped (not installed)", last_line(done.stderr)
         return sample
     if done.code != 0:
@@ -507,33 +562,71 @@ def judge(contender: Contender, done: Finished, out: Path, round_no: int) -> Sam
         sample.error = f"exit {done.code}: {last_line(done.stderr) or last_line(done.stdout)}"
         return sample
     read_child_report(contender, done.stdout, sample)
-    table_dir = out / "staging" / demo_job()["job"]["table"] if contender.workers else out
+    table_dir = out / "staging" / demo_job()["job"]["table"] if contender.is_batchrun else out
     sample.rows, sample.types_ok = read_back(table_dir)
     return sample
 
 
-def read_child_report(contender: Contender, stdout: str, sample: Sample) -> None:
-    """Peers print {"inner_s"}; batchrun prints its status JSON (rows, duration_s)."""
-    start = stdout.find("{") if contender.workers else stdout.rfind("{")
+def child_report(stdout: str, first: bool) -> dict[str, Any]:
+    """The JSON object a child printed: batchrun's status (from the first "{"), a peer's
+    {"inner_s"} (its last line); {} if none."""
+    start = stdout.find("{") if first else stdout.rfind("{")
     try:
         report = json.loads(stdout[start:]) if start >= 0 else {}
     except json.JSONDecodeError:
-        return
-    if contender.workers:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def read_child_report(contender: Contender, stdout: str, sample: Sample) -> None:
+    """Peers print {"inner_s"}; batchrun prints its status JSON (rows, duration_s)."""
+    report = child_report(stdout, first=contender.is_batchrun)
+    if contender.is_batchrun:
         sample.inner_s = report.get("duration_s")
         sample.rejected = report.get("rows", {}).get("rejected")
     else:
         sample.inner_s = report.get("inner_s")
 
 
-def steady_throughput(state_dir: Path) -> float | None:
-    """The run's steady MB/s, from the first commit to the last (`batchrun report`)."""
-    done = subprocess.run([sys.executable, "-m", "batchrun", "report", "--json",
-                           "--state-dir", str(state_dir)], capture_output=True, text=True,
-                          check=False)
+def inspect_run(sample: Sample, done: Finished, state_dir: Path, python: str) -> None:
+    """After a batchrun run (untimed): its steady MB/s, `batchrun verify`, its stages."""
+    report = batchrun_json(python, "report", state_dir)
+    steady = report.get("steady_mb_per_s") if isinstance(report, dict) else None
+    sample.steady_mb_per_s = float(steady) if steady is not None else None
+    sample.verified, problem = verify_run(python, state_dir)
+    if problem:
+        sample.error = problem
+    run = child_report(done.stdout, first=True)
+    began = _epoch(run.get("started_at"))
+    sample.stages = run_stage_times(state_dir, run.get("run_id"), done.spawned_at, began,
+                                    done.exited_at)
+
+
+def batchrun_json(python: str, command: str, state_dir: Path) -> Any:
+    """`batchrun COMMAND --json --state-dir STATE_DIR`'s JSON ({} if none), and its exit."""
+    done = subprocess.run([python, "-m", "batchrun", command, "--json", "--state-dir",
+                           str(state_dir)], capture_output=True, text=True, check=False)
     try:
-        return float(json.loads(done.stdout)["steady_mb_per_s"])
-    except (ValueError, KeyError, TypeError):
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return {"_exit": done.returncode, "_stderr": last_line(done.stderr)}
+
+
+def verify_run(python: str, state_dir: Path) -> tuple[bool, str | None]:
+    """`batchrun verify` of the latest run: (every output intact, a one-line problem)."""
+    done = subprocess.run([python, "-m", "batchrun", "verify", "--state-dir", str(state_dir)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return True, None
+    lines = [x.strip() for x in (done.stdout + done.stderr).splitlines() if x.strip()]
+    said = "; ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else "no output"
+    return False, f"verify exit {done.returncode}: {said[:300]}"
+
+
+def _epoch(iso: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp() if iso else None
+    except ValueError:
         return None
 
 
@@ -607,181 +700,12 @@ def bench_shape(data: ShapeData, contenders: list[Contender], scratch: Path,
 def print_sample(data: ShapeData, sample: Sample) -> None:
     rows = "" if sample.rows is None else f"{sample.rows:,} rows"
     flag = "" if sample.rows in (None, data.rows) else " [red]ROW MISMATCH[/]"
+    flag += " [red]VERIFY FAILED[/]" if sample.verified is False else ""
     wall = f"{sample.wall_s:7.2f} s" if sample.wall_s is not None else ""
     head = escape(f"[{data.shape.name} r{sample.round}]")
     console.print(f"  {head} {sample.contender:<20} {sample.status:<8} {wall} "
                   f"{sample.peak_rss_mb or 0:8.0f} MB RSS  {rows}{flag} "
                   f"{escape(sample.error or '')}")
-
-
-# -- summarising ----------------------------------------------------------------------------
-
-
-def summarise(data: ShapeData, contenders: list[Contender]) -> dict[str, Any]:
-    stats = {c.name: contender_stats(data, c.name) for c in contenders}
-    base = stats.get("batchrun", {}).get("median_wall_s")
-    for entry in stats.values():
-        wall = entry.get("median_wall_s")
-        entry["ratio_batchrun_over"] = round(base / wall, 3) if base and wall else None
-    return {"files": len(data.paths), "bytes": data.bytes, "truth_rows": data.rows,
-            "rounds_run": data.rounds_run,
-            "data_dir": str(data.data_dir), "contenders": stats,
-            "derived": derived(stats, data.bytes), "samples": [asdict(s) for s in data.samples]}
-
-
-def contender_stats(data: ShapeData, name: str) -> dict[str, Any]:
-    samples = [s for s in data.samples if s.contender == name]
-    ok = [s for s in samples if s.status == "ok"]
-    statuses = {s.status for s in samples}
-    status = next((s for s in ("skipped (not installed)", "timeout", "failed") if s in statuses),
-                  "ok")
-    entry: dict[str, Any] = {"status": status, "rounds_ok": len(ok)}
-    errors = [s.error for s in samples if s.error]
-    if errors:
-        entry["error"] = errors[0]
-    if not ok:
-        return entry
-    wall = statistics.median(s.wall_s for s in ok if s.wall_s is not None)
-    rows = sorted({s.rows for s in ok}, key=lambda r: -1 if r is None else r)
-    entry.update({
-        "median_wall_s": round(wall, 3),
-        "mb_per_s": round(data.bytes / 1e6 / wall, 2),
-        "rows_per_s": round(data.rows / wall),
-        "peak_rss_mb": max(s.peak_rss_mb or 0 for s in ok),
-        "rows_written": rows[0] if len(rows) == 1 else rows,
-        "rows_rejected": next((s.rejected for s in ok if s.rejected is not None), None),
-        "rows_match_truth": rows == [data.rows],
-        "types_ok": all(s.types_ok for s in ok),
-        "median_inner_s": _median([s.inner_s for s in ok]),
-        "median_steady_mb_per_s": _median([s.steady_mb_per_s for s in ok]),
-        "median_cpu_s": {kind: _median([s.cpu_s.get(kind, 0.0) for s in ok])
-                         for kind in sorted({k for s in ok for k in s.cpu_s})},
-    })
-    return entry
-
-
-def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 3) if present else None
-
-
-def derived(stats: dict[str, dict[str, Any]], data_bytes: int) -> dict[str, float | None]:
-    """The issue's derived targets. "Steady" figures are MB/s while batches were in flight;
-    the machine limit is cores × pyarrow's single-thread rate (its own timing, without
-    interpreter start-up)."""
-    def get(name: str, key: str) -> float | None:
-        value = stats.get(name, {}).get(key)
-        return float(value) if value is not None else None
-
-    inner = get("pyarrow_1thread", "median_inner_s")
-    limit = (os.cpu_count() or 1) * data_bytes / 1e6 / inner if inner else None
-    inner_all = get("pyarrow_2proc", "median_inner_s")
-    measured = data_bytes / 1e6 / inner_all if inner_all else None
-    steady, steady_one = (get("batchrun", "median_steady_mb_per_s"),
-                          get("batchrun_1worker", "median_steady_mb_per_s"))
-    full, types = get("batchrun", "median_wall_s"), get("batchrun_types_only", "median_wall_s")
-    return {
-        "machine_limit_mb_per_s": round(limit, 2) if limit else None,
-        "batchrun_steady_mb_per_s": steady,
-        "batchrun_steady_pct_of_limit": round(100 * steady / limit, 1) if limit and steady else None,
-        "measured_all_cores_mb_per_s": round(measured, 2) if measured else None,
-        "batchrun_steady_pct_of_measured": (round(100 * steady / measured, 1)
-                                            if measured and steady else None),
-        "speedup_2_vs_1_worker": round(steady / steady_one, 2) if steady and steady_one else None,
-        "validation_cost_pct": round(100 * (full / types - 1), 1) if full and types else None,
-    }
-
-
-def render(results: dict[str, Any]) -> None:
-    for name, shape in results["shapes"].items():
-        table = Table(title=f"{name}: {shape['files']:,} files, {shape['bytes'] / 1e6:,.1f} MB, "
-                            f"{shape['truth_rows']:,} rows (median of {shape['rounds_run']} "
-                            f"round(s))")
-        for column in ("contender", "status", "wall s", "MB/s", "rows/s", "peak RSS MB",
-                       "rows written", "batchrun/this"):
-            table.add_column(column, justify="left" if column in ("contender", "status") else "right")
-        for contender, entry in shape["contenders"].items():
-            table.add_row(contender, *row_cells(entry, shape["truth_rows"]))
-        console.print(table)
-        for contender, entry in shape["contenders"].items():
-            if entry.get("rows_match_truth") is False:
-                console.print(f"  [red]{contender}: ROW MISMATCH, wrote {entry['rows_written']} "
-                              f"rows, the generator wrote {shape['truth_rows']:,}[/]")
-            if entry.get("error"):
-                console.print(f"  {contender}: {escape(entry['error'])}")
-        console.print(cpu_text(shape["contenders"]))
-        console.print(derived_text(shape["derived"]))
-
-
-def row_cells(entry: dict[str, Any], truth: int) -> list[str]:
-    status = entry["status"]
-    style = {"ok": "green", "timeout": "yellow", "failed": "red"}.get(status, "dim")
-    cells = [f"[{style}]{status}[/]"]
-    if "median_wall_s" not in entry:
-        return cells + ["-"] * 6
-    rows = entry["rows_written"]
-    rows_text = f"{rows:,}" if isinstance(rows, int) else str(rows)
-    if not entry["rows_match_truth"]:
-        rows_text = f"[red]{rows_text} ≠ {truth:,}[/]"
-    if not entry["types_ok"]:
-        rows_text += " [yellow](types differ)[/]"
-    ratio = entry["ratio_batchrun_over"]
-    return cells + [f"{entry['median_wall_s']:.2f}", f"{entry['mb_per_s']:,.1f}",
-                    f"{entry['rows_per_s']:,}", f"{entry['peak_rss_mb']:,.0f}", rows_text,
-                    f"{ratio:.2f}×" if ratio else "-"]
-
-
-def cpu_text(contenders: dict[str, dict[str, Any]]) -> str:
-    """Where each contender's CPU time went: the profile behind the wall times."""
-    lines = ["  CPU seconds by process kind (median; driver / ray_daemons / workers):"]
-    for name, entry in contenders.items():
-        cpu = entry.get("median_cpu_s")
-        if cpu:
-            parts = " / ".join(f"{cpu.get(k, 0.0):.1f}" for k in ("driver", "ray_daemons", "workers"))
-            lines.append(f"    {name:<24} {parts}  = {sum(cpu.values()):.1f} s")
-    return "\n".join(lines)
-
-
-def derived_text(d: dict[str, Any]) -> str:
-    def fmt(value: float | None, suffix: str) -> str:
-        return "n/a" if value is None else f"{value:,}{suffix}"
-
-    return (f"  machine limit ({os.cpu_count()} × pyarrow_1thread's rate): "
-            f"{fmt(d['machine_limit_mb_per_s'], ' MB/s')}; batchrun steady state "
-            f"{fmt(d['batchrun_steady_mb_per_s'], ' MB/s')} = "
-            f"{fmt(d['batchrun_steady_pct_of_limit'], '%')} of it\n  the same loop in "
-            f"{os.cpu_count()} processes at once (pyarrow_2proc): "
-            f"{fmt(d['measured_all_cores_mb_per_s'], ' MB/s')}, batchrun steady = "
-            f"{fmt(d['batchrun_steady_pct_of_measured'], '%')} of that\n"
-            f"  2-vs-1 worker speedup (steady state): {fmt(d['speedup_2_vs_1_worker'], '×')}"
-            f"; validation cost (full vs types-only wall): {fmt(d['validation_cost_pct'], '%')}\n")
-
-
-def machine_info() -> dict[str, Any]:
-    names = ("batchrun", "pyarrow", "duckdb", "ray", "dask", "polars", "pandas", "psutil")
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(), "python": platform.python_version(),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()], "versions": versions,
-    }
-
-
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -790,11 +714,21 @@ def cpu_model() -> str | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=("default", "seed"), default="default",
-                        help="default: few-big + many-small; seed: 10,000 × 2 MB")
+    parser.add_argument("--scale", choices=("default", "seed", "4gb", "all"), default="default",
+                        help="default: few-big + many-small; seed: 10,000 × 2 MB; "
+                             "4gb: 2,000 × 2 MB; all: 4gb, seed, then the default shapes")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, for smoke tests")
     parser.add_argument("--shapes", help="comma-separated shape names (default: all of the scale)")
-    parser.add_argument("--contenders", help="comma-separated subset of: " + ", ".join(BY_NAME))
+    parser.add_argument("--contenders", help="comma-separated subset of: " + ", ".join(BY_NAME)
+                        + (", batchrun_before (with --baseline)"))
+    parser.add_argument("--peers", help="run batchrun (and batchrun_before) with only these "
+                                        "peers, comma-separated (duckdb = duckdb_copy): " +
+                        ", ".join(c.name for c in CONTENDERS if not c.is_batchrun))
+    parser.add_argument("--baseline", type=Path, metavar="PATH",
+                        help="a batchrun checkout with its own .venv: adds the contender "
+                             "batchrun_before, the same job run by PATH/.venv/bin/python")
+    parser.add_argument("--markdown", type=Path, metavar="FILE",
+                        help="also write the results as README-ready Markdown to FILE")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per shape (medians)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--budget-min", type=float, default=13.0,
@@ -802,6 +736,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "a shape stops before a round that would overrun its share "
                              "(at least one round always runs; 0 = no budget)")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "bench-data")
+    parser.add_argument("--runs-dir", type=Path,
+                        help="where the runs write (emptied first; default DATA_DIR/_runs): "
+                             "keeps a shared, read-only DATA_DIR untouched")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results.json")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--poll-ms", type=float, default=50.0, help="RSS sampling interval")
@@ -829,7 +766,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.baseline and not (args.baseline / ".venv" / "bin" / "python").is_file():
+        parser.error(f"--baseline {args.baseline}: no .venv/bin/python in it")
     return args
+
+
+def choose_contenders(names: str | None, peers: str | None, baseline: bool) -> list[Contender]:
+    """--contenders (default: all, and batchrun_before with --baseline), then --peers:
+    the batchrun contenders chosen, or batchrun and batchrun_before if --contenders named
+    none, with only the peers it names."""
+    known = {**BY_NAME, **({BEFORE.name: BEFORE} if baseline else {})}
+    chosen: list[Contender] = pick(names, known, "contender")
+    if not peers:
+        return chosen
+    own = [c for c in chosen if c.is_batchrun and (names or c.name in ("batchrun", BEFORE.name))]
+    wanted = [PEER_ALIASES.get(n.strip(), n.strip()) for n in peers.split(",") if n.strip()]
+    peer_known = {c.name: c for c in CONTENDERS if not c.is_batchrun}
+    return own + pick(",".join(wanted), peer_known, "peer")
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command that ran this benchmark, as typed from the repository root."""
+    words = sys.argv[1:] if argv is None else argv
+    return shlex.join([".venv/bin/python", "scripts/bench.py", *words])
 
 
 def pick(names: str | None, known: dict[str, Any], what: str) -> list[Any]:
@@ -854,13 +813,14 @@ def main(argv: list[str] | None = None) -> int:
         return driver_capacity(args)
     scale = "quick" if args.quick else args.scale
     shapes: list[Shape] = pick(args.shapes, SCALES[scale], f"shape for scale {scale}")
-    contenders: list[Contender] = pick(args.contenders, BY_NAME, "contender")
-    scratch = args.data_dir / "_runs"
+    contenders = choose_contenders(args.contenders, args.peers, args.baseline is not None)
+    scratch = args.runs_dir or args.data_dir / "_runs"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     results: dict[str, Any] = {"machine": machine_info(), "config": {
         "scale": scale, "rounds": args.rounds, "timeout_s": args.timeout, "seed": args.seed,
-        "budget_min": args.budget_min,
+        "budget_min": args.budget_min, "command": command_line(argv),
+        "baseline": str(args.baseline) if args.baseline else None,
         "contenders": [c.name for c in contenders],
         "shapes": {s.name: asdict(s) for s in shapes}}, "shapes": {}}
     started = time.perf_counter()
@@ -870,11 +830,16 @@ def main(argv: list[str] | None = None) -> int:
         bench_shape(data, contenders, scratch, args, shape_deadline(budget_end, len(shapes) - index))
         results["shapes"][shape.name] = summarise(data, contenders)
     results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["baseline_rev"] = git_rev(args.baseline) if args.baseline else None
+    results["targets"] = target_checks(results)
     results["total_s"] = round(time.perf_counter() - started, 1)
     if not args.keep_outputs:
         shutil.rmtree(scratch, ignore_errors=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     render(results)
+    if args.markdown:
+        args.markdown.write_text(markdown(results) + "\n")
+        console.print(f"markdown written to {args.markdown}")
     console.print(f"total {results['total_s']:.0f} s; results written to {args.out}")
     return exit_code(results)
 
@@ -977,15 +942,6 @@ def shape_deadline(budget_end: float | None, shapes_left: int) -> float | None:
     if budget_end is None:
         return None
     return time.monotonic() + max(0.0, budget_end - time.monotonic()) / shapes_left
-
-
-def exit_code(results: dict[str, Any]) -> int:
-    """1 if any contender failed or wrote the wrong number of rows."""
-    for shape in results["shapes"].values():
-        for entry in shape["contenders"].values():
-            if entry["status"] == "failed" or entry.get("rows_match_truth") is False:
-                return 1
-    return 0
 
 
 if __name__ == "__main__":

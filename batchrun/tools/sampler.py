@@ -24,7 +24,9 @@ class TreeWatcher:
 
     `peak`: the whole tree (bytes); `peak_driver`: the root alone; `peak_workers`: the
     processes titled `ray::` (Ray's workers and actors). `cpu`: pid → (kind, latest user +
-    system CPU seconds seen), kind being driver, ray_daemons or workers."""
+    system CPU seconds seen), kind being driver, ray_daemons or workers. `peak_one`: kind →
+    the largest RSS one process of that kind reached (bytes): "worker RSS bounded" reads
+    off the largest single worker, not off the sum of all of them."""
 
     def __init__(self, pid: int, interval: float) -> None:
         self.root = psutil.Process(pid)
@@ -33,6 +35,7 @@ class TreeWatcher:
         self.peak = self.peak_driver = self.peak_workers = self.peak_run = 0
         """`peak_run`: the driver plus its `ray::` workers, summed in one sample."""
         self.cpu: dict[int, tuple[str, float]] = {}
+        self.peak_one: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -67,6 +70,7 @@ class TreeWatcher:
                 times = proc.cpu_times()
                 kind = self._kind(proc)  # every time: a Ray worker renames itself
                 self.cpu[proc.pid] = (kind, times.user + times.system)
+                self.peak_one[kind] = max(self.peak_one.get(kind, 0), rss)
                 workers += rss if _titled_ray(proc) else 0
             except psutil.Error:
                 continue
