@@ -454,7 +454,8 @@ class Finished:
     stderr: str
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_one_mb: dict[str, float] = field(default_factory=dict)
-    """Kind of process → the largest RSS one process of it reached."""
+    """Kind of process → the largest RSS one process of it reached, and when."""
+    peak_one_at: dict[str, float] = field(default_factory=dict)
     spawned_at: float = 0.0
     """time.time() at the spawn, and at the exit: the run log's stages sit between."""
     exited_at: float = 0.0
@@ -479,7 +480,7 @@ def run_tree(command: list[str], workdir: Path, timeout: float, poll: float,
     return Finished(code, wall, watcher.peak / 1e6, out_path.read_text(errors="replace"),
                     err_path.read_text(errors="replace"), watcher.cpu_by_kind(),
                     {kind: round(rss / 1e6, 1) for kind, rss in watcher.peak_one.items()},
-                    spawned_at, spawned_at + wall)
+                    dict(watcher.peak_one_at), spawned_at, spawned_at + wall)
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float, watcher: TreeWatcher) -> int | None:
@@ -599,7 +600,8 @@ def inspect_run(sample: Sample, done: Finished, state_dir: Path, python: str) ->
     run = child_report(done.stdout, first=True)
     began = _epoch(run.get("started_at"))
     sample.stages = run_stage_times(state_dir, run.get("run_id"), done.spawned_at, began,
-                                    done.exited_at)
+                                    done.exited_at, {f"peak_rss_{kind}": at for kind, at
+                                                     in done.peak_one_at.items()})
 
 
 def batchrun_json(python: str, command: str, state_dir: Path) -> Any:

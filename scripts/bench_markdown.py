@@ -61,6 +61,13 @@ def _check(shape: str, check: str, value: float | None, target: float,
             "target": f"{'≤' if at_most else '≥'} {target:g}", "met": met}
 
 
+def peak_in(entry: dict[str, Any], kind: str) -> str:
+    """" in <stage>": the stage in which that kind of process's RSS peaked most often
+    over the rounds ("" if unknown)."""
+    stages = (entry.get("peak_rss_in_stage") or {}).get(kind)
+    return f" in {max(stages, key=stages.count)}" if stages else ""
+
+
 def met_text(met: bool | None) -> str:
     return "n/a" if met is None else ("met" if met else "not met")
 
@@ -88,8 +95,8 @@ def result_cells(name: str, entry: dict[str, Any]) -> list[str]:
     kinds = entry.get("peak_rss_by_kind_mb") or {}
     rss = f"{entry['peak_rss_mb']:,.0f}"
     if entry.get("median_stages") is not None and kinds:
-        rss += (f" (driver {kinds.get('driver', 0):,.0f}, largest worker "
-                f"{kinds.get('workers', 0):,.0f})")
+        rss += (f" (driver {kinds.get('driver', 0):,.0f}{peak_in(entry, 'driver')}, largest "
+                f"worker {kinds.get('workers', 0):,.0f}{peak_in(entry, 'workers')})")
     rate = entry["mb_per_s"]
     return [name + flags, wall, f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}",
             _ratio(entry.get("ratio_to_duckdb_copy")),

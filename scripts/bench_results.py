@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from bench_markdown import met_text, target_checks
+from bench_markdown import met_text, peak_in, target_checks
 from bench_stages import STAGE_TITLES, STAGES, median_stages, stage_cells
 from rich.console import Console
 from rich.markup import escape
@@ -81,7 +81,17 @@ def contender_stats(data: ShapeData, name: str) -> dict[str, Any]:
     if any(s.stages is not None or s.verified is not None for s in ok):
         entry["verified"] = all(s.verified for s in ok)
         entry["median_stages"] = median_stages([s.stages for s in ok])
+        entry["peak_rss_in_stage"] = peak_stages([s.stages for s in ok])
     return entry
+
+
+def peak_stages(stages: list[dict[str, Any] | None]) -> dict[str, list[str]]:
+    """Kind of process → the stage its RSS peaked in, round by round."""
+    found: dict[str, list[str]] = {}
+    for one in stages:
+        for mark, stage in (one or {}).get("in_stage", {}).items():
+            found.setdefault(mark.removeprefix("peak_rss_"), []).append(stage)
+    return found
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -154,8 +164,9 @@ def rss_text(contenders: dict[str, dict[str, Any]]) -> str:
     for name, entry in contenders.items():
         kinds = entry.get("peak_rss_by_kind_mb")
         if kinds:
-            lines.append(f"    {name:<24} {kinds.get('driver', 0.0):,.0f} / "
-                         f"{kinds.get('workers', 0.0):,.0f}")
+            lines.append(f"    {name:<24} {kinds.get('driver', 0.0):,.0f}"
+                         f"{peak_in(entry, 'driver')} / {kinds.get('workers', 0.0):,.0f}"
+                         f"{peak_in(entry, 'workers')}")
     return "\n".join(lines)
 
 

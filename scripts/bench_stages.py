@@ -163,16 +163,31 @@ def stage_times(lines: list[LogLine], spawned_at: float, began_at: float | None,
     return times
 
 
+def stage_at(intervals: dict[str, tuple[float, float]], moment: float) -> str:
+    """The stage running at `moment`: of those whose interval holds it, the one that began
+    last (Ray's start over planning, a batch over Ray's start); "rest" if none."""
+    holding = [(span[0], name) for name, span in intervals.items()
+               if span[0] <= moment <= span[1]]
+    return max(holding)[1] if holding else "rest"
+
+
 def run_stage_times(state_dir: Path, run_id: str | None, spawned_at: float,
-                    began_at: float | None, exited_at: float) -> dict[str, Any] | None:
-    """`stage_times` of a run's log in `state_dir`; None without a run id or its log."""
+                    began_at: float | None, exited_at: float,
+                    marks: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """`stage_times` of a run's log in `state_dir` (None without a run id or its log), and
+    in `in_stage` the stage each of `marks` (name → time.time()) fell in, e.g. when the
+    driver's RSS peaked."""
     if not run_id:
         return None
     try:
         text = (state_dir / "logs" / f"{run_id}.log").read_text(errors="replace")
     except OSError:
         return None
-    return stage_times(parse_log(text), spawned_at, began_at, exited_at)
+    lines = parse_log(text)
+    times = stage_times(lines, spawned_at, began_at, exited_at)
+    intervals, _ = stage_intervals(lines, spawned_at, began_at, exited_at)
+    times["in_stage"] = {name: stage_at(intervals, moment) for name, moment in (marks or {}).items()}
+    return times
 
 
 def median_stages(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:

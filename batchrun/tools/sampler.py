@@ -10,6 +10,7 @@ samples can be missed.
 from __future__ import annotations
 
 import threading
+import time
 
 import psutil
 
@@ -26,7 +27,8 @@ class TreeWatcher:
     processes titled `ray::` (Ray's workers and actors). `cpu`: pid → (kind, latest user +
     system CPU seconds seen), kind being driver, ray_daemons or workers. `peak_one`: kind →
     the largest RSS one process of that kind reached (bytes): "worker RSS bounded" reads
-    off the largest single worker, not off the sum of all of them."""
+    off the largest single worker, not off the sum of all of them; `peak_one_at`: when
+    (time.time())."""
 
     def __init__(self, pid: int, interval: float) -> None:
         self.root = psutil.Process(pid)
@@ -36,6 +38,7 @@ class TreeWatcher:
         """`peak_run`: the driver plus its `ray::` workers, summed in one sample."""
         self.cpu: dict[int, tuple[str, float]] = {}
         self.peak_one: dict[str, int] = {}
+        self.peak_one_at: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -70,7 +73,8 @@ class TreeWatcher:
                 times = proc.cpu_times()
                 kind = self._kind(proc)  # every time: a Ray worker renames itself
                 self.cpu[proc.pid] = (kind, times.user + times.system)
-                self.peak_one[kind] = max(self.peak_one.get(kind, 0), rss)
+                if rss > self.peak_one.get(kind, 0):
+                    self.peak_one[kind], self.peak_one_at[kind] = rss, time.time()
                 workers += rss if _titled_ray(proc) else 0
             except psutil.Error:
                 continue

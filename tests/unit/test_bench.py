@@ -124,6 +124,21 @@ def test_overlapping_stages_are_not_counted_twice() -> None:
     assert times["rest"] == 1.0  # 12-13: no end line, so no exit stage
 
 
+def test_a_moment_is_placed_in_the_stage_that_began_last_around_it(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "r1.log").write_text(LOG.read_text())
+    lines = bench_stages.parse_log(LOG.read_text())
+    began = lines[1].at - 10.46
+    marks = {"ray": lines[1].at - 1, "batch": lines[-3].at - 0.1, "unique": lines[-2].at - 0.1,
+             "after": lines[-1].at + 5}
+    times = bench_stages.run_stage_times(tmp_path, "r1", began - 1.5, began, lines[-1].at + 1,
+                                         marks)
+    assert times is not None
+    assert times["in_stage"] == {"ray": "ray_start", "batch": "batches", "unique": "unique",
+                                 "after": "rest"}
+    assert bench_stages.run_stage_times(tmp_path, "r2", 0.0, None, 1.0) is None
+
+
 def shape_result(name: str, ratio_duckdb: float | None, steady_pct: float | None) -> dict[str, Any]:
     stages = {**dict.fromkeys(bench_stages.STAGES, 1.0), "unique": 0.4, "planning": None,
               "wall": 10.0, "derived": ["unique"]}
@@ -131,7 +146,8 @@ def shape_result(name: str, ratio_duckdb: float | None, steady_pct: float | None
                 "mb_per_s": 400.0, "peak_rss_mb": 1500.0, "rows_match_truth": True,
                 "verified": True, "ratio_to_duckdb_copy": ratio_duckdb, "ratio_to_polars": 0.5,
                 "peak_rss_by_kind_mb": {"driver": 300.0, "workers": 600.0},
-                "median_stages": stages, "median_cpu_s": {"driver": 2.0, "workers": 15.0}}
+                "median_stages": stages, "median_cpu_s": {"driver": 2.0, "workers": 15.0},
+                "peak_rss_in_stage": {"driver": ["batches", "unique", "unique"]}}
     duckdb = {"status": "ok", "median_wall_s": 12.0, "min_wall_s": 12.0, "max_wall_s": 12.0,
               "mb_per_s": 333.0, "peak_rss_mb": 200.0, "rows_match_truth": True,
               "ratio_to_duckdb_copy": 1.0, "ratio_to_polars": None}
@@ -153,7 +169,7 @@ def test_the_markdown_puts_scale_rows_first_then_stages_machine_and_command() ->
                                                "4gb": shape_result("4gb", 0.8, 85.0)}))
     assert text.index("**4gb**") < text.index("**few-big**")
     assert ("| batchrun | 10.0 s (9.0–11.0) | 400 | 0.80× | 0.50× |"
-            " 1,500 (driver 300, largest worker 600) |") in text
+            " 1,500 (driver 300 in unique, largest worker 600) |") in text
     assert "| 4gb | batchrun | 10.00 | 1.00 (10%) | – | 1.00 (10%) | 1.00 (10%) | 0.40 (4%) |" in text
     assert "| polars | skipped (not installed) |" in text
     assert "2 cores (Xeon), 23.6 GiB RAM" in text and "batchrun abc1234" in text

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -90,9 +91,12 @@ def test_a_job_document_written_as_toml_reads_back_the_same() -> None:
 def test_the_tree_watcher_sees_a_child_process_memory_and_cpu() -> None:
     code = "x = b'x' * 200_000_000; import time; t = time.process_time(); " \
            "exec('while time.process_time() - t < 0.3: pass')"
+    started = time.time()
     with subprocess.Popen([sys.executable, "-c", code]) as child:
         with TreeWatcher(child.pid, 0.02) as watcher:
             child.wait(timeout=60)
     assert watcher.peak >= 200_000_000 and watcher.peak_driver >= 200_000_000
     assert watcher.peak_workers == 0  # no process titled ray::
+    assert watcher.peak_one["driver"] == watcher.peak_driver and "workers" not in watcher.peak_one
+    assert started < watcher.peak_one_at["driver"] < time.time()
     assert watcher.cpu_by_kind()["driver"] >= 0.2
