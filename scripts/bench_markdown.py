@@ -118,6 +118,19 @@ def results_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def before_after_section(results: dict[str, Any]) -> list[str]:
+    """batchrun against batchrun_before (--baseline), shape by shape: the closing note's
+    before/after table, from one run."""
+    rows = []
+    for name, shape in ordered_shapes(results):
+        after, before = (shape["contenders"].get(c, {}).get("median_wall_s")
+                         for c in ("batchrun", "batchrun_before"))
+        if after and before:
+            rows.append([name, f"{before:.1f} s", f"{after:.1f} s", f"{after / before:.2f}×"])
+    header = ["shape", "batchrun_before", "batchrun", "after / before"]
+    return ["Before and after (median wall):", "", *_table(header, rows), ""] if rows else []
+
+
 def stages_section(results: dict[str, Any]) -> list[str]:
     """batchrun's stages (median seconds, share of the wall), from its run logs."""
     rows, derived = [], set()
@@ -176,7 +189,8 @@ def machine_section(results: dict[str, Any]) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    sections = (results_section, stages_section, cpu_section, targets_section, machine_section)
+    sections = (results_section, before_after_section, stages_section, cpu_section,
+                targets_section, machine_section)
     return "\n".join(line for section in sections for line in section(results))
 
 

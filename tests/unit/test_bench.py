@@ -172,9 +172,18 @@ def test_the_markdown_puts_scale_rows_first_then_stages_machine_and_command() ->
             " 1,500 (driver 300 in unique, largest worker 600) |") in text
     assert "| 4gb | batchrun | 10.00 | 1.00 (10%) | – | 1.00 (10%) | 1.00 (10%) | 0.40 (4%) |" in text
     assert "| polars | skipped (not installed) |" in text
+    assert "Before and after" not in text
     assert "2 cores (Xeon), 23.6 GiB RAM" in text and "batchrun abc1234" in text
     assert "polars not installed" in text
     assert "```bash\n.venv/bin/python scripts/bench.py --scale all\n```" in text
+
+
+def test_with_a_baseline_the_markdown_has_a_before_after_table() -> None:
+    shape = shape_result("4gb", 0.8, 85.0)
+    shape["contenders"]["batchrun_before"] = {**shape["contenders"]["batchrun"],
+                                              "median_wall_s": 40.0}
+    text = bench_markdown.markdown(results_of({"4gb": shape}))
+    assert "| 4gb | 40.0 s | 10.0 s | 0.25× |" in text
 
 
 def test_the_target_checks_say_met_not_met_or_n_a() -> None:
