@@ -746,6 +746,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll-ms", type=float, default=50.0, help="RSS sampling interval")
     parser.add_argument("--keep-outputs", action="store_true",
                         help="keep every run's output under DATA_DIR/_runs")
+    add_side_modes(parser)
+    parser.add_argument("--contender", help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if args.baseline and not (args.baseline / ".venv" / "bin" / "python").is_file():
+        parser.error(f"--baseline {args.baseline}: no .venv/bin/python in it")
+    return args
+
+
+def add_side_modes(parser: argparse.ArgumentParser) -> None:
+    """The options of the modes that measure one thing instead of the contenders."""
     parser.add_argument("--memory-scaling", action="store_true",
                         help="only measure batchrun's peak memory at N and 10×N files "
                              "(fixed batch size), and the bytes in flight")
@@ -762,15 +776,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="no-op batches committed by --driver-capacity")
     parser.add_argument("--commit-workers", type=int, default=1_000, metavar="N",
                         help="in-process workers for --driver-capacity's commits")
-    parser.add_argument("--contender", help=argparse.SUPPRESS)  # child mode
-    parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    if args.baseline and not (args.baseline / ".venv" / "bin" / "python").is_file():
-        parser.error(f"--baseline {args.baseline}: no .venv/bin/python in it")
-    return args
 
 
 def choose_contenders(names: str | None, peers: str | None, baseline: bool) -> list[Contender]:

@@ -195,3 +195,12 @@ def test_the_target_checks_say_met_not_met_or_n_a() -> None:
                         ("4gb", "pyarrow_2proc"): "not met", ("4gb", "batchrun"): "met",
                         ("few-big", "duckdb_copy"): "not met",
                         ("few-big", "pyarrow_2proc"): "n/a", ("few-big", "batchrun"): "met"}
+
+
+def test_a_baseline_without_its_own_venv_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--baseline", str(tmp_path)])
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    args = bench.parse_args(["--scale", "4gb", "--baseline", str(tmp_path), "--planning", "5"])
+    assert (args.scale, args.baseline, args.planning) == ("4gb", tmp_path, 5)
