@@ -81,9 +81,14 @@ class SortedLevels:
     def contains(self, codes: Codes) -> np.ndarray:
         """For each of the (sorted) codes, whether the set holds it."""
         found = np.zeros(codes.size, dtype=bool)
+        if not codes.size:
+            return found
         for level in self.levels:
-            at = np.minimum(np.searchsorted(level, codes), level.size - 1)
-            found |= level[at] == codes
+            start, end = np.searchsorted(level, [codes[0], codes[-1]], side="left")
+            near = level[start:end + 1]  # the only codes that can match: keys cluster
+            if near.size:
+                at = np.minimum(np.searchsorted(near, codes), near.size - 1)
+                found |= near[at] == codes
         return found
 
     def add(self, codes: Codes) -> None:
@@ -97,15 +102,47 @@ class SortedLevels:
             self.levels.append(np.sort(np.concatenate([before, last]), kind="stable"))
 
 
+class PartitionedLevels:
+    """`SortedLevels` per range of the code space (its top bits): evenly spread codes
+    (hashes) are searched and merged in cache-sized arrays; clustered ones (integer ids)
+    mostly share one range, where `SortedLevels` narrows each search to their range."""
+
+    BITS = 6
+
+    def __init__(self) -> None:
+        self.parts = [SortedLevels() for _ in range(1 << self.BITS)]
+        self.bounds = np.arange(1, 1 << self.BITS, dtype=np.uint64) << np.uint64(64 - self.BITS)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def _slices(self, codes: Codes) -> list[tuple[SortedLevels, slice]]:
+        cuts = [0, *np.searchsorted(codes, self.bounds).tolist(), codes.size]
+        return [(part, slice(cuts[i], cuts[i + 1])) for i, part in enumerate(self.parts)
+                if cuts[i + 1] > cuts[i]]
+
+    def contains(self, codes: Codes) -> np.ndarray:
+        """For each of the (sorted) codes, whether the set holds it."""
+        found = np.zeros(codes.size, dtype=bool)
+        for part, where in self._slices(codes):
+            found[where] = part.contains(codes[where])
+        return found
+
+    def add(self, codes: Codes) -> None:
+        """Add sorted codes."""
+        for part, where in self._slices(codes):
+            part.add(codes[where])
+
+
 @dataclass
 class KeyIndex:
     """One unique column's codes: the run's own, and those other runs serve (`earlier`
     runs apart, since a rebuilding full refresh takes no key from them), with the codes
     that hit each."""
 
-    mine: SortedLevels = field(default_factory=SortedLevels)
-    earlier: SortedLevels = field(default_factory=SortedLevels)
-    later: SortedLevels = field(default_factory=SortedLevels)
+    mine: PartitionedLevels = field(default_factory=PartitionedLevels)
+    earlier: PartitionedLevels = field(default_factory=PartitionedLevels)
+    later: PartitionedLevels = field(default_factory=PartitionedLevels)
     hits: list[Codes] = field(default_factory=list)
     """Codes seen twice in the run, or served by a later run."""
     earlier_hits: list[Codes] = field(default_factory=list)
