@@ -74,6 +74,7 @@ class KeyFeed:
         self.mine: set[str] = set()
         self.others: set[str] = set()
         self.problem: str | None = None
+        self._closing = False
         self.cpu_s = 0.0
         self.keys_indexed = 0
         self._queue: queue.SimpleQueue[_Output | None] = queue.SimpleQueue()
@@ -129,7 +130,9 @@ class KeyFeed:
         return Candidates(dict(self.types), codes, files, self.keys_indexed)
 
     def close(self) -> None:
-        """Stop the thread (if running) and delete the spilled codes."""
+        """Stop the thread (skipping what it has not indexed yet) and delete the spilled
+        codes."""
+        self._closing = True
         self._stop()
         shutil.rmtree(self.spill, ignore_errors=True)
         with contextlib.suppress(OSError):  # another run's codes are still there
@@ -147,7 +150,7 @@ class KeyFeed:
     def _work(self) -> None:
         started = time.thread_time()
         while (output := self._queue.get()) is not None:
-            if self.problem is None:
+            if self.problem is None and not self._closing:
                 try:
                     self._index(output)
                 except Exception as exc:  # noqa: BLE001 (any failure: the exact pass decides)
