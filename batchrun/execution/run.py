@@ -41,6 +41,7 @@ from batchrun.execution.settings import ExecutionSettings
 from batchrun.execution.stopping import StopToken
 from batchrun.hooks import Hooks
 from batchrun.jobtable import job_table, publish_job_table
+from batchrun.keyfeed import KeyFeed
 from batchrun.model import BatchState, RowCounts, RunRecord, RunState
 from batchrun.pipeline import PipelineSpec
 from batchrun.plan import Reach, replan_recoverable
@@ -136,6 +137,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
     log = logger.bind(run_id=record.run_id)
     stop = stop or StopToken()
+    feed: KeyFeed | None = None
     try:
         catalog.set_run_state(record.run_id, RunState.RUNNING, pid=os.getpid(),
                               host=socket.gethostname(),
@@ -143,6 +145,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         log.info("{} job {} ({})", "resuming" if resumed else "starting", record.job,
                  record.job_file)
         pending = pending_batches(catalog, record.run_id)
+        feed = KeyFeed.start(catalog, record, columns)
         if pending or ray_ready is not None:
             ray_ready = ray_ready or connect_ray(settings, config, Path(record.job_file).parent)
             _note_connected(record.run_id, ray_ready, on_progress)
@@ -150,12 +153,13 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
             pool = RayActorPool(_worker_spec(record, config, columns, settings, hooks),
                                 _actor_options(config))
             scheduler = Scheduler(catalog, record.run_id, pool, _limits(settings), hooks=hooks,
-                                  stop=stop, on_progress=on_progress)
+                                  stop=stop, on_progress=on_progress,
+                                  on_commit=feed.committed if feed else None)
             outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
         else:  # a resume with nothing left to dispatch: Ray is not started for nothing
             log.info("no batch to dispatch: Ray not started")
             outcome = ScheduleOutcome()
-        _publish(catalog, record, columns)
+        _publish(catalog, record, columns, feed)
         state, message = _final_state(catalog, record.run_id, outcome, config)
         catalog.set_run_state(record.run_id, state, message=redact_message(message))
         _publish_rebuilt(catalog, record, columns, state)
@@ -168,6 +172,8 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         _record_abort(catalog, record.run_id, exc)
         raise
     finally:
+        if feed is not None:
+            feed.close()
         stop.restore()
         if ray_ready is not None and ray_ready.started:
             shutdown_local()
@@ -259,15 +265,17 @@ def _limits(settings: ExecutionSettings) -> Limits:
                   max_failed_files=settings.max_failed_files)
 
 
-def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]) -> None:
-    """The unique pass, orphan removal and `staging.duckdb` (the job's table, whichever
-    run of the job this is: see jobtable.py); a full staging dir or a DuckDB
-    failure here becomes one error naming the staging dir."""
+def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec],
+             feed: KeyFeed | None = None) -> None:
+    """The unique pass (over the candidates of `feed`, the run's key index), orphan
+    removal and `staging.duckdb` (the job's table, whichever run of the job this is: see
+    jobtable.py); a full staging dir or a DuckDB failure here becomes one error naming
+    the staging dir."""
     staging = record.staging_dir
     committed = catalog.committed(record.run_id)
     check_committed_files(committed, committed.outputs)  # the unique pass reads them
     try:
-        apply_unique_keys(catalog, record, columns, _rebuilds(catalog, record.run_id))
+        apply_unique_keys(catalog, record, columns, _rebuilds(catalog, record.run_id), feed)
         committed = catalog.committed(record.run_id)
         remove_orphans(staging, record.table, record.run_id, committed.paths, committed.storage)
         publish_job_table(staging, job_table(catalog, record,

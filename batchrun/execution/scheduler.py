@@ -36,6 +36,7 @@ from batchrun.hooks import NO_HOOKS, Hooks
 from batchrun.model import (
     AttemptEnd,
     AttemptOutcome,
+    BatchResult,
     BatchState,
     BatchTask,
     Dispatch,
@@ -48,6 +49,8 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 batches: start.py, from the planning thread), "ray" (address, cpus, seconds: run.py),
 "running" (one per scheduler round: counts to add up, and `in_flight` per worker) and
 "stopping" (in_flight, timeout: the drain after a stop request)."""
+CommitCallback = Callable[[list[BatchResult]], None]
+"""Told each round's committed results, once the catalog has recorded them."""
 _BACKOFF = wait_exponential_jitter(exp_base=2, max=30, jitter=0.25)
 _ROUND_WAIT = 0.5
 """The longest a round waits for results before it looks at stop requests and timeouts."""
@@ -175,8 +178,10 @@ def pending_batches(catalog: Catalog, run_id: str) -> list[QueuedBatch]:
 class Scheduler:
     def __init__(self, catalog: Catalog, run_id: str, pool: WorkerPool, limits: Limits,
                  hooks: Hooks = NO_HOOKS, stop: StopToken | None = None,
-                 on_progress: ProgressCallback | None = None) -> None:
+                 on_progress: ProgressCallback | None = None,
+                 on_commit: CommitCallback | None = None) -> None:
         self.catalog, self.run_id, self.pool, self.limits = catalog, run_id, pool, limits
+        self.on_commit = on_commit
         self.hooks = hooks
         self.stop = stop or StopToken()
         self.on_progress = on_progress
@@ -385,6 +390,8 @@ class Scheduler:
             self.hooks.after_dispatch(self.results_seen)
         if current.results:
             self.hooks.after_commit(self.results_seen)
+            if self.on_commit:
+                self.on_commit(current.results)
         self._after_round(current)
 
     def _write(self, current: RoundRecord) -> None:
