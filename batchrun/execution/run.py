@@ -169,9 +169,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         else:  # a resume with nothing left to dispatch: Ray is not started for nothing
             log.info("no batch to dispatch: Ray not started")
             outcome = ScheduleOutcome()
-        publishing = time.monotonic()
         _publish(catalog, record, columns)
-        log.info("published in {:.2f}s", time.monotonic() - publishing)
         state, message = _final_state(catalog, record.run_id, outcome, config)
         catalog.set_run_state(record.run_id, state, message=redact_message(message))
         _publish_rebuilt(catalog, record, columns, state)
@@ -356,6 +354,7 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
     """The unique pass, orphan removal and `staging.duckdb` (the job's table, whichever
     run of the job this is: see jobtable.py); a full staging dir or a DuckDB
     failure here becomes one error naming the staging dir."""
+    began = time.monotonic()
     staging = record.staging_dir
     committed = catalog.committed(record.run_id)
     check_committed_files(committed, committed.outputs)  # the unique pass reads them
@@ -367,6 +366,7 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
                                              {n: s.type for n, s in columns.items()}))
     except (duckdb.Error, OSError) as exc:
         raise _staging_error(exc, staging) from None
+    logger.bind(run_id=record.run_id).info("published in {:.2f}s", time.monotonic() - began)
 
 
 def _staging_error(exc: Exception, staging: str) -> BatchrunError:
