@@ -224,6 +224,10 @@ class ExecutionSection(_Section):
     """A batch running longer has its worker killed and replaced, and is retried; None: off."""
     retry_budget: Annotated[int, Field(ge=0)] = 100
     """Retries allowed in the whole run; once spent, the run stops dispatching (fail fast)."""
+    pool: Literal["auto", "ray", "inline"] = "auto"
+    """Where batches run: "ray" (worker actors on a local Ray instance or the cluster),
+    "inline" (in the batchrun process itself: no Ray started) or "auto": inline for a small
+    local plan (see execution/settings.py `choose_pool`), Ray otherwise."""
 
     @field_validator("drain_timeout", "batch_timeout", "stagger", mode="before")
     @classmethod

@@ -80,6 +80,11 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoTruth
     return out, truth
 
 
+ON_RAY = 'workers = 2\npool = "ray"'
+"""`write_job(execution=ON_RAY)`: the run's batches go to Ray actors even where the plan is
+small enough for the inline pool (tests of Ray's behaviour: kills, actors, sessions)."""
+
+
 def write_job(directory: Path, data_dir: Path, *, name: str = "orders_job",
               batch: str = "max_files = 2", execution: str = "workers = 2",
               extra: str = "") -> Path:

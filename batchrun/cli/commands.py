@@ -437,7 +437,7 @@ def _finish(outcome: RunOutcome, catalog: Catalog, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(report.as_json()))
     else:
-        _render_summary(report)
+        _render_summary(report, outcome.pool.pool if outcome.pool else None)
     code = _exit_code(outcome)
     if code != EXIT_OK and _resumable(report):
         err.print(f"resume with: {hint('resume', outcome.run_id)}", markup=False)

@@ -112,6 +112,9 @@ _CONTROL_FLAGS = [
     # (flag, job key, click type, help)
     ("--mode", "execution.mode", click.Choice(["parallel", "sequential"]),
      "parallel (with the limits below) or sequential (one batch at a time, fail fast)"),
+    ("--pool", "execution.pool", click.Choice(["auto", "ray", "inline"]),
+     "where the batches run: ray (worker actors), inline (this process, no Ray) or auto"
+     " (inline for a small local plan)"),
     ("--max-in-flight", "execution.max_in_flight", click.IntRange(min=1),
      "batches in flight at most (default 2 x workers)"),
     ("--per-source-concurrency", "execution.per_source_concurrency", str,

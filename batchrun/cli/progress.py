@@ -121,6 +121,9 @@ def event_note(event: dict[str, Any]) -> str | None:
         how = "started a local Ray instance" if event.get("started") else \
             f"joined Ray at {event.get('address')}"
         return f"{how} ({event.get('cpus', 0):g} CPUs) in {event.get('seconds', 0):.1f}s"
+    if stage == "pool":
+        return (f"running the batches in this process (inline, {event.get('threads', 1)}"
+                " reader thread(s)): no Ray to start")
     if stage == "stopping":
         return (f"stopping: waiting for {event['in_flight']} batch(es) in flight, up to"
                 f" {event['timeout']:.0f}s (Ctrl-C again to stop at once; a resume redoes them)")

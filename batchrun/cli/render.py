@@ -41,8 +41,9 @@ def _stdout_for_results() -> contextlib.redirect_stdout[Any]:
     return contextlib.redirect_stdout(sys.stderr)
 
 
-def _render_summary(status: RunStatus) -> None:
-    """One line, green only when the run succeeded (red when it failed), then the hints."""
+def _render_summary(status: RunStatus, pool: str | None = None) -> None:
+    """One line, green only when the run succeeded (red when it failed), then the hints;
+    `pool`: where its batches ran ("ray" or "inline"), if any ran."""
     b, f, r = status.counts.batches, status.counts.files, status.counts.rows
     if status.selection is not None and status.selection.nothing_new and not b.total:
         err.print(f"{status.selection.text()} (run {status.run_id} recorded, Ray not started)",
@@ -52,7 +53,8 @@ def _render_summary(status: RunStatus) -> None:
               f"{b.committed}/{b.total} batches, {r.staged:,} rows staged, "
               f"{r.rejected:,} rejected, {f.failed} file(s) quarantined"
               + (f", {f.skipped} skipped" if f.skipped else "")
-              + f" in {status.duration_s or 0:.1f}s", markup=False,
+              + f" in {status.duration_s or 0:.1f}s" + (f" (pool: {pool})" if pool else ""),
+              markup=False,
               style=_STATE_COLORS.get(status.state, "cyan"))
     if status.message:
         err.print(f"  {status.message}", markup=False)

@@ -7,7 +7,8 @@ whether the worker died with it. Two pools:
 - `RayActorPool` (`ray_pool.py`, the one module of the pool that imports Ray): one
   actor per worker; every Ray call the scheduler needs (actor creation, wait/get, error
   classification, kill) is there.
-- `InlinePool`: runs each task in this process, for unit tests and tiny jobs. Its work may
+- `InlinePool`: runs each task in this process, for unit tests and small local jobs
+  (`[execution] pool`, settings.choose_pool: no Ray is started for them). Its work may
   act out a worker's death (`SimulatedDeath`) or a batch that never returns
   (`SimulatedHang`), deterministically; any other exception is a task's failure.
 
@@ -92,6 +93,39 @@ def short_error(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None) or exc
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]
+
+
+class NotingFirstSubmit:
+    """A pool that calls `note()` at its first `submit` (the run log's "first batch
+    dispatched" line), and is the wrapped pool otherwise."""
+
+    def __init__(self, pool: WorkerPool, note: Callable[[], None]) -> None:
+        self.pool = pool
+        self.note: Callable[[], None] | None = note
+
+    def start(self, workers: int) -> None:
+        self.pool.start(workers)
+
+    def submit(self, worker: int, task: BatchTask) -> Handle:
+        note, self.note = self.note, None
+        if note is not None:
+            note()
+        return self.pool.submit(worker, task)
+
+    def wait(self, timeout: float) -> list[Finished]:
+        return self.pool.wait(timeout)
+
+    def usable(self, worker: int) -> bool:
+        return self.pool.usable(worker)
+
+    def kill(self, worker: int) -> None:
+        self.pool.kill(worker)
+
+    def replace(self, worker: int) -> None:
+        self.pool.replace(worker)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
 
 
 # -- in-process ----------------------------------------------------------------------------

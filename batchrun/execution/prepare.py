@@ -6,7 +6,8 @@ Loading validates the TOML; these need the world, so they run when a run starts
 - the custom reader and transform import (a typo fails before anything starts);
 - each column pattern compiles in DuckDB, which runs it (RE2: no backreferences or
   lookaround);
-- fault injection (`[faults]` and the `BATCHRUN_FAULTS` environment variable) parses.
+- fault injection (`[faults]` and the `BATCHRUN_FAULTS` environment variable) parses;
+- `execution.pool = "inline"` is not asked to join a cluster (`execution.address`).
 
 Each failure is the `ConfigError` loading used to raise: file, key, what was expected
 (exit 2). The checks are cheap and may run twice: imports are cached.
@@ -33,6 +34,7 @@ def check_config(config: JobConfig, where: str, base_dir: Path) -> None:
     _check_custom_steps(where, config, base_dir)
     _check_patterns(where, config)
     _check_faults(where, config)
+    _check_pool(where, config)
 
 
 def _check_custom_steps(where: str, config: JobConfig, base_dir: Path) -> None:
@@ -61,3 +63,12 @@ def _check_faults(where: str, config: JobConfig) -> None:
         run_hooks(config.faults)
     except ConfigError as exc:
         raise ConfigError(where, "faults", exc.expected) from None
+
+
+def _check_pool(where: str, config: JobConfig) -> None:
+    """An inline run is this process: it cannot join the cluster an address names (the
+    address is not repeated: it may hold credentials)."""
+    if config.execution.pool == "inline" and config.execution.address:
+        raise ConfigError(where, "execution.pool", '"inline" runs the batches in the batchrun'
+                          ' process, so it cannot join the cluster execution.address names'
+                          ' (use "ray" or "auto")')

@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import ray
 from loguru import logger
 
 from batchrun import logs
 from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, JobConfig
 from batchrun.errors import BatchrunError, DiskFullError, StagingError, disk_full_reason
-from batchrun.execution.ray_pool import RayActorPool
-from batchrun.execution.ray_session import RayReady, connect_ray, shutdown_local
+from batchrun.execution.admission import QueuedBatch
+from batchrun.execution.pool import InlinePool, NotingFirstSubmit, WorkerPool
 from batchrun.execution.scheduler import (
     Limits,
     ProgressCallback,
@@ -37,18 +37,28 @@ from batchrun.execution.scheduler import (
     Scheduler,
     pending_batches,
 )
-from batchrun.execution.settings import ExecutionSettings
+from batchrun.execution.settings import (
+    ExecutionSettings,
+    Pool,
+    PoolChoice,
+    choose_pool,
+    inline_settings,
+    ray_connected,
+)
 from batchrun.execution.stopping import StopToken
-from batchrun.hooks import Hooks
+from batchrun.hooks import NO_HOOKS, Hooks
 from batchrun.jobtable import job_table, publish_job_table
 from batchrun.keyfeed import KeyFeed
 from batchrun.model import BatchState, RowCounts, RunRecord, RunState
-from batchrun.pipeline import PipelineSpec
+from batchrun.pipeline import BatchPipeline, PipelineSpec
 from batchrun.plan import Reach, replan_recoverable
 from batchrun.redact import redact, redact_message
 from batchrun.staging import check_committed_files, delete_output, remove_orphans
 from batchrun.unique import apply_unique_keys
 from batchrun.verify import VerifyReport, verify_run
+
+if TYPE_CHECKING:
+    from batchrun.execution.ray_session import RayReady
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,8 @@ class RunOutcome:
     schedule: ScheduleOutcome | None = None
     repaired: VerifyReport | None = None
     """What `resume --repair` found before it re-dispatched the damaged batches."""
+    pool: PoolChoice | None = None
+    """Where its batches ran (None: there was nothing to dispatch)."""
 
 
 def resume_planned(catalog: Catalog, record: RunRecord, config: JobConfig,
@@ -131,8 +143,10 @@ def reconcile(catalog: Catalog, record: RunRecord) -> None:
 def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
                 columns: dict[str, ColumnSpec], settings: ExecutionSettings,
                 stop: StopToken | None, on_progress: ProgressCallback | None, resumed: bool,
-                ray_ready: RayReady | None = None, *, hooks: Hooks) -> RunOutcome:
-    """Schedule the run's pending batches on Ray actors, publish, record the outcome.
+                ray_ready: RayReady | None = None, *, hooks: Hooks,
+                choice: PoolChoice | None = None) -> RunOutcome:
+    """Schedule the run's pending batches on a worker pool (`choice`, else `choose_pool`
+    for the pending bytes: Ray actors, or this process), publish, record the outcome.
     `hooks`: the run's hooks (its faults), loaded once at its start."""
     sink = logs.open_run_log(Path(catalog.path.parent), record.run_id)
     log = logger.bind(run_id=record.run_id)
@@ -147,15 +161,14 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         pending = pending_batches(catalog, record.run_id)
         feed = KeyFeed.start(catalog, record, columns)
         if pending or ray_ready is not None:
-            ray_ready = ray_ready or connect_ray(settings, config, Path(record.job_file).parent)
-            _note_connected(record.run_id, ray_ready, on_progress)
-            stop.install()
-            pool = RayActorPool(_worker_spec(record, config, columns, settings, hooks),
-                                _actor_options(config))
-            scheduler = Scheduler(catalog, record.run_id, pool, _limits(settings), hooks=hooks,
-                                  stop=stop, on_progress=on_progress,
-                                  on_commit=feed.committed if feed else None)
-            outcome = scheduler.execute(pending, catalog.attempts(record.run_id))
+            choice = choice or _choice(settings, pending, hooks, ray_ready)
+            log.info("pool: {} ({})", choice.pool, choice.reason)
+            if choice.pool == "ray":
+                ray_ready = ray_ready or _connect(settings, config, record)
+                _note_connected(record.run_id, ray_ready, on_progress)
+            outcome = _schedule(catalog, record, choice.pool, _worker_spec(
+                record, config, columns, settings, hooks), settings, hooks, stop, on_progress,
+                pending, feed)
         else:  # a resume with nothing left to dispatch: Ray is not started for nothing
             log.info("no batch to dispatch: Ray not started")
             outcome = ScheduleOutcome()
@@ -167,7 +180,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
         log.info("run {}: {} batch(es) committed, {} failed, {} abandoned; catalog writes took"
                  " {:.3f}s", state.value, outcome.committed, outcome.failed, outcome.abandoned,
                  outcome.catalog_s)
-        return RunOutcome(record.run_id, state, resumed=resumed, schedule=outcome)
+        return RunOutcome(record.run_id, state, resumed=resumed, schedule=outcome, pool=choice)
     except BaseException as exc:
         _record_abort(catalog, record.run_id, exc)
         raise
@@ -176,13 +189,91 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
             feed.close()
         stop.restore()
         if ray_ready is not None and ray_ready.started:
+            from batchrun.execution.ray_session import shutdown_local
+
             shutdown_local()
         logs.close_run_log(sink)
+
+
+def _choice(settings: ExecutionSettings, pending: list[QueuedBatch], hooks: Hooks,
+            ray_ready: RayReady | None) -> PoolChoice:
+    """The pool of a run that start.py did not choose for: Ray when it is up already."""
+    if ray_ready is not None:
+        return PoolChoice("ray", "Ray was started while the run was planned")
+    return choose_pool(settings, sum(b.bytes for b in pending), ray_connected=ray_connected(),
+                       hooked=hooks is not NO_HOOKS)
+
+
+def _schedule(catalog: Catalog, record: RunRecord, pool_kind: Pool, spec: PipelineSpec,
+              settings: ExecutionSettings, hooks: Hooks, stop: StopToken,
+              on_progress: ProgressCallback | None, pending: list[QueuedBatch],
+              feed: KeyFeed | None = None) -> ScheduleOutcome:
+    """Run the pending batches on the chosen pool; SIGINT/SIGTERM stop it from now on."""
+    if pool_kind == "inline":
+        settings = inline_settings(settings)
+        spec = replace(spec, threads=settings.threads_per_worker)
+        pool = _inline_pool(spec, on_progress)
+    else:
+        pool = _ray_pool(spec)
+    stop.install()
+    scheduler = Scheduler(catalog, record.run_id, NotingFirstSubmit(pool, _first_dispatch(
+        record.run_id)), _limits(settings), hooks=hooks, stop=stop, on_progress=on_progress,
+        on_commit=feed.committed if feed else None)
+    return scheduler.execute(pending, catalog.attempts(record.run_id))
+
+
+def _connect(settings: ExecutionSettings, config: JobConfig, record: RunRecord) -> RayReady:
+    from batchrun.execution.ray_session import connect_ray
+
+    return connect_ray(settings, config, Path(record.job_file).parent)
+
+
+def _ray_pool(spec: PipelineSpec) -> WorkerPool:
+    from batchrun.execution.ray_pool import RayActorPool
+
+    return RayActorPool(spec, ACTOR_OPTIONS)
+
+
+INLINE_NODE = "inline"
+"""The node an inline run's batches record (where a Ray run records its node's id), so
+that `status` and `report` say where they ran."""
+
+
+def _inline_pool(spec: PipelineSpec, on_progress: ProgressCallback | None) -> WorkerPool:
+    """The batches run in this process, one at a time: partition k is worker k's, as an
+    actor's would be (and replacements are not needed: a batch that kills this process
+    kills the run, and the resume reconciles it)."""
+    if on_progress:
+        on_progress({"stage": "pool", "pool": "inline", "threads": spec.threads})
+    return InlinePool(lambda k: BatchPipeline(k, spec, node=INLINE_NODE).process)
+
+
+def _first_dispatch(run_id: str) -> Any:
+    """Log how long after the command started the first batch went out."""
+    def note() -> None:
+        logger.bind(run_id=run_id).info("first batch dispatched {:.2f}s after the process"
+                                        " started", process_age())
+    return note
+
+
+def process_age() -> float:
+    """Seconds since this process started: from Linux's clock ticks (/proc, 10 ms), else
+    psutil's start time (whose boot time may be a second off)."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started = int(stat.read().rpartition(")")[2].split()[19])  # field 22: starttime
+            return float(uptime.read().split()[0]) - started / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
 
 
 def _note_connected(run_id: str, ray_ready: RayReady, on_progress: ProgressCallback | None
                     ) -> None:
     """Log where the run's Ray is, and tell the progress display."""
+    import ray
+
     cpus = ray.cluster_resources().get("CPU", 0)
     logger.bind(run_id=run_id).info("connected to Ray at {} ({} CPUs) in {:.2f}s",
                                     ray_ready.address, cpus, ray_ready.seconds)
@@ -271,6 +362,7 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
     removal and `staging.duckdb` (the job's table, whichever run of the job this is: see
     jobtable.py); a full staging dir or a DuckDB failure here becomes one error naming
     the staging dir."""
+    began = time.monotonic()
     staging = record.staging_dir
     committed = catalog.committed(record.run_id)
     check_committed_files(committed, committed.outputs)  # the unique pass reads them
@@ -282,6 +374,7 @@ def _publish(catalog: Catalog, record: RunRecord, columns: dict[str, ColumnSpec]
                                              {n: s.type for n, s in columns.items()}))
     except (duckdb.Error, OSError) as exc:
         raise _staging_error(exc, staging) from None
+    logger.bind(run_id=record.run_id).info("published in {:.2f}s", time.monotonic() - began)
 
 
 def _staging_error(exc: Exception, staging: str) -> BatchrunError:
@@ -316,8 +409,7 @@ def _publish_rebuilt(catalog: Catalog, record: RunRecord, columns: dict[str, Col
         raise _staging_error(exc, record.staging_dir) from None
 
 
-def _actor_options(config: JobConfig) -> dict[str, Any]:
-    return {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
+ACTOR_OPTIONS = {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
 
 
 def _worker_spec(record: RunRecord, config: JobConfig, columns: dict[str, ColumnSpec],

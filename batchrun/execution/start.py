@@ -32,9 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import ray
 from loguru import logger
 
 from batchrun import logs
@@ -42,18 +41,27 @@ from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotted, validate_config
 from batchrun.errors import ConfigError, RunNotFoundError
 from batchrun.execution.prepare import check_config, check_job
-from batchrun.execution.ray_session import RayReady, connect_ray, shutdown_local
 from batchrun.execution.run import RunOutcome, abort_state, execute_run, resume_planned
 from batchrun.execution.scheduler import ProgressCallback
-from batchrun.execution.settings import ExecutionSettings, resolve_settings
+from batchrun.execution.settings import (
+    ExecutionSettings,
+    PoolChoice,
+    choose_pool,
+    may_run_inline,
+    ray_connected,
+    resolve_settings,
+)
 from batchrun.execution.stopping import DeferredInterrupt, StopToken
-from batchrun.hooks import run_hooks
+from batchrun.hooks import NO_HOOKS, Hooks, run_hooks
 from batchrun.lock import JobLock
 from batchrun.manifest import History, Selection, select_files
 from batchrun.model import RunRecord, RunState
 from batchrun.plan import cut_batches
 from batchrun.readers.custom import resolve
 from batchrun.redact import MASK, redact
+
+if TYPE_CHECKING:
+    from batchrun.execution.ray_session import RayReady
 
 
 def new_run_id() -> str:
@@ -93,70 +101,102 @@ def start_run(job: Job, catalog: Catalog, stop: StopToken | None = None,
     Planning (listing and fingerprinting the files, the catalog's plan transaction) runs
     in a helper thread while this thread starts Ray, whose start-up is mostly waiting on
     the processes it spawns: a local instance takes 2-3 s, planning 10,000 files ~0.5 s.
-    Nothing is dispatched before both are done, so the plan is still in the catalog
-    before any work starts."""
+    A plan that may run inline (`[execution] pool`, settings.choose_pool) is listed
+    first (~30 ms for 2,000 local files): a small one runs in this process and Ray is
+    never started. Nothing is dispatched before the plan is recorded, so the plan is
+    still in the catalog before any work starts."""
     check_job(job)
     settings = resolve_settings(job.config)
+    hooks = run_hooks(job.config.faults)  # once per run
     state_dir = catalog.path.parent
     with JobLock(state_dir, job.name).acquire() as lock:
         run_id = _chosen_run_id(catalog, run_id)
         lock.describe(run_id)
-        record, columns, summary, ray_ready = _plan_while_ray_starts(catalog, job, settings,
-                                                                     run_id, full_refresh,
-                                                                     on_progress)
-        if ray_ready is None:  # nothing new: recorded as such, nothing to execute
+        record, columns, summary, ray_ready, choice = _plan_while_ray_starts(
+            catalog, job, settings, hooks, run_id, full_refresh, on_progress)
+        if record.state is RunState.SUCCEEDED:  # nothing new: recorded as such, no Ray
             if on_planned:
                 on_planned(summary)
             return RunOutcome(run_id, record.state, resumed=False)
-        hooks = run_hooks(job.config.faults)  # once per run
+        _log_planned(catalog, record, summary)
         hooks.after_plan()
         if on_planned:
             on_planned(summary)
         return execute_run(catalog, record, job.config, columns, settings, stop, on_progress,
-                           resumed=False, ray_ready=ray_ready, hooks=hooks)
+                           resumed=False, ray_ready=ray_ready, hooks=hooks, choice=choice)
+
+
+Planned = tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any]]
 
 
 def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettings,
-                           run_id: str, full_refresh: bool,
+                           hooks: Hooks, run_id: str, full_refresh: bool,
                            on_progress: ProgressCallback | None = None
                            ) -> tuple[RunRecord, dict[str, ColumnSpec], dict[str, Any],
-                                      RayReady | None]:
-    """Plan in a helper thread while this (the main) thread starts Ray, if there is work.
-    The helper thread tells `on_progress` about the plan ({"stage": "planned", ...}) as
-    soon as it is recorded, while Ray may still be starting.
+                                      RayReady | None, PoolChoice]:
+    """Plan in a helper thread while this (the main) thread starts Ray, if there is work
+    for it. The helper thread tells `on_progress` about the plan ({"stage": "planned",
+    ...}) as soon as it is recorded, while Ray may still be starting.
 
     When the plan may find nothing to run (the job's table serves files already, or
-    `[source] settle` may hold files back), Ray is started only once the classification
-    found new or changed files; otherwise at once. Nothing planned: no Ray (None).
+    `[source] settle` may hold files back), or may run inline, Ray is started only once
+    the classification found new or changed files too many for the inline pool;
+    otherwise at once. Nothing planned, or inline: no Ray (None).
 
     If either fails, or the wait is interrupted: a Ray instance this process started is
     shut down, and a run already planned is marked failed with the reason, as a failure
     during execution would be."""
     began = time.time()
+    hooked = hooks is not NO_HOOKS
+    inline = may_run_inline(settings, ray_connected=ray_connected(), hooked=hooked)
     may_be_empty = job.config.source.settle > 0 or (not full_refresh
                                                     and catalog.serves_any(job.name))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchrun-plan") as pool:
         selecting = pool.submit(_select, catalog, job, began, full_refresh)
         planning = pool.submit(_plan_run, catalog, job, run_id, began, selecting, on_progress)
         ray_ready: RayReady | None = None
+        asked_ray = False
         failure: BaseException | None = None
         try:
             with DeferredInterrupt() as interrupt:  # a Ctrl-C now is raised at the checks
-                if not may_be_empty or selecting.result().planned:
-                    ray_ready = connect_ray(settings, job.config, job.base_dir)
+                choice = choose_pool(settings, _planned_bytes(selecting) if inline else None,
+                                     ray_connected=ray_connected(), hooked=hooked)
+                if choice.pool == "ray" and (not may_be_empty or selecting.result().planned):
+                    asked_ray = True
+                    ray_ready = _connect(settings, job)
                 interrupt.check()
-                planned = planning.result()
+                planned: Planned = planning.result()
                 interrupt.check()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, once planning is over
             failure = exc
     if failure is None:
-        return (*planned, ray_ready)
-    if (ray_ready.started if ray_ready else not settings.address) and ray.is_initialized():
-        shutdown_local()  # ours, even if its start was interrupted halfway
+        return (*planned, ray_ready, choice)
+    _shut_down_ours(settings, ray_ready, asked_ray)
     if planning.done() and not planning.cancelled() and planning.exception() is None:
         state, message = abort_state(failure)
         catalog.set_run_state(run_id, state, message=message)
     raise failure
+
+
+def _planned_bytes(selecting: Future[Selection]) -> int:
+    """The input bytes of the files the plan selected (waits for the selection)."""
+    return sum(f.size for f in selecting.result().planned)
+
+
+def _connect(settings: ExecutionSettings, job: Job) -> RayReady:
+    from batchrun.execution.ray_session import connect_ray
+
+    return connect_ray(settings, job.config, job.base_dir)
+
+
+def _shut_down_ours(settings: ExecutionSettings, ray_ready: RayReady | None,
+                    asked: bool) -> None:
+    """Shut down a local Ray instance this process started, even if its start was
+    interrupted halfway."""
+    if (ray_ready.started if ray_ready else asked and not settings.address) and ray_connected():
+        from batchrun.execution.ray_session import shutdown_local
+
+        shutdown_local()
 
 
 def _select(catalog: Catalog, job: Job, began: float, full_refresh: bool) -> Selection:
@@ -191,7 +231,8 @@ def _plan_run(catalog: Catalog, job: Job, run_id: str, began: float,
         _log_nothing_new(catalog, record)
     catalog.create_run(record, batches)
     summary = {"run_id": run_id, "batches": len(batches), "files": len(files),
-               "bytes": sum(f.size for f in files), **counts.as_json()}
+               "bytes": sum(f.size for f in files), **counts.as_json(),
+               "seconds": round(time.time() - began, 3)}
     if on_progress and files:
         on_progress({"stage": "planned", **summary})
     return record, columns, summary
@@ -207,6 +248,18 @@ def _known_columns(job: Job, catalog: Catalog) -> dict[str, ColumnSpec]:
     except RunNotFoundError:
         schema = {}
     return {name: ColumnSpec(type=kind) for name, kind in schema.items()}
+
+
+def _log_planned(catalog: Catalog, record: RunRecord, summary: dict[str, Any]) -> None:
+    """The plan's line in the run log, with the seconds it took (and, while Ray started,
+    the wait for Ray: nothing is dispatched before both are done)."""
+    sink = logs.open_run_log(catalog.path.parent, record.run_id)
+    try:
+        logger.bind(run_id=record.run_id).info(
+            "planned {} batch(es) of {} file(s), {:,} bytes in {:.2f}s", summary["batches"],
+            summary["files"], summary["bytes"], summary["seconds"])
+    finally:
+        logs.close_run_log(sink)
 
 
 def _log_nothing_new(catalog: Catalog, record: RunRecord) -> None:

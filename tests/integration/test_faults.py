@@ -20,6 +20,7 @@ from batchrun.lock import JobLock
 from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 from batchrun.tools.faults import FAULTS_ENV
 from tests.conftest import (
+    ON_RAY,
     assert_exactly_once,
     committed_batches,
     kill_group,
@@ -140,7 +141,7 @@ def test_chaos_driver_killed_at_five_random_points_then_resumed_exactly_once(
     data, truth = chaos_data
     seed = int(os.environ.get("BATCHRUN_CHAOS_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)
-    job = write_job(tmp_path, data, batch="max_files = 1")
+    job = write_job(tmp_path, data, batch="max_files = 1", execution=ON_RAY)
     state = tmp_path / "state"
     points = ["after_plan", *rng.sample(DRIVER_KILL_POINTS, 3), "after_rename"]
     kills = []

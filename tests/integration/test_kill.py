@@ -14,7 +14,15 @@ from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_LOCKED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from batchrun.tools.demo import DemoTruth
 from batchrun.tools.faults import FAULTS_ENV
-from tests.conftest import assert_exactly_once, committed_batches, kill_group, spawn_cli, wait_for, write_job
+from tests.conftest import (
+    ON_RAY,
+    assert_exactly_once,
+    committed_batches,
+    kill_group,
+    spawn_cli,
+    wait_for,
+    write_job,
+)
 
 pytestmark = pytest.mark.slow
 SLOW_BATCHES = {FAULTS_ENV: "batch_delay = 0.8"}
@@ -23,7 +31,7 @@ SLOW_BATCHES = {FAULTS_ENV: "batch_delay = 0.8"}
 def start_slow_run(tmp_path: Path, data: Path, *extra: str | Path
                    ) -> tuple[subprocess.Popen[bytes], Path]:
     """A run of 12 one-file batches, each held 0.8 s in its worker."""
-    job = write_job(tmp_path, data, batch="max_files = 1")
+    job = write_job(tmp_path, data, batch="max_files = 1", execution=ON_RAY)
     state = tmp_path / "state"
     process = spawn_cli("run", job, "--state-dir", state, "--no-progress", *extra,
                         env=SLOW_BATCHES, log=tmp_path / "run.log")

@@ -15,6 +15,7 @@ from batchrun.cli import EXIT_PARTIAL, invoke
 from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 from batchrun.tools.faults import FAULTS_ENV
 from tests.conftest import (
+    ON_RAY,
     assert_exactly_once,
     committed_batches,
     kill_group,
@@ -67,7 +68,7 @@ def test_messy_feed_keeps_every_good_row_and_every_bad_row_with_its_line(
 def test_messy_feed_killed_and_resumed_rejects_each_bad_row_exactly_once(
         tmp_path: Path, messy: tuple[Path, DemoTruth]) -> None:
     data, truth = messy
-    job = write_job(tmp_path, data, batch="max_files = 1")
+    job = write_job(tmp_path, data, batch="max_files = 1", execution=ON_RAY)
     state = tmp_path / "s"
     process = spawn_cli("run", job, "--state-dir", state, "--no-progress",
                         env={FAULTS_ENV: "batch_delay = 0.5"})

@@ -28,7 +28,7 @@ from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_PARTIAL
 from batchrun.tools.demo import DemoTruth
 from batchrun.tools.faults import FAULTS_ENV
-from tests.conftest import kill_group, wait_for, write_job
+from tests.conftest import ON_RAY, kill_group, wait_for, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def s3_job(directory: Path, sources: str, staging: str, storage: str = "",
            batch: str = "max_files = 2", more: str = "") -> Path:
     """The demo job over `sources` (and the pattern `more`), staging to `staging`."""
     directory.mkdir(parents=True, exist_ok=True)
-    job = write_job(directory, Path("/unused"), batch=batch, extra=storage)
+    job = write_job(directory, Path("/unused"), batch=batch, execution=ON_RAY, extra=storage)
     text = job.read_text().replace('"/unused/*/*.csv", "/unused/*/*.csv.gz"',
                                    f'"{sources}/*/*.csv", "{sources}/*/*.csv.gz"{more}')
     job.write_text(text.replace('dir = "staging"', f'dir = "{staging}"'))

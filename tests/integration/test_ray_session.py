@@ -10,7 +10,7 @@ from pathlib import Path
 from batchrun.catalog import Catalog
 from batchrun.cli import EXIT_OK, EXIT_USAGE, invoke
 from batchrun.tools.demo import DemoTruth
-from tests.conftest import assert_exactly_once, write_job
+from tests.conftest import ON_RAY, assert_exactly_once, write_job
 
 LEAN_START = """
 import json
@@ -85,7 +85,7 @@ print("ray still up" if ray.is_initialized() else "ray shut down")
 
 def test_when_planning_fails_the_local_ray_it_started_is_shut_down(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    job = write_job(tmp_path, tmp_path / "empty")
+    job = write_job(tmp_path, tmp_path / "empty", execution=ON_RAY)
     done = subprocess.run([sys.executable, "-c", PLANNING_FAILS, str(job), str(tmp_path / "s")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -30,6 +30,7 @@ from ray._common.utils import get_ray_address_file
 from batchrun.cli import EXIT_ENVIRONMENT, EXIT_OK
 from batchrun.tools.demo import DemoTruth
 from tests.conftest import (
+    ON_RAY,
     assert_exactly_once,
     committed_batches,
     kill_group,
@@ -69,7 +70,7 @@ def registration_restored() -> Iterator[None]:
 
 def local_run(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    job = write_job(tmp_path, data)
+    job = write_job(tmp_path, data, execution=ON_RAY)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BATCHRUN_ADDRESS")}
     return subprocess.run([sys.executable, "-m", "batchrun", "run", str(job), "--state-dir",
                            str(tmp_path / "state"), "--no-progress"], env=env,
@@ -150,7 +151,7 @@ def joined_run(tmp_path: Path, data: Path, head: subprocess.Popen[bytes], port: 
     """`batchrun run --address ADDRESS` (default 127.0.0.1:PORT) from inside the
     cluster's namespace."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    job = write_job(tmp_path, data)
+    job = write_job(tmp_path, data, execution=ON_RAY)
     base = {k: v for k, v in os.environ.items()
             if k not in ("RAY_ADDRESS", "BATCHRUN_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE",
                          "RAY_AUTH_TOKEN_PATH")}

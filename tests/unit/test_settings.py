@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchrun.config import JobConfig, validate_config
 from batchrun.errors import ConfigError
-from batchrun.execution.settings import DEFAULT_MEMORY_SHARE, resolve_settings
+from batchrun.execution.prepare import check_config
+from batchrun.execution.settings import (
+    DEFAULT_MEMORY_SHARE,
+    INLINE_MAX_BYTES,
+    PoolChoice,
+    choose_pool,
+    inline_settings,
+    resolve_settings,
+)
 from batchrun.execution.start import RESUME_HONOURS, RESUME_REFUSES, refuse_staging_changes
 
 GIB = 2**30
@@ -104,3 +113,46 @@ def test_without_an_address_the_run_is_local_and_ray_address_counts_as_one(
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what `ray job submit` sets
     assert resolve_settings(config()).address == "127.0.0.1:6379"
     assert resolve_settings(config(address="10.0.0.5:6379")).address == "10.0.0.5:6379"
+
+
+# -- the pool: inline for a small local plan, Ray otherwise ------------------------------------
+
+
+def pool_for(planned: int | None, *, connected: bool = False, hooked: bool = False,
+             **execution: Any) -> PoolChoice:
+    settings = resolve_settings(config(**execution), cpus=4, available_memory=8 * GIB)
+    return choose_pool(settings, planned, ray_connected=connected, hooked=hooked)
+
+
+def test_auto_runs_a_small_local_plan_inline_and_a_bigger_one_on_ray() -> None:
+    assert pool_for(INLINE_MAX_BYTES).pool == "inline"
+    bigger = pool_for(INLINE_MAX_BYTES + 1)
+    assert bigger.pool == "ray" and f"{INLINE_MAX_BYTES + 1:,} input bytes" in bigger.reason
+
+
+@pytest.mark.parametrize(("asked", "why"), [
+    ({"execution": {"address": "10.0.0.1:6379"}}, "a cluster address"),
+    ({"connected": True}, "this process has Ray already"),
+    ({"hooked": True}, "fault injection"),
+    ({"execution": {"batch_timeout": "5m"}}, "execution.batch_timeout"),
+])
+def test_auto_picks_ray_whatever_the_size_for_a_cluster_faults_a_timeout_or_a_ray_at_hand(
+        asked: dict[str, Any], why: str) -> None:
+    choice = pool_for(10, connected=asked.get("connected", False),
+                      hooked=asked.get("hooked", False), **asked.get("execution", {}))
+    assert choice == PoolChoice("ray", f"auto: {why}")
+
+
+def test_an_explicit_pool_wins_over_the_plan_and_inline_is_one_worker_with_every_cpu() -> None:
+    assert pool_for(10, pool="ray") == PoolChoice("ray", "execution.pool")
+    assert pool_for(10 * INLINE_MAX_BYTES, pool="inline", hooked=True).pool == "inline"
+    inline = inline_settings(resolve_settings(config(workers=3), cpus=4))
+    assert (inline.workers, inline.threads_per_worker, inline.max_in_flight) == (1, 4, 1)
+
+
+def test_an_inline_pool_cannot_be_asked_to_join_a_cluster() -> None:
+    with pytest.raises(ConfigError, match='"inline" runs the batches in the batchrun process'
+                       ) as refused:
+        check_config(config(pool="inline", address="ray://user:secret@head:10001"), "job.toml",
+                     Path("."))
+    assert "secret" not in str(refused.value)
