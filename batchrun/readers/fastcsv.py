@@ -20,7 +20,7 @@ from batchrun.config import CsvOptions
 from batchrun.errors import PermanentSourceError
 from batchrun.layout import LINE
 from batchrun.readers.csv import UTF8_BOM, _block_size, _has_blank_line, _line_numbers, _threaded
-from batchrun.readers.header import header_cells, header_names, line_one, sniff_delimiter
+from batchrun.readers.header import header_cells, header_names, line_one, newlines, sniff_delimiter
 from batchrun.readers.raw import RawFile
 from batchrun.readers.source import _decode, _is_utf8, read_bytes
 
@@ -118,7 +118,7 @@ def _read_alone(clean: _CleanText, columns: dict[str, Any], typed: frozenset[str
     table = _parse_typed(clean.text, clean, columns, typed)
     if table is None:
         return None
-    spans = clean.text.count(b"\n") != 1 + table.num_rows
+    spans = newlines(clean.text) != 1 + table.num_rows
     lines, _ = _line_numbers(table, [], 1, spans)
     return table.append_column(LINE, lines)
 
@@ -127,7 +127,7 @@ def _parse_jointly(group: list[_CleanText], columns: dict[str, Any], typed: froz
                    ) -> list[tuple[_CleanText, pa.Table | None]] | None:
     """Parse the files of one header as one text; None unless every record is one line."""
     bodies = [clean.text[len(clean.header) + 1:] for clean in group]
-    counts = [body.count(b"\n") for body in bodies]
+    counts = [newlines(body) for body in bodies]
     table = _parse_typed(group[0].header + b"\n" + b"".join(bodies), group[0], columns, typed)
     if table is None or table.num_rows != sum(counts):
         return None
