@@ -222,6 +222,11 @@ def file_checksum(path: str | Path) -> str:
     return _named(digest)
 
 
+def bytes_checksum(data: bytes) -> str:
+    """`file_checksum` of a file whose bytes are already in memory."""
+    return _named(xxhash.xxh3_128(data))
+
+
 def _named(digest: xxhash.xxh3_128) -> str:
     """A checksum as the commit record holds it: the algorithm, then the digest."""
     return f"{ALGORITHM}:{digest.hexdigest()}"

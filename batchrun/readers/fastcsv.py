@@ -22,7 +22,7 @@ from batchrun.layout import LINE
 from batchrun.readers.csv import UTF8_BOM, _block_size, _has_blank_line, _line_numbers, _threaded
 from batchrun.readers.header import header_cells, header_names, line_one, newlines, sniff_delimiter
 from batchrun.readers.raw import RawFile
-from batchrun.readers.source import _decode, _is_utf8, read_bytes
+from batchrun.readers.source import _decode, _is_utf8, read_bytes, read_checksum
 
 _JOINT_READ_BYTES = 2**20
 """Files under this size are parsed together with the batch's other small files."""
@@ -50,6 +50,8 @@ class _CleanText:
     header: bytes
     names: list[str]
     delimiter: str
+    checksum: str | None = None
+    """The file's checksum, from the bytes read (`source.read_checksum`)."""
 
 
 @dataclass
@@ -63,6 +65,8 @@ class FastBatch:
     bytes: dict[str, int] = field(default_factory=dict)
     slow: list[str] = field(default_factory=list)
     """Files left to the slow path."""
+    checksums: dict[str, str | None] = field(default_factory=dict)
+    """The checksum of each file read whole here (see `_CleanText.checksum`)."""
 
 
 def read_csv_fast(path: str, options: CsvOptions, columns: dict[str, Any],
@@ -92,7 +96,9 @@ def read_csv_fast_batch(paths: list[str], options: CsvOptions, columns: dict[str
         clean = _clean_text(path, options, columns, max_bytes)
         if clean is None:
             batch.slow.append(path)
-        elif len(clean.text) >= _JOINT_READ_BYTES:  # alone: its text is freed once parsed
+            continue
+        batch.checksums[path] = clean.checksum
+        if len(clean.text) >= _JOINT_READ_BYTES:  # alone: its text is freed once parsed
             tables[path] = (len(clean.text), _read_alone(clean, columns, typed))
         else:
             groups.setdefault(clean.header, []).append(clean)
@@ -149,6 +155,7 @@ def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any],
         data = read_bytes(path, max_bytes)
         if not data or b"\0" in data[:8192]:
             return None
+        checksum = read_checksum(path, data)
         # pyarrow checks UTF-8 itself (invalid text fails the parse, and the slow path
         # then names the line), so UTF-8 is not decoded twice.
         text = (data.removeprefix(UTF8_BOM) if _is_utf8(options.encoding)
@@ -166,7 +173,8 @@ def _clean_text(path: str, options: CsvOptions, columns: dict[str, Any],
         return None  # a header spanning lines, or blank lines before it: the reference reads it
     if sorted(names) != sorted(columns) or _has_blank_line(text, len(names), delimiter):
         return None
-    return _CleanText(path=path, text=text, header=header, names=names, delimiter=delimiter)
+    return _CleanText(path=path, text=text, header=header, names=names, delimiter=delimiter,
+                      checksum=checksum)
 
 
 def _parse_typed(text: bytes, clean: _CleanText, columns: dict[str, Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import gzip
 from datetime import datetime
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrun.config import ColumnSpec, CsvOptions
 from batchrun.layout import file_checksum, write_parquet_atomically
+from batchrun.model import BatchTask
+from batchrun.pipeline import BatchPipeline, PipelineSpec
 
 
 def test_text_columns_are_dictionary_encoded_and_numbers_plain_with_the_schema_kept(
@@ -32,3 +36,19 @@ def test_text_columns_are_dictionary_encoded_and_numbers_plain_with_the_schema_k
     query = f"SELECT count(*), sum(order_id) FROM '{written.path}'"
     assert duckdb.connect().execute(query).fetchone() == (1000, 499500)
     assert written.checksum == file_checksum(written.path)
+
+
+def test_each_staged_file_records_the_checksum_of_its_bytes_plain_or_compressed(
+        tmp_path: Path) -> None:
+    """The fast path hashes the bytes it read (no second read); a gzip's record is still
+    the checksum of the file on disk, not of its decompressed text."""
+    text = "id,name\n" + "".join(f"{i},n{i}\n" for i in range(2000))
+    plain, packed = tmp_path / "a.csv", tmp_path / "b.csv.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    spec = PipelineSpec(run_id="r", table="t", staging_dir=str(tmp_path / "staging"), fmt="csv",
+                        csv=CsvOptions(), columns={"id": ColumnSpec(type="int64"),
+                                                   "name": ColumnSpec(type="string")})
+    result = BatchPipeline(0, spec).process(BatchTask(batch_id="b", files=(str(plain), str(packed))))
+    assert {Path(f.path).name: (f.rows_staged, f.checksum) for f in result.files} == {
+        "a.csv": (2000, file_checksum(plain)), "b.csv.gz": (2000, file_checksum(packed))}
