@@ -20,7 +20,8 @@ What it measures
 * The breakdown: the pipeline's stages are wrapped (in this process only) with timers
   that count exclusive CPU: read+parse (fast path), clean check, slow validation, lineage
   columns, input checksum, identity checks, Parquet encode, output checksum; `other`
-  is the rest of `process` (fsync, rename, result).
+  is the rest of `process` (fsync, rename, result). Also per loop: its system CPU and
+  minor page faults (memory first touched), from getrusage.
 * `--rss`: each batch size in a fresh child process, one batch, its ru_maxrss against
   the RSS it had before the batch and the batch's input bytes.
 MB are 10**6 bytes of CSV on disk.
@@ -150,18 +151,25 @@ def _arrow_types(job_file: Path) -> dict[str, Any]:
 
 
 _faults: dict[str, list[float]] = defaultdict(list)
-"""Per pipeline round: system CPU seconds and minor page faults (memory first touched)."""
+"""Per round of each loop: system CPU seconds and minor page faults (memory first touched)."""
+
+
+def _counted(loop: str, run: Callable[[], None]) -> float:
+    """CPU seconds of `run`, its system seconds and page faults kept under `loop`."""
+    start, usage = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
+    run()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    _faults[f"{loop}_system_s"].append(after.ru_stime - usage.ru_stime)
+    _faults[f"{loop}_minor_faults"].append(after.ru_minflt - usage.ru_minflt)
+    return time.process_time() - start
 
 
 def run_pipeline(pipeline: Any, batches: list[list[str]]) -> float:
-    start, usage = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
-    for index, paths in enumerate(batches):
-        result = pipeline.process(_task(paths, index))
-        assert result.rows_rejected == 0 and all(not f.error for f in result.files), result
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    _faults["system_s"].append(after.ru_stime - usage.ru_stime)
-    _faults["minor_faults"].append(after.ru_minflt - usage.ru_minflt)
-    return time.process_time() - start
+    def run() -> None:
+        for index, paths in enumerate(batches):
+            result = pipeline.process(_task(paths, index))
+            assert result.rows_rejected == 0 and all(not f.error for f in result.files), result
+    return _counted("pipeline", run)
 
 
 def run_bare(batches: list[list[str]], types: dict[str, Any], out: Path) -> float:
@@ -171,11 +179,12 @@ def run_bare(batches: list[list[str]], types: dict[str, Any], out: Path) -> floa
 
     read = pacsv.ReadOptions(use_threads=False)
     convert = pacsv.ConvertOptions(column_types=types)
-    start = time.process_time()
-    for index, path in enumerate(p for paths in batches for p in paths):
-        table = pacsv.read_csv(path, read_options=read, convert_options=convert)
-        pq.write_table(table, out / f"part-{index:05d}.parquet")
-    return time.process_time() - start
+
+    def run() -> None:
+        for index, path in enumerate(p for paths in batches for p in paths):
+            table = pacsv.read_csv(path, read_options=read, convert_options=convert)
+            pq.write_table(table, out / f"part-{index:05d}.parquet")
+    return _counted("bare", run)
 
 
 def _fresh(directory: Path) -> Path:
@@ -221,8 +230,10 @@ def _summary(batch_mb: float, batches: list[list[str]], mb: float,
             "pipeline_over_bare": round(pipeline / bare, 3) if bare else None,
             "min_cpu_s_per_batch": {k: round(min(v) * per, 3) for k, v in times.items() if v},
             "pipeline_cpu_mb_s": round(mb / pipeline, 1), "parts_cpu_s_per_batch": parts,
-            "of_which_system_s_per_batch": round(statistics.median(_faults["system_s"]) * per, 3),
-            "minor_faults_per_batch": int(statistics.median(_faults["minor_faults"]) * per),
+            "of_which_system_s_per_batch": {k.removesuffix("_system_s"): round(
+                statistics.median(v) * per, 3) for k, v in _faults.items() if k.endswith("_s")},
+            "minor_faults_per_batch": {k.removesuffix("_minor_faults"): int(
+                statistics.median(v) * per) for k, v in _faults.items() if k.endswith("faults")},
             "rounds": {k: [round(t, 3) for t in v] for k, v in times.items()}}
 
 
