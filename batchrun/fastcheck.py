@@ -16,6 +16,7 @@ reference validation (`validate.py`), whose verdict is the definition; so a wron
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import duckdb
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 
 from batchrun.coltypes import arrow_type, decimal_parts
 from batchrun.config import ColumnSpec
+from batchrun.fastshape import all_fixed_width, fixed_width, plain_decimal, shaped_datetime
 from batchrun.validate import _typed
 
 _NUMERIC = ("int32", "int64", "float64")
@@ -63,7 +65,12 @@ class CleanCheck:
                    ) -> pa.ChunkedArray | None:
         parts = decimal_parts(spec.type)
         if parts:
-            return _decimal(text, *parts)
+            plain = plain_decimal(text, *parts)
+            return plain if plain is not None else _decimal(text, *parts)
+        if not text.null_count and spec.format:
+            shaped = shaped_datetime(text, spec.format, arrow_type(spec.type))
+            if shaped is not None:
+                return shaped
         return self._strptime(name, spec, text)
 
     def _strptime(self, name: str, spec: ColumnSpec, text: pa.ChunkedArray
@@ -118,13 +125,32 @@ def _passes(spec: ColumnSpec, column: pa.ChunkedArray) -> bool:
         options = pa.array([str(v) for v in spec.allowed], pa.string())
         if pc.sum(pc.is_in(column, value_set=options, skip_nulls=True)).as_py() != present:
             return False
-    if spec.pattern is not None:
-        if _matches(column, spec.pattern) != present:
-            return False
-    if spec.max_length is not None:
-        if pc.max(pc.utf8_length(column)).as_py() > spec.max_length:
-            return False
+    if spec.pattern is not None and not _all_match(column, spec.pattern, present):
+        return False
+    if spec.max_length is not None and not _short_enough(column, spec.max_length):
+        return False
     return True
+
+
+def _all_match(column: pa.ChunkedArray, pattern: str, present: int) -> bool:
+    """Whether every value fully matches `pattern`: a fixed-width pattern over the
+    character buffer (`fastshape`), any other with RE2."""
+    classes = _fixed_width(pattern)
+    shaped = all_fixed_width(column, classes) if classes else None
+    return shaped if shaped is not None else _matches(column, pattern) == present
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_width(pattern: str) -> list[bytes] | None:
+    return fixed_width(pattern)
+
+
+def _short_enough(column: pa.ChunkedArray, max_length: int) -> bool:
+    """No value longer than `max_length` characters. A UTF-8 character is at least one
+    byte, so the byte lengths (from the offsets alone) decide it when they fit."""
+    if (pc.max(pc.binary_length(column)).as_py() or 0) <= max_length:
+        return True
+    return (pc.max(pc.utf8_length(column)).as_py() or 0) <= max_length
 
 
 def _within(column: pa.ChunkedArray, low: Any, high: Any) -> bool:

@@ -69,6 +69,8 @@ class _FastRead:
     rows: dict[str, int] = field(default_factory=dict)
     """Rows staged per file (every row of a fast-path file is valid)."""
     bytes: int = 0
+    checksums: dict[str, str | None] = field(default_factory=dict)
+    """Checksums of the files read on the fast path, from the bytes read."""
 
 
 _EMPTY_REJECTS_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()),
@@ -149,7 +151,8 @@ class BatchPipeline:
         task, changed = _unchanged_files(task)
         fast, slow_paths = self._read_fast(task)
         raws, outcomes = self._read_all(slow_paths, task.attempt)
-        checksums = {path: content_checksum(path) for path in [*fast.rows, *(r.path for r in raws)]}
+        checksums = {path: fast.checksums.get(path) or content_checksum(path)
+                     for path in [*fast.rows, *(r.path for r in raws)]}
         for path, planned in zip(task.files, task.expected):
             check_not_changed_while_read(path, planned)
         outcomes += changed
@@ -188,12 +191,13 @@ class BatchPipeline:
         read = read_csv_fast_batch(list(task.files), self.spec.csv, self.spec.columns,
                                    self.fast_typed, self.spec.max_file_bytes)
         if read.table is None:
-            return _FastRead(), read.slow
-        slow, sizes, rows = read.slow, read.bytes, dict(read.files)
+            return _FastRead(checksums=read.checksums), read.slow
+        slow, sizes, rows, sums = read.slow, read.bytes, dict(read.files), read.checksums
         batch = read.table.add_column(len(self.spec.columns), FILE, _file_column(read.files))
         clean = self.clean_check.typed_if_clean(batch)
         if clean is not None:
-            return _FastRead(good=clean, rows=rows, bytes=sum(sizes.values())), sorted(slow)
+            return (_FastRead(good=clean, rows=rows, bytes=sum(sizes.values()), checksums=sums),
+                    sorted(slow))
         checked = self.fast_validator.validate(batch)
         good = checked.good
         flagged = pc.unique(checked.rejects["file"]) if checked.rejects.num_rows else None
@@ -203,7 +207,8 @@ class BatchPipeline:
                 sizes.pop(path)
                 rows.pop(path)
                 slow.append(path)
-        return _FastRead(good=good, rows=rows, bytes=sum(sizes.values())), sorted(slow)
+        return (_FastRead(good=good, rows=rows, bytes=sum(sizes.values()), checksums=sums),
+                sorted(slow))
 
     def _read_all(self, paths: list[str], attempt: int) -> tuple[list[RawFile], list[FileOutcome]]:
         raws: list[RawFile] = []
