@@ -18,6 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _DIGITS = b"0123456789"
+MAX_DECIMAL_DIGITS = 38
+"""Digits a decimal128 holds: Arrow's cast from text wraps silently past them (39 nines
+read as a negative number) instead of raising, so longer values go to the reference."""
 _ISO_SHAPES = {
     "%Y-%m-%d %H:%M:%S": "dddd-dd-dd dd:dd:dd",
     "%Y-%m-%dT%H:%M:%S": "dddd-dd-ddTdd:dd:dd",
@@ -103,8 +106,9 @@ def plain_decimal(text: pa.ChunkedArray, precision: int, scale: int) -> pa.Chunk
     length = pc.binary_length(text)
     digits = pc.subtract(length, pc.cast(has_point, pa.int32()))
     decimals = pc.if_else(has_point, pc.subtract(pc.subtract(length, where), 1), 0)
-    if len(text) and (pc.min(digits).as_py() < 1 or pc.max(decimals).as_py() > scale):
-        return None  # a point alone, an empty value, or too many decimals
+    if len(text) and (pc.min(digits).as_py() < 1 or pc.max(decimals).as_py() > scale
+                      or pc.max(digits).as_py() > MAX_DECIMAL_DIGITS):
+        return None  # a point alone, an empty value, too many decimals or digits
     try:
         return pc.cast(text, pa.decimal128(precision, scale))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -309,3 +309,14 @@ def test_blank_lines_anywhere_are_dropped_alike_by_the_fast_path_and_the_referen
     assert fast == reference
     rejected = {(r["file"], r["line"]) for r in reference[1]}
     assert len(reference[0]) + len(rejected) == records
+
+
+@pytest.mark.parametrize("value", ["9" * 39, "-" + "9" * 39, "+" + "1" * 50, "1" * 40 + ".5"])
+@pytest.mark.parametrize("scale", [0, 2])
+def test_a_decimal_with_more_digits_than_128_bits_hold_is_never_called_clean(
+        value: str, scale: int) -> None:
+    """Arrow's string-to-decimal cast wraps silently past 38 digits (999...9, 39 nines,
+    reads as a negative number): such a value must go to the reference, which rejects it."""
+    columns = {"amount": ColumnSpec(type=f"decimal(38,{scale})")}
+    text = pa.table({"amount": pa.array(["1", value], pa.string())})
+    assert CleanCheck(columns, frozenset()).typed_if_clean(text) is None
