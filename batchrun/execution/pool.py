@@ -201,7 +201,7 @@ class InlinePool:
             except (SimulatedHang, StopNow):  # abandoned: the scheduler's drain requeues it
                 self.hung.add(worker)
                 break
-            except SimulatedDeath as exc:
+            except (SimulatedDeath, SystemExit) as exc:  # sys.exit() in a task ends an actor
                 self.dead.add(worker)
                 return finished + self._fail_queue(worker, short_error(exc))
             except Exception as exc:  # noqa: BLE001 - the task's failure, as a pool reports it
