@@ -142,7 +142,7 @@ def stages_section(results: dict[str, Any]) -> list[str]:
                 derived |= set(stages.get("derived", []))
     if not rows:
         return []
-    header = ["shape", "contender", "wall s", *(STAGE_TITLES[s] for s in STAGES)]
+    header = ["shape", "contender", "wall s", "first batch at", *(STAGE_TITLES[s] for s in STAGES)]
     note = ("Seconds (share of the wall), median over rounds, from each run's log "
             "(scripts/bench_stages.py). Planning runs beside Ray's start; '–': no log line "
             "gives it.")

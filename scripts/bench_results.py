@@ -171,7 +171,7 @@ def rss_text(contenders: dict[str, dict[str, Any]]) -> str:
 
 
 def render_stages(results: dict[str, Any]) -> None:
-    table = Table("shape", "contender", "wall s", *(STAGE_TITLES[s] for s in STAGES),
+    table = Table("shape", "contender", "wall s", "first batch at", *(STAGE_TITLES[s] for s in STAGES),
                   title="batchrun's stages, from its run log (median s, % of wall)")
     for name, shape in results["shapes"].items():
         for contender, entry in shape["contenders"].items():

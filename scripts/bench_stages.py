@@ -159,6 +159,8 @@ def stage_times(lines: list[LogLine], spawned_at: float, began_at: float | None,
                              for name in STAGES if name != "rest"}
     times["rest"] = round(wall - _union_length(intervals.values(), spawned_at, exited_at), 3)
     times["wall"] = round(wall, 3)
+    batches = intervals.get("batches")
+    times["first_batch"] = round(batches[0] - spawned_at, 3) if batches else None
     times["derived"] = sorted(derived)
     return times
 
@@ -196,7 +198,7 @@ def median_stages(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None
     if not present:
         return None
     out: dict[str, Any] = {}
-    for name in (*STAGES, "wall"):
+    for name in (*STAGES, "wall", "first_batch"):
         values = [s[name] for s in present if s.get(name) is not None]
         out[name] = round(statistics.median(values), 3) if values else None
     out["derived"] = sorted({d for s in present for d in s.get("derived", [])})
@@ -206,7 +208,8 @@ def median_stages(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None
 def stage_cells(stages: dict[str, Any]) -> list[str]:
     """One table row's cells: seconds and share of the wall per stage, '–' if not logged."""
     wall = stages.get("wall") or 0.0
-    cells = []
+    first = stages.get("first_batch")
+    cells = ["–" if first is None else f"{first:.2f}"]
     for name in STAGES:
         value = stages.get(name)
         if value is None:

@@ -296,9 +296,10 @@ def run_shape(job_file: Path, shape: Shape, workdir: Path) -> ShapeResult:
     state_dir, staging_dir = workdir / "state", workdir / "staging"
     command = [sys.executable, "-m", "batchrun", "run", str(job_file), "--state-dir",
                str(state_dir), "--staging-dir", str(staging_dir), "--json", "--no-progress"]
-    for key, value in shape.overrides.items():
+    overrides = {"execution.pool": "ray", **shape.overrides}  # parallelism needs workers
+    for key, value in overrides.items():
         command += ["--set", f"{key}={toml_value(value)}"]
-    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (FAULTS_ENV, "BATCHRUN_POOL")}
     if shape.faults:
         env[FAULTS_ENV] = shape.faults
     workdir.mkdir(parents=True, exist_ok=True)

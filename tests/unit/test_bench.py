@@ -93,6 +93,7 @@ def test_the_stages_of_a_real_run_log_cover_its_wall_time() -> None:
     covered = sum(times[s] for s in bench_stages.STAGES if s != "planning")
     assert covered == pytest.approx(times["wall"], abs=0.01)
     assert times["derived"] == ["publish", "unique"]
+    assert times["first_batch"] == pytest.approx(1.5 + 10.46 + 16.163 - 16.087, abs=0.002)
 
 
 def test_stages_that_log_their_seconds_are_read_from_the_line() -> None:
@@ -170,7 +171,7 @@ def test_the_markdown_puts_scale_rows_first_then_stages_machine_and_command() ->
     assert text.index("**4gb**") < text.index("**few-big**")
     assert ("| batchrun | 10.0 s (9.0–11.0) | 400 | 0.80× | 0.50× |"
             " 1,500 (driver 300 in unique, largest worker 600) |") in text
-    assert "| 4gb | batchrun | 10.00 | 1.00 (10%) | – | 1.00 (10%) | 1.00 (10%) | 0.40 (4%) |" in text
+    assert "| 4gb | batchrun | 10.00 | – | 1.00 (10%) | – | 1.00 (10%) | 1.00 (10%) | 0.40 (4%) |" in text
     assert "| polars | skipped (not installed) |" in text
     assert "Before and after" not in text
     assert "2 cores (Xeon), 23.6 GiB RAM" in text and "batchrun abc1234" in text
