@@ -25,7 +25,13 @@ import pyarrow.compute as pc
 
 from batchrun.coltypes import arrow_type, decimal_parts
 from batchrun.config import ColumnSpec
-from batchrun.fastshape import all_fixed_width, fixed_width, plain_decimal, shaped_datetime
+from batchrun.fastshape import (
+    all_fixed_width,
+    fixed_width,
+    plain_decimal,
+    shaped_datetime,
+    whole_digits_fit,
+)
 from batchrun.validate import _typed
 
 _NUMERIC = ("int32", "int64", "float64")
@@ -175,4 +181,6 @@ def _decimal(text: pa.ChunkedArray, precision: int, scale: int) -> pa.ChunkedArr
         rf"[+-]?([0-9]+(\.[0-9]{{0,{scale}}})?|\.[0-9]{{1,{scale}}})")
     if _matches(text, number) != len(text) - text.null_count:
         return None
+    if not whole_digits_fit(text, precision, scale):
+        return None  # the cast could wrap, not raise
     return pc.cast(text, pa.decimal128(precision, scale))

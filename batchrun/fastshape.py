@@ -105,10 +105,24 @@ def plain_decimal(text: pa.ChunkedArray, precision: int, scale: int) -> pa.Chunk
     decimals = pc.if_else(has_point, pc.subtract(pc.subtract(length, where), 1), 0)
     if len(text) and (pc.min(digits).as_py() < 1 or pc.max(decimals).as_py() > scale):
         return None  # a point alone, an empty value, or too many decimals
+    if (len(text) and pc.max(pc.subtract(digits, decimals)).as_py() > precision - scale
+            and not whole_digits_fit(text, precision, scale)):
+        return None
     try:
         return pc.cast(text, pa.decimal128(precision, scale))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def whole_digits_fit(text: pa.ChunkedArray, precision: int, scale: int) -> bool:
+    """Whether no value of `text` (signed decimals, at most `scale` decimals) has more
+    digits before its point than decimal(precision, scale) holds. Arrow's cast to
+    decimal128(38, s) does not raise for such a value but wraps it silently (39 nines,
+    or 37 digits at scale 2, read as other numbers), so it must never reach the cast.
+    Leading zeros do not count."""
+    whole = pc.replace_substring_regex(text, pattern=r"^[+-]?0*|\..*", replacement="")
+    longest = pc.max(pc.count_substring_regex(whole, pattern="[0-9]")).as_py()
+    return (longest or 0) <= precision - scale
 
 
 def _characters(chunk: pa.Array) -> bytes | None:

@@ -120,7 +120,8 @@ class KeyFeed:
         if not served <= self.others:
             self.problem = self.problem or "another run's output was not indexed"
         for path in sorted(wanted - self.mine):
-            self._index(_Output(path, self.record.config.get("storage")))
+            if self.problem is None:  # after a problem the index is not used: nothing to add
+                self._try_index(_Output(path, self.record.config.get("storage")))
         if self.problem:
             logger.bind(run_id=self.record.run_id).warning(
                 "unique keys: index not usable ({}); checking every row", self.problem)
@@ -151,14 +152,19 @@ class KeyFeed:
         started = time.thread_time()
         while (output := self._queue.get()) is not None:
             if self.problem is None and not self._closing:
-                try:
-                    self._index(output)
-                except Exception as exc:  # noqa: BLE001 (any failure: the exact pass decides)
-                    self.problem = f"{output.path}: {type(exc).__name__}: {exc}"
+                self._try_index(output)
             self.cpu_s = time.thread_time() - started
         logger.bind(run_id=self.record.run_id).info(
             "unique keys {}: indexed {:,} keys of {} file(s) in the background, {:.2f}s CPU",
             self.keys, self.keys_indexed, len(self.mine) + len(self.others), self.cpu_s)
+
+    def _try_index(self, output: _Output) -> None:
+        """Index `output`; on any failure (a key type the index does not code, an unreadable
+        file), note the problem: the exact pass over every row then decides."""
+        try:
+            self._index(output)
+        except Exception as exc:  # noqa: BLE001 (any failure: the exact pass decides)
+            self.problem = f"{output.path}: {type(exc).__name__}: {exc}"
 
     def _index(self, output: _Output) -> None:
         columns = _read_keys(output, self.keys)

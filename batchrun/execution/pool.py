@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from batchrun.errors import SourceError
+from batchrun.execution.stopping import StopNow, StopToken
 from batchrun.model import BatchResult, BatchTask, ErrorKind
 from batchrun.pipeline import BatchPipeline, PipelineSpec
 
@@ -149,9 +150,12 @@ class InlinePool:
     `redeliver`, every outcome is delivered twice, the second time one `wait` later (as a
     task delivered more than once would be)."""
 
-    def __init__(self, make_work: Callable[[int], Work], redeliver: bool = False) -> None:
+    def __init__(self, make_work: Callable[[int], Work], redeliver: bool = False,
+                 stop: StopToken | None = None) -> None:
         self.make_work = make_work
         self.redeliver = redeliver
+        self.stop = stop
+        """The run's token: a second signal while a task runs here abandons the task."""
         self.work: list[Work] = []
         self.queues: list[deque[tuple[int, BatchTask]]] = []
         self.hung: set[int] = set()
@@ -193,11 +197,11 @@ class InlinePool:
         while queue and worker not in self.hung and worker not in self.dead:
             handle, task = queue[0]
             try:
-                outcome: Outcome = self.work[worker](task)
-            except SimulatedHang:
+                outcome: Outcome = self._run(worker, task)
+            except (SimulatedHang, StopNow):  # abandoned: the scheduler's drain requeues it
                 self.hung.add(worker)
                 break
-            except SimulatedDeath as exc:
+            except (SimulatedDeath, SystemExit) as exc:  # sys.exit() in a task ends an actor
                 self.dead.add(worker)
                 return finished + self._fail_queue(worker, short_error(exc))
             except Exception as exc:  # noqa: BLE001 - the task's failure, as a pool reports it
@@ -205,6 +209,15 @@ class InlinePool:
             queue.popleft()
             finished.append(Finished(handle, outcome))
         return finished
+
+    def _run(self, worker: int, task: BatchTask) -> Outcome:
+        if self.stop is None:
+            return self.work[worker](task)
+        self.stop.running_here = True
+        try:
+            return self.work[worker](task)
+        finally:
+            self.stop.running_here = False
 
     def _fail_queue(self, worker: int, why: str) -> list[Finished]:
         failed = [Finished(handle, _died(why)) for handle, _ in self.queues[worker]]

@@ -212,7 +212,7 @@ def _schedule(catalog: Catalog, record: RunRecord, pool_kind: Pool, spec: Pipeli
     if pool_kind == "inline":
         settings = inline_settings(settings)
         spec = replace(spec, threads=settings.threads_per_worker)
-        pool = _inline_pool(spec, on_progress)
+        pool = _inline_pool(spec, on_progress, stop)
     else:
         pool = _ray_pool(spec)
     stop.install()
@@ -239,13 +239,14 @@ INLINE_NODE = "inline"
 that `status` and `report` say where they ran."""
 
 
-def _inline_pool(spec: PipelineSpec, on_progress: ProgressCallback | None) -> WorkerPool:
+def _inline_pool(spec: PipelineSpec, on_progress: ProgressCallback | None,
+                 stop: StopToken) -> WorkerPool:
     """The batches run in this process, one at a time: partition k is worker k's, as an
     actor's would be (and replacements are not needed: a batch that kills this process
     kills the run, and the resume reconciles it)."""
     if on_progress:
         on_progress({"stage": "pool", "pool": "inline", "threads": spec.threads})
-    return InlinePool(lambda k: BatchPipeline(k, spec, node=INLINE_NODE).process)
+    return InlinePool(lambda k: BatchPipeline(k, spec, node=INLINE_NODE).process, stop=stop)
 
 
 def _first_dispatch(run_id: str) -> Any:

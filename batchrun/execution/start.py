@@ -179,8 +179,9 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
 
 
 def _planned_bytes(selecting: Future[Selection]) -> int:
-    """The input bytes of the files the plan selected (waits for the selection)."""
-    return sum(f.size for f in selecting.result().planned)
+    """The input bytes of the files the plan selected, a gzip at its decompressed size as
+    a batch counts it (waits for the selection)."""
+    return sum(f.expanded or f.size for f in selecting.result().planned)
 
 
 def _connect(settings: ExecutionSettings, job: Job) -> RayReady:

@@ -11,12 +11,20 @@ from types import FrameType
 from typing import Any
 
 
+class StopNow(BaseException):
+    """A second SIGINT/SIGTERM while a batch runs in this process (the inline pool): the
+    batch is abandoned where it is, as a Ray run abandons its in-flight batches."""
+
+
 class StopToken:
     """Set by SIGINT/SIGTERM (or by code); the scheduler checks it between rounds."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.count = 0
+        self.running_here = False
+        """True while a batch runs in this process's main thread (`InlinePool`), where the
+        scheduler cannot check the token: then a second signal raises `StopNow`."""
         self._previous: dict[int, Any] = {}
 
     @property
@@ -39,6 +47,8 @@ class StopToken:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request(signum)
+        if self.running_here and self.count >= 2:
+            raise StopNow
 
 
 class DeferredInterrupt:

@@ -10,12 +10,13 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from batchrun.catalog import Catalog
-from batchrun.cli import EXIT_OK, EXIT_PARTIAL, invoke
+from batchrun.cli import EXIT_OK, EXIT_PARTIAL, EXIT_SIGINT, invoke
 from batchrun.logs import run_log_path
 from batchrun.tools.demo import DemoSpec, DemoTruth, generate
 from batchrun.tools.faults import FAULTS_ENV
@@ -116,3 +117,40 @@ def test_an_inline_run_killed_mid_run_resumes_exactly_once(
     assert "(pool: inline)" in resumed.stderr
     run_id = assert_exactly_once(state, truth.total_rows)
     assert catalog.counts(run_id).batches.committed == 12
+
+
+HANGING_TRANSFORM = """
+import pathlib, time
+
+def hang(table):
+    here = pathlib.Path(__file__).parent
+    (here / "in-transform").touch()
+    while (here / "hang").exists():
+        time.sleep(0.05)
+    return table
+"""
+
+
+def test_a_second_ctrl_c_stops_an_inline_batch_that_hangs_and_the_resume_stages_each_row_once(
+        tmp_path: Path, demo_data: tuple[Path, DemoTruth]) -> None:
+    """A batch runs in the driver: the first signal lets it finish (a drain), the second
+    must stop it, as it stops a Ray run at once, not wait for it forever. (SIGTERM takes
+    the same handler; its exit code is 143.)"""
+    data, truth = demo_data
+    state = tmp_path / "state"
+    (tmp_path / "hanging.py").write_text(HANGING_TRANSFORM)
+    (tmp_path / "hang").touch()
+    job = write_job(tmp_path, data, execution=INLINE, extra='[transform]\nfunction = "hanging:hang"\n')
+    process = spawn_cli("run", job, "--state-dir", state, "--no-progress", log=tmp_path / "run.out")
+    try:
+        wait_for(lambda: (tmp_path / "in-transform").exists(), timeout=60, every=0.05)
+        for _ in range(2):
+            kill_group(process, signal.SIGINT)
+            time.sleep(0.5)  # two signals, not one: nothing to see until the second
+        assert process.wait(timeout=20) == EXIT_SIGINT
+    finally:
+        kill_group(process)
+    (tmp_path / "hang").unlink()
+    resumed = cli("resume", "--state-dir", state, "--no-progress")
+    assert resumed.returncode == EXIT_OK, resumed.stderr
+    assert_exactly_once(state, truth.total_rows)

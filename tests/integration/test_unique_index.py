@@ -123,3 +123,24 @@ def test_a_killed_run_with_repeated_keys_resumes_with_each_reject_once(tmp_path:
     assert_exactly_once(state, truth_rows=50, truth_rejects=20)
     expected = [(f"f{n}.csv", line, "order_id") for n in range(10) for line in (7, 8)]
     assert [r[:3] for r in unique_rejects(state)] == expected == full_pass(state)
+
+
+def test_a_key_the_index_cannot_code_falls_back_to_the_full_pass_and_the_run_succeeds(
+        tmp_path: Path) -> None:
+    """A decimal unique column (next to an integer one): the feed gives up, publishing
+    checks every row. It crashed instead (UnsupportedKey raised again by `finish`)."""
+    rows = {"a.csv": [(1, "1.50"), (2, "2.00"), (1, "3.00")],
+            "b.csv": [(3, "1.5"), (4, "4.00"), (5, "2")]}
+    for name, values in rows.items():
+        path = tmp_path / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("order_id,price\n" + "".join(f"{i},{p}\n" for i, p in values))
+    job = tmp_path / "job.toml"
+    job.write_text(JOB.split("[schema.columns]")[0].replace("workers = 2", 'pool = "inline"')
+                   + "[schema.columns]\norder_id = { type = \"int64\", unique = true }\n"
+                   + "price = { type = \"decimal(6,2)\", unique = true }\n")
+    state = tmp_path / "s"
+    assert invoke(["run", str(job), "--state-dir", str(state), "--no-progress"]) == EXIT_OK
+    assert unique_rejects(state) == [("a.csv", 4, "order_id", "1"), ("b.csv", 2, "price", "1.50"),
+                                     ("b.csv", 4, "price", "2.00")]
+    assert_exactly_once(state, truth_rows=3, truth_rejects=3)

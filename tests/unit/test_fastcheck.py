@@ -309,3 +309,20 @@ def test_blank_lines_anywhere_are_dropped_alike_by_the_fast_path_and_the_referen
     assert fast == reference
     rejected = {(r["file"], r["line"]) for r in reference[1]}
     assert len(reference[0]) + len(rejected) == records
+
+
+@pytest.mark.parametrize("value", ["9" * 39, "-" + "9" * 39, "+" + "1" * 50, "1" * 40 + ".5",
+                                   "38166235374929897679061816506982398148",
+                                   "-7375020065489352130256432368223729994",
+                                   "7.406812415868344978690736625851781286"])
+@pytest.mark.parametrize("scale", [0, 2, 38])
+def test_a_decimal_with_more_digits_than_128_bits_hold_is_never_called_clean(
+        value: str, scale: int) -> None:
+    """Arrow's string-to-decimal128(38, s) cast wraps silently past 38 digits, the scale's
+    zeros included (39 nines, or 37 digits at scale 2, read as other numbers): such a value
+    must go to the reference, which rejects it."""
+    if scale == 0 and len(value.lstrip("+-")) <= 38 and "." not in value:
+        pytest.skip("fits")
+    columns = {"amount": ColumnSpec(type=f"decimal(38,{scale})")}
+    text = pa.table({"amount": pa.array(["0", value], pa.string())})
+    assert CleanCheck(columns, frozenset()).typed_if_clean(text) is None

@@ -214,6 +214,16 @@ def test_a_dead_worker_is_replaced_and_its_batch_retried(catalog: Catalog) -> No
     assert sorted(made) == [0, 1, 1]
 
 
+def test_a_batch_whose_code_calls_sys_exit_inline_kills_its_worker_not_the_run(
+        catalog: Catalog) -> None:
+    """A custom reader or transform that calls sys.exit() ends a Ray actor; inline it must
+    not end the batchrun process (whose exit code, 0, then said nothing went wrong)."""
+    plan(catalog, 4)
+    outcome = run(catalog, pool_of(fails({2}, lambda path: SystemExit(0))), workers=2, in_flight=2)
+    assert outcome.committed == 4
+    assert "died: SystemExit: 0" in by_seq(catalog, 2)["last_error"]
+
+
 def test_a_hanging_batch_is_killed_at_its_timeout_and_retried_on_a_fresh_worker(
         catalog: Catalog) -> None:
     plan(catalog, 4)

@@ -156,3 +156,18 @@ def test_an_inline_pool_cannot_be_asked_to_join_a_cluster() -> None:
         check_config(config(pool="inline", address="ray://user:secret@head:10001"), "job.toml",
                      Path("."))
     assert "secret" not in str(refused.value)
+
+
+def test_a_run_sizes_its_plan_for_the_pool_by_the_decompressed_bytes_as_a_resume_does() -> None:
+    """A small gzip that expands past the inline bound must not run in the driver: `run`
+    (start.py) and `resume` (run.py, from the batches' bytes) must see the same size."""
+    from concurrent.futures import Future
+
+    from batchrun.execution.start import _planned_bytes
+    from batchrun.manifest import Selection
+    from batchrun.model import PlannedFile
+
+    gz = PlannedFile("a.csv.gz", size=2**20, mtime=0.0, source="s", expanded=INLINE_MAX_BYTES * 4)
+    selecting: Future[Selection] = Future()
+    selecting.set_result(Selection(planned=[gz, PlannedFile("b.csv", 10, 0.0, "s")]))
+    assert _planned_bytes(selecting) == INLINE_MAX_BYTES * 4 + 10
