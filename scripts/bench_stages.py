@@ -125,7 +125,8 @@ def stage_intervals(lines: list[LogLine], spawned_at: float, began_at: float | N
     first = _first(lines, _DISPATCH) or _first(lines, _START)
     last_commit = _last(lines, _COMMIT)
     found["batches"] = (first.at, last_commit.at) if first and last_commit else None
-    unique_line, end = _last(lines, _UNIQUE), _last(lines, _END)
+    timed = [x for x in lines if _UNIQUE.search(x.message) and x.seconds is not None]
+    unique_line, end = (timed[-1] if timed else _last(lines, _UNIQUE)), _last(lines, _END)
     found["unique"] = _logged(unique_line)
     if found["unique"] is None and unique_line and last_commit:
         found["unique"] = (last_commit.at, unique_line.at)

@@ -107,6 +107,17 @@ def test_stages_that_log_their_seconds_are_read_from_the_line() -> None:
     assert times["derived"] == ["publish"]
 
 
+def test_the_unique_stage_is_read_from_its_timed_line_not_the_background_line_after_it() -> None:
+    text = LOG.read_text().replace(
+        "0 later duplicate(s) rejected",
+        "0 later duplicate(s) rejected in 0.12s (index: 7 keys)\n2026-12-02 03:42:18.660 | INFO"
+        "    | run=r batch=- | unique keys ['order_id']: indexed 7 keys of 2 file(s) in the"
+        " background, 0.50s CPU")
+    times = times_of(text)
+    assert times["unique"] == 0.12
+    assert "unique" not in times["derived"]
+
+
 def test_a_log_without_commits_or_an_end_leaves_those_stages_out() -> None:
     text = "\n".join(LOG.read_text().splitlines()[:3]) + "\n  Traceback line, not a log line\n"
     times = times_of(text)
