@@ -80,6 +80,11 @@ class PlannedFile:
     def fingerprint(self) -> Fingerprint:
         return Fingerprint(self.size, self.mtime_ns, self.sha256, self.ino, self.dev)
 
+    @property
+    def weight(self) -> int:
+        """The bytes the file counts for in memory budgets: a gzip at its decompressed size."""
+        return self.expanded or self.size
+
 
 @dataclass(frozen=True)
 class PlannedBatch:
@@ -90,7 +95,7 @@ class PlannedBatch:
 
     @property
     def bytes(self) -> int:
-        return sum(f.expanded or f.size for f in self.files)
+        return sum(f.weight for f in self.files)
 
 
 @dataclass(frozen=True)

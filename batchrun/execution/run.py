@@ -164,7 +164,7 @@ def execute_run(catalog: Catalog, record: RunRecord, config: JobConfig,
             choice = choice or _choice(settings, pending, hooks, ray_ready)
             log.info("pool: {} ({})", choice.pool, choice.reason)
             if choice.pool == "ray":
-                ray_ready = ray_ready or _connect(settings, config, record)
+                ray_ready = ray_ready or connect(settings, config, Path(record.job_file).parent)
                 _note_connected(record.run_id, ray_ready, on_progress)
             outcome = _schedule(catalog, record, choice.pool, _worker_spec(
                 record, config, columns, settings, hooks), settings, hooks, stop, on_progress,
@@ -222,10 +222,11 @@ def _schedule(catalog: Catalog, record: RunRecord, pool_kind: Pool, spec: Pipeli
     return scheduler.execute(pending, catalog.attempts(record.run_id))
 
 
-def _connect(settings: ExecutionSettings, config: JobConfig, record: RunRecord) -> RayReady:
+def connect(settings: ExecutionSettings, config: JobConfig, base_dir: Path) -> RayReady:
+    """Start or join Ray (imported only now: a run on the inline pool never loads it)."""
     from batchrun.execution.ray_session import connect_ray
 
-    return connect_ray(settings, config, Path(record.job_file).parent)
+    return connect_ray(settings, config, base_dir)
 
 
 def _ray_pool(spec: PipelineSpec) -> WorkerPool:

@@ -41,7 +41,7 @@ from batchrun.catalog import Catalog
 from batchrun.config import ColumnSpec, Job, JobConfig, canonical_key, set_dotted, validate_config
 from batchrun.errors import ConfigError, RunNotFoundError
 from batchrun.execution.prepare import check_config, check_job
-from batchrun.execution.run import RunOutcome, abort_state, execute_run, resume_planned
+from batchrun.execution.run import RunOutcome, abort_state, connect, execute_run, resume_planned
 from batchrun.execution.scheduler import ProgressCallback
 from batchrun.execution.settings import (
     ExecutionSettings,
@@ -163,7 +163,7 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
                                      ray_connected=ray_connected(), hooked=hooked)
                 if choice.pool == "ray" and (not may_be_empty or selecting.result().planned):
                     asked_ray = True
-                    ray_ready = _connect(settings, job)
+                    ray_ready = connect(settings, job.config, job.base_dir)
                 interrupt.check()
                 planned: Planned = planning.result()
                 interrupt.check()
@@ -181,13 +181,7 @@ def _plan_while_ray_starts(catalog: Catalog, job: Job, settings: ExecutionSettin
 def _planned_bytes(selecting: Future[Selection]) -> int:
     """The input bytes of the files the plan selected, a gzip at its decompressed size as
     a batch counts it (waits for the selection)."""
-    return sum(f.expanded or f.size for f in selecting.result().planned)
-
-
-def _connect(settings: ExecutionSettings, job: Job) -> RayReady:
-    from batchrun.execution.ray_session import connect_ray
-
-    return connect_ray(settings, job.config, job.base_dir)
+    return sum(f.weight for f in selecting.result().planned)
 
 
 def _shut_down_ours(settings: ExecutionSettings, ray_ready: RayReady | None,
